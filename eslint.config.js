@@ -1,0 +1,72 @@
+// @ts-check
+import tseslint from 'typescript-eslint'
+
+const sdkImports = [
+  '@aws-sdk/*',
+  '@platformatic/kafka',
+  'pg',
+  '@electric-sql/pglite',
+  'pino',
+  'prom-client',
+  'commander',
+]
+
+export default tseslint.config(
+  { ignores: ['node_modules/', 'dist/', '.services/', '.data/', 'bench/results/'] },
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': 'error',
+      '@typescript-eslint/await-thenable': 'error',
+      '@typescript-eslint/consistent-type-imports': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
+      'no-restricted-syntax': [
+        'error',
+        { selector: 'TSEnumDeclaration', message: 'Use an `as const` object and a union type.' },
+        { selector: 'TSModuleDeclaration', message: 'No namespaces.' },
+        { selector: 'TSParameterProperty', message: 'No parameter properties.' },
+      ],
+    },
+  },
+  {
+    // The pure core and the logic talk to ports only: no SDKs, no node:* I/O.
+    files: [
+      'src/core/**/*.ts',
+      'src/event-store/**/*.ts',
+      'src/sequencing/**/*.ts',
+      'src/publisher/**/*.ts',
+      'src/registry/**/*.ts',
+      'src/worker/**/*.ts',
+      'src/domain/**/*.ts',
+    ],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: sdkImports, message: 'SDKs belong in src/adapters/.' },
+            {
+              group: [
+                'node:fs',
+                'node:fs/*',
+                'node:net',
+                'node:http',
+                'node:https',
+                'node:child_process',
+              ],
+              message: 'I/O goes through a port.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['eslint.config.js'],
+    ...tseslint.configs.disableTypeChecked,
+  },
+)

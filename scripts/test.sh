@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs the test suite with Node's test runner on the project's Node.
+#   scripts/test.sh unit   tests that need no service (*.test.ts, not *.it.test.ts)
+#   scripts/test.sh all    starts the real services (scripts/services.sh up), then every test
+# Extra arguments are passed to `node --test` (e.g. --test-name-pattern=...).
+# Fails when a test fails and when no test ran at all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-all}
+shift || true
+
+shopt -s globstar nullglob
+files=()
+for f in test/**/*.test.ts; do
+  if [[ $mode == unit && $f == *.it.test.ts ]]; then continue; fi
+  files+=("$f")
+done
+if [[ $mode == all ]]; then
+  bash scripts/services.sh up
+  eval "$(bash scripts/services.sh env)"
+elif [[ $mode != unit ]]; then
+  echo "usage: scripts/test.sh unit|all [node --test options]" >&2
+  exit 2
+fi
+if ((${#files[@]} == 0)); then
+  echo "no test files found" >&2
+  exit 1
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+node --test --test-reporter=spec --test-timeout=300000 --test-concurrency=2 "$@" "${files[@]}" 2>&1 | tee "$log" || status=$?
+ran=$(sed -n 's/^ℹ tests \([0-9][0-9]*\)$/\1/p' "$log" | tail -n 1)
+if [[ -z $ran || $ran == 0 ]]; then
+  echo "test run failed: no test ran" >&2
+  exit 1
+fi
+exit "$status"

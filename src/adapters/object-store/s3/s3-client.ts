@@ -1,0 +1,149 @@
+import http from 'node:http'
+import https from 'node:https'
+import { CairnError, ErrorCode } from '../../../core/errors.ts'
+import { createSigner, EMPTY_PAYLOAD_HASH, sha256Hex, uriEncode } from './sigv4.ts'
+import type { Credentials } from './sigv4.ts'
+
+/**
+ * A small S3 client: path-style requests, SigV4, keep-alive sockets. Only what cairn uses.
+ * Status codes come back as values; transport failures throw a retryable `CairnError`.
+ */
+export type S3ClientOptions = {
+  readonly endpoint: string
+  readonly region: string
+  readonly credentials: Credentials
+  /** Sockets kept open per host (default 128). */
+  readonly maxSockets?: number
+  /** Per-request timeout in milliseconds (default 30,000). */
+  readonly timeoutMs?: number
+}
+
+export type S3Response = {
+  readonly status: number
+  readonly headers: http.IncomingHttpHeaders
+  readonly body: Buffer
+}
+
+export type S3Request = {
+  readonly method: 'GET' | 'PUT' | 'HEAD' | 'DELETE' | 'POST'
+  readonly bucket: string
+  readonly key?: string
+  readonly query?: readonly (readonly [string, string])[]
+  readonly headers?: Record<string, string>
+  readonly body?: Uint8Array
+}
+
+export type S3Client = {
+  request(req: S3Request): Promise<S3Response>
+  close(): void
+}
+
+export const createS3Client = (options: S3ClientOptions): S3Client => {
+  const url = new URL(options.endpoint)
+  const secure = url.protocol === 'https:'
+  if (!secure && url.protocol !== 'http:') {
+    throw new CairnError(ErrorCode.INVALID_CONFIG, `S3 endpoint must be http(s): ${url.protocol}`)
+  }
+  const transport = secure ? https : http
+  const agent = new transport.Agent({
+    keepAlive: true,
+    maxSockets: options.maxSockets ?? 128,
+    maxFreeSockets: options.maxSockets ?? 128,
+    scheduling: 'lifo',
+  })
+  const host = url.host
+  const basePath = url.pathname.replace(/\/+$/, '')
+  const signer = createSigner(options.credentials)
+  const timeoutMs = options.timeoutMs ?? 30_000
+
+  const request = (req: S3Request): Promise<S3Response> => {
+    const keyPath = req.key === undefined ? '' : `/${uriEncode(req.key, true)}`
+    const path = `${basePath}/${uriEncode(req.bucket, false)}${keyPath}`
+    const query = req.query ?? []
+    const payloadHash = req.body === undefined ? EMPTY_PAYLOAD_HASH : sha256Hex(req.body)
+    const headers: Record<string, string> = { host, ...req.headers }
+    if (req.body !== undefined) headers['content-length'] = String(req.body.byteLength)
+    const signed = signer.sign({
+      method: req.method,
+      path,
+      query,
+      headers,
+      payloadHash,
+      region: options.region,
+      now: new Date(),
+    })
+    const search =
+      query.length === 0
+        ? ''
+        : `?${query.map(([k, v]) => `${uriEncode(k, false)}=${uriEncode(v, false)}`).join('&')}`
+    return new Promise<S3Response>((resolve, reject) => {
+      const r = transport.request(
+        {
+          agent,
+          protocol: url.protocol,
+          hostname: url.hostname,
+          port: url.port,
+          method: req.method,
+          path: path + search,
+          headers: { ...headers, ...signed },
+        },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('error', (cause) => reject(transportError(req, cause)))
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: Buffer.concat(chunks),
+            }),
+          )
+        },
+      )
+      r.setTimeout(timeoutMs, () => r.destroy(new Error(`timed out after ${timeoutMs} ms`)))
+      r.on('error', (cause) => reject(transportError(req, cause)))
+      r.end(req.body)
+    })
+  }
+
+  return {
+    request,
+    close: () => agent.destroy(),
+  }
+}
+
+const transportError = (req: S3Request, cause: unknown): CairnError =>
+  new CairnError(
+    ErrorCode.OBJECT_STORE_UNAVAILABLE,
+    `S3 ${req.method} ${req.bucket}/${req.key ?? ''} failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+    { retryable: true, cause },
+  )
+
+/** The `<Code>` of an S3 XML error body, if any. */
+export const s3ErrorCode = (body: Buffer): string | undefined =>
+  /<Code>([^<]*)<\/Code>/.exec(body.toString('utf8'))?.[1]
+
+const XML_ENTITIES: Record<string, string> = {
+  amp: '&',
+  lt: '<',
+  gt: '>',
+  quot: '"',
+  apos: "'",
+}
+
+export const decodeXmlText = (text: string): string =>
+  text.replace(/&(#x[0-9a-fA-F]+|#\d+|[a-z]+);/g, (whole, entity: string) => {
+    if (entity.startsWith('#x')) return String.fromCodePoint(parseInt(entity.slice(2), 16))
+    if (entity.startsWith('#')) return String.fromCodePoint(parseInt(entity.slice(1), 10))
+    return XML_ENTITIES[entity] ?? whole
+  })
+
+/** Keys and truncation flag of a ListObjectsV2 response. */
+export const parseListObjects = (body: Buffer): { keys: string[]; truncated: boolean } => {
+  const xml = body.toString('utf8')
+  const keys: string[] = []
+  for (const m of xml.matchAll(/<Contents>[\s\S]*?<Key>([\s\S]*?)<\/Key>[\s\S]*?<\/Contents>/g)) {
+    keys.push(decodeXmlText(m[1] ?? ''))
+  }
+  return { keys, truncated: /<IsTruncated>true<\/IsTruncated>/.test(xml) }
+}

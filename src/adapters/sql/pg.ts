@@ -1,0 +1,70 @@
+import pg from 'pg'
+import type { Row, Sql, SqlQueryable } from '../../core/ports/sql.ts'
+
+export type PgSqlOptions = {
+  readonly connectionString: string
+  /** Pool size (default 10). */
+  readonly max?: number
+  readonly applicationName?: string
+}
+
+/** The SQL port on a PostgreSQL server through `pg`'s pool. */
+export const createPgSql = (options: PgSqlOptions): Sql => {
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? 'cairn',
+  })
+  // An idle client that loses its server must not crash the process; the next query reconnects.
+  pool.on('error', () => {})
+
+  const queryOn =
+    (client: pg.Pool | pg.PoolClient) =>
+    async <R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]> => {
+      const res = await client.query<R>(text, params as unknown[] | undefined)
+      return res.rows
+    }
+
+  let closed: Promise<void> | undefined
+  const close = (): Promise<void> => (closed ??= pool.end())
+
+  return {
+    describe: `postgres ${redact(options.connectionString)}`,
+    query: queryOn(pool),
+    async exec(script) {
+      await pool.query(script)
+    },
+    async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
+      const client = await pool.connect()
+      let broken = false
+      try {
+        await client.query('BEGIN')
+        const result = await fn({ query: queryOn(client) })
+        await client.query('COMMIT')
+        return result
+      } catch (error) {
+        try {
+          await client.query('ROLLBACK')
+        } catch {
+          broken = true
+        }
+        throw error
+      } finally {
+        client.release(broken)
+      }
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  }
+}
+
+/** The connection string without its password, for logs. */
+export const redact = (connectionString: string): string => {
+  try {
+    const url = new URL(connectionString)
+    if (url.password !== '') url.password = '***'
+    return url.toString()
+  } catch {
+    return '(unparsable connection string)'
+  }
+}

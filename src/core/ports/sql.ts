@@ -1,0 +1,23 @@
+/**
+ * The SQL port: the few things cairn needs from PostgreSQL, identical on a server (`pg`) and
+ * in-process (PGlite).
+ *
+ * - `query` runs one parameterised statement ($1, $2 …) and returns its rows.
+ * - `transaction` runs `fn` in one transaction on one connection: committed if `fn` resolves,
+ *   rolled back if it throws (the error is rethrown).
+ * - `exec` runs a script of several statements without parameters (migrations).
+ * - Errors carry PostgreSQL's SQLSTATE in `code` when the server gave one.
+ */
+export type Row = Record<string, unknown>
+
+export type SqlQueryable = {
+  query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]>
+}
+
+export type Sql = SqlQueryable & {
+  readonly describe: string
+  exec(script: string): Promise<void>
+  transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}

@@ -1,0 +1,4 @@
+import { objectStoreContract } from '../../contract/object-store.ts'
+import { fsStoreCase } from '../../support/adapters.ts'
+
+objectStoreContract([fsStoreCase()])

@@ -25,21 +25,26 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
       return res.rows
     }
 
+  const execOn =
+    (client: pg.Pool | pg.PoolClient) =>
+    async (script: string): Promise<void> => {
+      // Without parameters pg uses the simple protocol, which takes several statements.
+      await client.query(script)
+    }
+
   let closed: Promise<void> | undefined
   const close = (): Promise<void> => (closed ??= pool.end())
 
   return {
     describe: `postgres ${redact(options.connectionString)}`,
     query: queryOn(pool),
-    async exec(script) {
-      await pool.query(script)
-    },
+    exec: execOn(pool),
     async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
       const client = await pool.connect()
       let broken = false
       try {
         await client.query('BEGIN')
-        const result = await fn({ query: queryOn(client) })
+        const result = await fn({ query: queryOn(client), exec: execOn(client) })
         await client.query('COMMIT')
         return result
       } catch (error) {

@@ -21,17 +21,21 @@ export const createPgliteSql = async (options: PgliteSqlOptions = {}): Promise<S
       return res.rows
     }
 
+  const execOn =
+    (q: Pick<PGlite, 'exec'>) =>
+    async (script: string): Promise<void> => {
+      await q.exec(script)
+    }
+
   let closed: Promise<void> | undefined
   const close = (): Promise<void> => (closed ??= db.close())
 
   return {
     describe: `pglite ${options.dataDir ?? '(memory)'}`,
     query: queryOn(db),
-    async exec(script) {
-      await db.exec(script)
-    },
+    exec: execOn(db),
     transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
-      return db.transaction((tx) => fn({ query: queryOn(tx) }))
+      return db.transaction((tx) => fn({ query: queryOn(tx), exec: execOn(tx) }))
     },
     close,
     [Symbol.asyncDispose]: close,

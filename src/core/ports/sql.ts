@@ -12,11 +12,12 @@ export type Row = Record<string, unknown>
 
 export type SqlQueryable = {
   query<R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]>
+  /** Runs a script of several statements, without parameters. */
+  exec(script: string): Promise<void>
 }
 
 export type Sql = SqlQueryable & {
   readonly describe: string
-  exec(script: string): Promise<void>
   transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>

@@ -1,0 +1,51 @@
+import { readdir, readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { CairnError, ErrorCode } from '../../core/errors.ts'
+import type { Sql } from '../../core/ports/sql.ts'
+
+const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/', import.meta.url))
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
+
+export const assertSchemaName = (schema: string): string => {
+  if (!SCHEMA_NAME.test(schema)) {
+    throw new CairnError(
+      ErrorCode.INVALID_CONFIG,
+      `schema name ${JSON.stringify(schema)} must match ${SCHEMA_NAME.source} (lower-case SQL identifier)`,
+    )
+  }
+  return schema
+}
+
+/**
+ * Applies the numbered plain-SQL files of `migrations/` that the schema has not seen yet, in
+ * order, each in its own transaction, under an advisory lock so concurrent starters take turns.
+ * `{{schema}}` in a file stands for the schema name. Returns the versions applied.
+ */
+export const migrate = async (sql: Sql, schema: string, dir: string = MIGRATIONS_DIR): Promise<string[]> => {
+  assertSchemaName(schema)
+  const files = (await readdir(dir)).filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f)).sort()
+  return sql.transaction(async (tx) => {
+    // One lock for all migrations of this schema; held until this transaction ends.
+    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`cairn-migrate:${schema}`])
+    await tx.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`)
+    await tx.query(
+      `CREATE TABLE IF NOT EXISTS ${schema}.schema_migrations (
+         version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+    )
+    const done = new Set(
+      (await tx.query<{ version: string }>(`SELECT version FROM ${schema}.schema_migrations`)).map((r) => r.version),
+    )
+    const applied: string[] = []
+    for (const file of files) {
+      const version = file.replace(/\.sql$/, '')
+      if (done.has(version)) continue
+      const script = (await readFile(path.join(dir, file), 'utf8')).replaceAll('{{schema}}', schema)
+      await tx.exec(script)
+      await tx.query(`INSERT INTO ${schema}.schema_migrations (version) VALUES ($1)`, [version])
+      applied.push(version)
+    }
+    return applied
+  })
+}

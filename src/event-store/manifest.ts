@@ -1,0 +1,52 @@
+import type { StoredEnvelope } from '../core/envelope.ts'
+
+/**
+ * A by-date manifest: one object per group commit under `indexes/by-date/`, listing the events
+ * that commit stored, with their exact stored bytes, so the publisher reads one object per batch.
+ * An event may appear in more than one manifest (a retried append, a repair): readers dedup by id.
+ */
+export type ManifestEntry = {
+  readonly key: string
+  readonly event_id: string
+  readonly event_type: string
+  readonly aggregate_type: string
+  readonly aggregate_id: string
+  readonly sequence_number: number
+  readonly kafka_topic: string | null
+  readonly ordering_key: string | null
+  /** The envelope exactly as stored (canonical JSON). */
+  readonly body: string
+}
+
+export type Manifest = {
+  readonly version: 1
+  readonly writer: string
+  readonly written_at: string
+  readonly entries: readonly ManifestEntry[]
+}
+
+export const manifestEntry = (key: string, envelope: StoredEnvelope, body: string): ManifestEntry => ({
+  key,
+  event_id: envelope.event_id,
+  event_type: envelope.event_type,
+  aggregate_type: envelope.aggregate_type,
+  aggregate_id: envelope.aggregate_id,
+  sequence_number: envelope.sequence_number,
+  kafka_topic: typeof envelope.metadata.kafka_topic === 'string' ? envelope.metadata.kafka_topic : null,
+  ordering_key: typeof envelope.metadata.ordering_key === 'string' ? envelope.metadata.ordering_key : null,
+  body,
+})
+
+/** Parses a manifest; throws a TypeError naming what is wrong (callers count and skip it). */
+export const parseManifest = (bytes: Uint8Array): Manifest => {
+  const value = JSON.parse(new TextDecoder().decode(bytes)) as Partial<Manifest>
+  if (value.version !== 1 || !Array.isArray(value.entries)) {
+    throw new TypeError('not a cairn manifest (version 1 with entries)')
+  }
+  for (const e of value.entries) {
+    if (typeof e?.key !== 'string' || typeof e.event_id !== 'string' || typeof e.body !== 'string') {
+      throw new TypeError('manifest entry without key, event_id or body')
+    }
+  }
+  return value as Manifest
+}

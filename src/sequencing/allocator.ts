@@ -1,0 +1,218 @@
+import { CairnError, ErrorCode } from '../core/errors.ts'
+import type { Sql } from '../core/ports/sql.ts'
+
+/**
+ * The sequence allocator: per-aggregate sequence numbers 1, 2, 3 … reserved atomically in
+ * PostgreSQL (PGlite embedded), with optimistic concurrency and the record of appended event ids.
+ * A group of appends is reserved in one round trip (`reserve_sequences`, migrations/001).
+ *
+ * Guarantees: a sequence is given to at most one event; a conflict or a duplicate changes nothing;
+ * outcomes come back in the order of the requests.
+ */
+export type ReserveRequest = {
+  /** `<handler prefix>:<aggregate type>` */
+  readonly handler: string
+  readonly aggregateId: string
+  readonly expectedSeq: number | null
+  readonly eventIds: readonly string[]
+  /** Idempotency hash per event (commands), null where not compared (domain events). */
+  readonly hashes: readonly (string | null)[]
+}
+
+export type ReservationState = 'reserved' | 'stored' | 'gap'
+
+export type ReservedRow = {
+  readonly eventId: string
+  readonly seq: number
+  readonly state: ReservationState
+  readonly hash: string | null
+}
+
+export type ReserveResult =
+  | { readonly outcome: 'reserved'; readonly firstSeq: number }
+  | { readonly outcome: 'conflict'; readonly actualSeq: number }
+  | { readonly outcome: 'duplicate'; readonly rows: readonly ReservedRow[] }
+  | { readonly outcome: 'mismatch'; readonly reason: string }
+
+export type StaleReservation = {
+  readonly eventId: string
+  readonly handler: string
+  readonly aggregateId: string
+  readonly seq: number
+}
+
+export type SequenceAllocator = {
+  readonly schema: string
+  reserve(requests: readonly ReserveRequest[], stored: readonly string[]): Promise<ReserveResult[]>
+  markStored(eventIds: readonly string[]): Promise<void>
+  markGap(eventIds: readonly string[]): Promise<void>
+  /** Drops these reservations and raises the aggregate's sequence to at least `bucketMax`. */
+  reseed(handler: string, aggregateId: string, bucketMax: number, dropEventIds: readonly string[]): Promise<void>
+  current(handler: string, aggregateId: string): Promise<number>
+  lookup(eventId: string): Promise<(ReservedRow & { handler: string; aggregateId: string }) | null>
+  staleReservations(olderThanMs: number, limit: number): Promise<StaleReservation[]>
+  /** True when the allocator holds no aggregate at all (fresh or lost registry). */
+  isEmpty(): Promise<boolean>
+  /** Records an event found in the bucket (registry rebuild). */
+  recordStored(rows: readonly (StaleReservation & { hash: string | null })[]): Promise<void>
+}
+
+const RETRYABLE_SQLSTATES = new Set(['40001', '40P01'])
+
+export const createSequenceAllocator = (options: { sql: Sql; schema: string }): SequenceAllocator => {
+  const { sql, schema } = options
+
+  const withRetry = async <T>(fn: () => Promise<T>): Promise<T> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn()
+      } catch (error) {
+        const code = (error as { code?: unknown }).code
+        if (attempt < 5 && typeof code === 'string' && RETRYABLE_SQLSTATES.has(code)) continue
+        throw new CairnError(ErrorCode.SQL_ERROR, `sequence allocator: ${(error as Error).message}`, {
+          cause: error,
+          retryable: true,
+        })
+      }
+    }
+  }
+
+  const toRow = (r: { event_id: string; seq: number | string; state: ReservationState; hash: string | null }): ReservedRow => ({
+    eventId: r.event_id,
+    seq: Number(r.seq),
+    state: r.state,
+    hash: r.hash,
+  })
+
+  return {
+    schema,
+    async reserve(requests, stored) {
+      const payload = requests.map((r, i) => ({
+        i,
+        handler: r.handler,
+        aggregate_id: r.aggregateId,
+        expected_seq: r.expectedSeq,
+        ids: r.eventIds,
+        hashes: r.hashes,
+      }))
+      const rows = await withRetry(() =>
+        sql.query<{ result: unknown }>(`SELECT ${schema}.reserve_sequences($1::jsonb, $2::text[]) AS result`, [
+          JSON.stringify(payload),
+          stored,
+        ]),
+      )
+      const raw = rows[0]?.result
+      const list = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
+        i: number
+        outcome: ReserveResult['outcome']
+        first_seq?: number
+        actual_seq?: number
+        reason?: string
+        rows?: { event_id: string; seq: number; state: ReservationState; hash: string | null }[]
+      }[]
+      const results: ReserveResult[] = new Array<ReserveResult>(requests.length)
+      for (const r of list) {
+        results[r.i] =
+          r.outcome === 'reserved'
+            ? { outcome: 'reserved', firstSeq: Number(r.first_seq) }
+            : r.outcome === 'conflict'
+              ? { outcome: 'conflict', actualSeq: Number(r.actual_seq) }
+              : r.outcome === 'duplicate'
+                ? { outcome: 'duplicate', rows: (r.rows ?? []).map(toRow) }
+                : { outcome: 'mismatch', reason: r.reason ?? 'idempotency mismatch' }
+      }
+      return results
+    },
+    async markStored(eventIds) {
+      if (eventIds.length === 0) return
+      await withRetry(() =>
+        sql.query(`UPDATE ${schema}.appended_events SET state = 'stored' WHERE event_id = ANY ($1::text[]) AND state = 'reserved'`, [
+          eventIds,
+        ]),
+      )
+    },
+    async markGap(eventIds) {
+      if (eventIds.length === 0) return
+      await withRetry(() =>
+        sql.query(`UPDATE ${schema}.appended_events SET state = 'gap' WHERE event_id = ANY ($1::text[])`, [eventIds]),
+      )
+    },
+    async reseed(handler, aggregateId, bucketMax, dropEventIds) {
+      await withRetry(() =>
+        sql.transaction(async (tx) => {
+          await tx.query(`DELETE FROM ${schema}.appended_events WHERE event_id = ANY ($1::text[]) AND state = 'reserved'`, [
+            dropEventIds,
+          ])
+          await tx.query(
+            `INSERT INTO ${schema}.aggregate_sequences AS s (handler, aggregate_id, last_sequence) VALUES ($1, $2, $3)
+             ON CONFLICT (handler, aggregate_id)
+             DO UPDATE SET last_sequence = GREATEST(s.last_sequence, EXCLUDED.last_sequence), updated_at = now()`,
+            [handler, aggregateId, bucketMax],
+          )
+        }),
+      )
+    },
+    async current(handler, aggregateId) {
+      const rows = await withRetry(() =>
+        sql.query<{ last_sequence: string }>(
+          `SELECT last_sequence FROM ${schema}.aggregate_sequences WHERE handler = $1 AND aggregate_id = $2`,
+          [handler, aggregateId],
+        ),
+      )
+      return rows.length === 0 ? 0 : Number(rows[0]?.last_sequence)
+    },
+    async lookup(eventId) {
+      const rows = await withRetry(() =>
+        sql.query<{ event_id: string; seq: string; state: ReservationState; hash: string | null; handler: string; aggregate_id: string }>(
+          `SELECT event_id, sequence_number AS seq, state, hash, handler, aggregate_id
+             FROM ${schema}.appended_events WHERE event_id = $1`,
+          [eventId],
+        ),
+      )
+      const r = rows[0]
+      return r === undefined ? null : { ...toRow(r), handler: r.handler, aggregateId: r.aggregate_id }
+    },
+    async staleReservations(olderThanMs, limit) {
+      const rows = await withRetry(() =>
+        sql.query<{ event_id: string; handler: string; aggregate_id: string; seq: string }>(
+          `SELECT event_id, handler, aggregate_id, sequence_number AS seq FROM ${schema}.appended_events
+            WHERE state = 'reserved' AND reserved_at < now() - make_interval(secs => $1::double precision / 1000)
+            ORDER BY reserved_at LIMIT $2`,
+          [olderThanMs, limit],
+        ),
+      )
+      return rows.map((r) => ({ eventId: r.event_id, handler: r.handler, aggregateId: r.aggregate_id, seq: Number(r.seq) }))
+    },
+    async isEmpty() {
+      const rows = await withRetry(() => sql.query(`SELECT 1 FROM ${schema}.aggregate_sequences LIMIT 1`))
+      return rows.length === 0
+    },
+    async recordStored(rows) {
+      if (rows.length === 0) return
+      await withRetry(() =>
+        sql.transaction(async (tx) => {
+          await tx.query(
+            `INSERT INTO ${schema}.appended_events (event_id, handler, aggregate_id, sequence_number, hash, state)
+             SELECT * , 'stored' FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+             ON CONFLICT DO NOTHING`,
+            [
+              rows.map((r) => r.eventId),
+              rows.map((r) => r.handler),
+              rows.map((r) => r.aggregateId),
+              rows.map((r) => r.seq),
+              rows.map((r) => r.hash),
+            ],
+          )
+          await tx.query(
+            `INSERT INTO ${schema}.aggregate_sequences AS s (handler, aggregate_id, last_sequence)
+             SELECT handler, aggregate_id, max(seq) FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(handler, aggregate_id, seq)
+              GROUP BY handler, aggregate_id
+             ON CONFLICT (handler, aggregate_id)
+             DO UPDATE SET last_sequence = GREATEST(s.last_sequence, EXCLUDED.last_sequence), updated_at = now()`,
+            [rows.map((r) => r.handler), rows.map((r) => r.aggregateId), rows.map((r) => r.seq)],
+          )
+        }),
+      )
+    },
+  }
+}

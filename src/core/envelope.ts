@@ -79,7 +79,9 @@ export const validateEnvelope = (input: unknown): EnvelopeValidation => {
     if (typeof v !== 'string' || v.length === 0) {
       errors.push(`${field}: must be a non-empty string`)
     } else if (v.length > (opts.max ?? MAX_ID_LENGTH)) {
-      errors.push(`${field}: must be at most ${opts.max ?? MAX_ID_LENGTH} characters (got ${v.length})`)
+      errors.push(
+        `${field}: must be at most ${opts.max ?? MAX_ID_LENGTH} characters (got ${v.length})`,
+      )
     } else if (opts.printable === true && hasControl(v)) {
       errors.push(`${field}: must not contain control characters`)
     }
@@ -107,7 +109,13 @@ export const validateEnvelope = (input: unknown): EnvelopeValidation => {
     if (meta.kind !== 'command' && meta.kind !== 'domain') {
       errors.push('metadata.kind: must be "command" or "domain"')
     }
-    for (const f of ['kafka_topic', 'ordering_key', 'command_id', 'correlation_id', 'traceparent'] as const) {
+    for (const f of [
+      'kafka_topic',
+      'ordering_key',
+      'command_id',
+      'correlation_id',
+      'traceparent',
+    ] as const) {
       if (meta[f] !== undefined && meta[f] !== null && typeof meta[f] !== 'string') {
         errors.push(`metadata.${f}: must be a string`)
       }
@@ -149,10 +157,12 @@ export const canonicalJson = (value: unknown): string => {
     if (typeof value === 'number' && !Number.isFinite(value)) {
       throw new TypeError('canonical JSON has no representation for NaN or Infinity')
     }
-    if (value === undefined) throw new TypeError('canonical JSON has no representation for undefined')
+    if (value === undefined)
+      throw new TypeError('canonical JSON has no representation for undefined')
     return JSON.stringify(value)
   }
-  if (Array.isArray(value)) return `[${value.map((v: unknown) => canonicalJson(v === undefined ? null : v)).join(',')}]`
+  if (Array.isArray(value))
+    return `[${value.map((v: unknown) => canonicalJson(v === undefined ? null : v)).join(',')}]`
   const obj = value as Record<string, unknown>
   const parts: string[] = []
   for (const key of Object.keys(obj).sort()) {
@@ -221,7 +231,10 @@ export type NewEnvelope = {
 }
 
 /** Fills an envelope's defaults: a random id, now, no actor, empty data, schema version "1". */
-export const createEnvelope = (input: NewEnvelope, now: () => number = Date.now): EventEnvelope => ({
+export const createEnvelope = (
+  input: NewEnvelope,
+  now: () => number = Date.now,
+): EventEnvelope => ({
   event_id: input.event_id ?? randomUUID(),
   event_type: input.event_type,
   aggregate_type: input.aggregate_type,

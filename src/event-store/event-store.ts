@@ -76,11 +76,19 @@ export type CommitNotice = {
   readonly entries: readonly ManifestEntry[]
 }
 
-export type RepairResult = { readonly indexed: number; readonly gaps: number; readonly unresolved: number }
+export type RepairResult = {
+  readonly indexed: number
+  readonly gaps: number
+  readonly unresolved: number
+}
 
 export type EventStore = {
   append(input: AppendInput): Promise<AppendResult>
-  readStream(aggregateType: string, aggregateId: string, options?: ReadStreamOptions): Promise<StoredEnvelope[]>
+  readStream(
+    aggregateType: string,
+    aggregateId: string,
+    options?: ReadStreamOptions,
+  ): Promise<StoredEnvelope[]>
   /** The aggregate's current sequence number as the allocator knows it (0 if none). */
   currentSequence(aggregateType: string, aggregateId: string): Promise<number>
   getByEventId(eventId: string): Promise<StoredEnvelope | null>
@@ -131,7 +139,11 @@ const appendFailed = (message: string, cause?: unknown): CairnError =>
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
 /** Runs `fn` over `items` with at most `limit` in flight. */
-const forEachLimit = async <T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> => {
+const forEachLimit = async <T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> => {
   let next = 0
   const worker = async (): Promise<void> => {
     while (next < items.length) {
@@ -215,7 +227,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   const judge = (eventId: string, found: { value: unknown; body: string }): WriteResult => {
     if (isGapMarker(found.value)) return { kind: 'gap' }
     const v = found.value as Partial<StoredEnvelope>
-    if (v.event_id === eventId) return { kind: 'ours', envelope: v as StoredEnvelope, body: found.body }
+    if (v.event_id === eventId)
+      return { kind: 'ours', envelope: v as StoredEnvelope, body: found.body }
     return { kind: 'foreign' }
   }
 
@@ -239,12 +252,20 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
         await sleep(25 * 2 ** attempt)
       }
     }
-    return closeWithGap(w.key, w.envelope, `body could not be written: ${String(lastError)}`, lastError)
+    return closeWithGap(
+      w.key,
+      w.envelope,
+      `body could not be written: ${String(lastError)}`,
+      lastError,
+    )
   }
 
   const closeWithGap = async (
     key: string,
-    envelope: Pick<StoredEnvelope, 'event_id' | 'aggregate_type' | 'aggregate_id' | 'sequence_number'>,
+    envelope: Pick<
+      StoredEnvelope,
+      'event_id' | 'aggregate_type' | 'aggregate_id' | 'sequence_number'
+    >,
     reason: string,
     cause: unknown,
   ): Promise<WriteResult> => {
@@ -298,11 +319,14 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
         await sleep(25 * 2 ** attempt)
       }
     }
-    if (lastError !== undefined) throw appendFailed(`manifest ${key} could not be written`, lastError)
+    if (lastError !== undefined)
+      throw appendFailed(`manifest ${key} could not be written`, lastError)
     const delay = clock.now() - ms
     if (delay > maxManifestDelayMs) {
       // The publisher may already have settled past this key; the repair re-indexes these events.
-      throw appendFailed(`manifest ${key} took ${delay} ms, beyond the ${maxManifestDelayMs} ms bound`)
+      throw appendFailed(
+        `manifest ${key} took ${delay} ms, beyond the ${maxManifestDelayMs} ms bound`,
+      )
     }
     return key
   }
@@ -326,7 +350,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       await commitGroupUnsafe(group)
     } catch (error) {
       // Anything unexpected fails the group's appends; none of them was acknowledged.
-      for (const p of group) p.reject(isCairnError(error) ? error : appendFailed('append failed', error))
+      for (const p of group)
+        p.reject(isCairnError(error) ? error : appendFailed('append failed', error))
     }
   }
 
@@ -393,7 +418,10 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
             log.warn({ event_ids: differing.map((e) => e.event_id) }, message)
           }
           if (r.rows.every((row) => row.state === 'stored')) {
-            storedDuplicates.push({ pending: p, rows: r.rows.map((row) => ({ eventId: row.eventId, seq: row.seq })) })
+            storedDuplicates.push({
+              pending: p,
+              rows: r.rows.map((row) => ({ eventId: row.eventId, seq: row.seq })),
+            })
             return
           }
           // An earlier attempt reserved these slots but never confirmed: finish its work.
@@ -417,9 +445,12 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
         try {
           const envelopes = await Promise.all(
             rows.map(async (row) => {
-              const found = await readObject(eventKey(pending.aggregateType, pending.aggregateId, row.seq))
+              const found = await readObject(
+                eventKey(pending.aggregateType, pending.aggregateId, row.seq),
+              )
               const judged = found === null ? null : judge(row.eventId, found)
-              if (judged?.kind !== 'ours') throw appendFailed(`stored event ${row.eventId} is not readable at its key`)
+              if (judged?.kind !== 'ours')
+                throw appendFailed(`stored event ${row.eventId} is not readable at its key`)
               return judged.envelope
             }),
           )
@@ -483,7 +514,12 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     }
   }
 
-  const makeWrite = (pending: Pending, e: EventEnvelope, seq: number, duplicate: boolean): Write => {
+  const makeWrite = (
+    pending: Pending,
+    e: EventEnvelope,
+    seq: number,
+    duplicate: boolean,
+  ): Write => {
     const envelope: StoredEnvelope = { ...e, sequence_number: seq }
     return {
       pending,
@@ -512,9 +548,20 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
           `bucket and allocator disagree on ${p.aggregateType}/${p.aggregateId}; rebuild the registry from the bucket`,
         )
       }
-      log.warn({ aggregate_type: p.aggregateType, aggregate_id: p.aggregateId, bucket_max: max }, 'allocator behind the bucket; reseeded')
-      await allocator.reseed(p.handler, p.aggregateId, max, ws.map((w) => w.envelope.event_id))
-      if (++p.attempt > 3) throw appendFailed(`could not append to ${p.aggregateType}/${p.aggregateId} after reseeding`)
+      log.warn(
+        { aggregate_type: p.aggregateType, aggregate_id: p.aggregateId, bucket_max: max },
+        'allocator behind the bucket; reseeded',
+      )
+      await allocator.reseed(
+        p.handler,
+        p.aggregateId,
+        max,
+        ws.map((w) => w.envelope.event_id),
+      )
+      if (++p.attempt > 3)
+        throw appendFailed(
+          `could not append to ${p.aggregateType}/${p.aggregateId} after reseeding`,
+        )
       queue.push(p)
       pump()
     } catch (error) {
@@ -594,7 +641,9 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   // ---------------------------------------------------------------------------------------------
   // Repair of reservations that never confirmed (a crashed or stalled writer)
 
-  const repairStaleReservations = async (olderThanMs: number = repairAfterMs): Promise<RepairResult> => {
+  const repairStaleReservations = async (
+    olderThanMs: number = repairAfterMs,
+  ): Promise<RepairResult> => {
     const stale = await allocator.staleReservations(olderThanMs, 500)
     let gaps = 0
     let unresolved = 0
@@ -607,7 +656,12 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       if (found === null) {
         judged = await closeWithGap(
           key,
-          { event_id: s.eventId, aggregate_type: aggregateType, aggregate_id: s.aggregateId, sequence_number: s.seq },
+          {
+            event_id: s.eventId,
+            aggregate_type: aggregateType,
+            aggregate_id: s.aggregateId,
+            sequence_number: s.seq,
+          },
           'reservation never confirmed (writer crashed or stalled)',
           undefined,
         )
@@ -619,7 +673,10 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       else if (judged.kind === 'gap') gaps++
       else {
         unresolved++
-        log.error({ key, event_id: s.eventId, kind: judged.kind }, 'stale reservation could not be settled')
+        log.error(
+          { key, event_id: s.eventId, kind: judged.kind },
+          'stale reservation could not be settled',
+        )
       }
     }
     if (entries.length > 0) {
@@ -627,7 +684,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       await allocator.markStored(entries.map((e) => e.event_id))
       for (const listener of listeners) listener({ manifestKey: key, entries })
     }
-    if (stale.length > 0) log.info({ indexed: entries.length, gaps, unresolved }, 'repaired stale reservations')
+    if (stale.length > 0)
+      log.info({ indexed: entries.length, gaps, unresolved }, 'repaired stale reservations')
     return { indexed: entries.length, gaps, unresolved }
   }
 
@@ -647,7 +705,9 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     if (closed) return Promise.reject(new CairnError(ErrorCode.CLOSED, 'the event store is closed'))
     const first = input.envelopes[0]
     if (first === undefined) {
-      return Promise.reject(new CairnError(ErrorCode.INVALID_ENVELOPE, 'an append needs at least one envelope'))
+      return Promise.reject(
+        new CairnError(ErrorCode.INVALID_ENVELOPE, 'an append needs at least one envelope'),
+      )
     }
     const errors: string[] = []
     const ids = new Set<string>()
@@ -661,12 +721,18 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       ids.add(e.event_id)
     })
     const expected = input.expectedSeq
-    if (expected !== undefined && expected !== null && !(Number.isSafeInteger(expected) && expected >= 0)) {
+    if (
+      expected !== undefined &&
+      expected !== null &&
+      !(Number.isSafeInteger(expected) && expected >= 0)
+    ) {
       errors.push('expectedSeq: must be an integer ≥ 0')
     }
     if (errors.length > 0) {
       return Promise.reject(
-        new CairnError(ErrorCode.INVALID_ENVELOPE, `invalid append: ${errors.join('; ')}`, { details: { errors } }),
+        new CairnError(ErrorCode.INVALID_ENVELOPE, `invalid append: ${errors.join('; ')}`, {
+          details: { errors },
+        }),
       )
     }
     return new Promise<AppendResult>((resolve, reject) => {
@@ -675,7 +741,9 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
         aggregateType: first.aggregate_type,
         aggregateId: first.aggregate_id,
         handler: handlerOf(first.aggregate_type),
-        hashes: input.envelopes.map((e) => (e.metadata.kind === 'command' ? idempotencyHash(e) : null)),
+        hashes: input.envelopes.map((e) =>
+          e.metadata.kind === 'command' ? idempotencyHash(e) : null,
+        ),
         resolve,
         reject,
         attempt: 0,
@@ -688,7 +756,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     if (closed) return
     closed = true
     if (repairTimer !== undefined) clearInterval(repairTimer)
-    for (const p of queue.splice(0)) p.reject(new CairnError(ErrorCode.CLOSED, 'the event store is closed'))
+    for (const p of queue.splice(0))
+      p.reject(new CairnError(ErrorCode.CLOSED, 'the event store is closed'))
     while (inFlight > 0) await sleep(5)
     if (storedFlush !== undefined) clearTimeout(storedFlush)
     storedFlush = undefined
@@ -701,7 +770,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   return {
     append,
     readStream,
-    currentSequence: (aggregateType, aggregateId) => allocator.current(handlerOf(aggregateType), aggregateId),
+    currentSequence: (aggregateType, aggregateId) =>
+      allocator.current(handlerOf(aggregateType), aggregateId),
     getByEventId,
     readByDate,
     onCommit(listener) {
@@ -713,4 +783,3 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     [Symbol.asyncDispose]: close,
   }
 }
-

@@ -42,7 +42,9 @@ export const escapeSegment = (raw: string): string => {
   const bytes = encoder.encode(raw)
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i] as number
-    out += isPlain(b, i === 0) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`
+    out += isPlain(b, i === 0)
+      ? String.fromCharCode(b)
+      : `%${b.toString(16).toUpperCase().padStart(2, '0')}`
   }
   if (out.length <= MAX_SEGMENT) return out
   let head = out.slice(0, HEAD_LENGTH)

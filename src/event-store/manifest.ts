@@ -25,15 +25,21 @@ export type Manifest = {
   readonly entries: readonly ManifestEntry[]
 }
 
-export const manifestEntry = (key: string, envelope: StoredEnvelope, body: string): ManifestEntry => ({
+export const manifestEntry = (
+  key: string,
+  envelope: StoredEnvelope,
+  body: string,
+): ManifestEntry => ({
   key,
   event_id: envelope.event_id,
   event_type: envelope.event_type,
   aggregate_type: envelope.aggregate_type,
   aggregate_id: envelope.aggregate_id,
   sequence_number: envelope.sequence_number,
-  kafka_topic: typeof envelope.metadata.kafka_topic === 'string' ? envelope.metadata.kafka_topic : null,
-  ordering_key: typeof envelope.metadata.ordering_key === 'string' ? envelope.metadata.ordering_key : null,
+  kafka_topic:
+    typeof envelope.metadata.kafka_topic === 'string' ? envelope.metadata.kafka_topic : null,
+  ordering_key:
+    typeof envelope.metadata.ordering_key === 'string' ? envelope.metadata.ordering_key : null,
   body,
 })
 
@@ -44,7 +50,11 @@ export const parseManifest = (bytes: Uint8Array): Manifest => {
     throw new TypeError('not a cairn manifest (version 1 with entries)')
   }
   for (const e of value.entries) {
-    if (typeof e?.key !== 'string' || typeof e.event_id !== 'string' || typeof e.body !== 'string') {
+    if (
+      typeof e?.key !== 'string' ||
+      typeof e.event_id !== 'string' ||
+      typeof e.body !== 'string'
+    ) {
       throw new TypeError('manifest entry without key, event_id or body')
     }
   }

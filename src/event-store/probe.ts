@@ -17,21 +17,33 @@ import { PROBES_PREFIX } from './keys.ts'
 export type ProbeReport = {
   readonly ok: boolean
   readonly failed: readonly string[]
-  readonly checks: readonly { readonly name: string; readonly ok: boolean; readonly detail: string }[]
+  readonly checks: readonly {
+    readonly name: string
+    readonly ok: boolean
+    readonly detail: string
+  }[]
 }
 
-export const probeObjectStore = async (store: ObjectStore, concurrency = 8): Promise<ProbeReport> => {
+export const probeObjectStore = async (
+  store: ObjectStore,
+  concurrency = 8,
+): Promise<ProbeReport> => {
   const run = `${PROBES_PREFIX}${new Date().toISOString().slice(0, 10)}/${randomBytes(8).toString('hex')}/`
   const enc = new TextEncoder()
   const checks: { name: string; ok: boolean; detail: string }[] = []
 
   const race = `${run}race.json`
   const outcomes = await Promise.all(
-    Array.from({ length: concurrency }, (_, i) => store.putIfAbsent(race, enc.encode(`{"writer":${i}}`))),
+    Array.from({ length: concurrency }, (_, i) =>
+      store.putIfAbsent(race, enc.encode(`{"writer":${i}}`)),
+    ),
   )
   const winners = outcomes.flatMap((o, i) => (o === 'created' ? [i] : []))
   const stored = await store.get(race)
-  const storedWriter = stored === null ? null : (JSON.parse(new TextDecoder().decode(stored.body)) as { writer: number }).writer
+  const storedWriter =
+    stored === null
+      ? null
+      : (JSON.parse(new TextDecoder().decode(stored.body)) as { writer: number }).writer
   checks.push({
     name: 'concurrent-create-only',
     ok: winners.length === 1 && storedWriter === winners[0],
@@ -45,7 +57,11 @@ export const probeObjectStore = async (store: ObjectStore, concurrency = 8): Pro
     detail: `create-only PUT of an existing key answered ${again}`,
   })
 
-  const missing = await store.putIfMatch(`${run}missing.json`, enc.encode('{}'), '"cairn-probe-no-such-etag"')
+  const missing = await store.putIfMatch(
+    `${run}missing.json`,
+    enc.encode('{}'),
+    '"cairn-probe-no-such-etag"',
+  )
   checks.push({
     name: 'conditional-missing',
     ok: missing.outcome === 'precondition_failed',
@@ -54,11 +70,20 @@ export const probeObjectStore = async (store: ObjectStore, concurrency = 8): Pro
 
   const cas = `${run}cas.json`
   const first = await store.putIfMatch(cas, enc.encode('{"v":1}'), null)
-  const second = first.outcome === 'written' ? await store.putIfMatch(cas, enc.encode('{"v":2}'), first.etag) : first
-  const stale = first.outcome === 'written' ? await store.putIfMatch(cas, enc.encode('{"v":3}'), first.etag) : first
+  const second =
+    first.outcome === 'written'
+      ? await store.putIfMatch(cas, enc.encode('{"v":2}'), first.etag)
+      : first
+  const stale =
+    first.outcome === 'written'
+      ? await store.putIfMatch(cas, enc.encode('{"v":3}'), first.etag)
+      : first
   checks.push({
     name: 'conditional-stale',
-    ok: first.outcome === 'written' && second.outcome === 'written' && stale.outcome === 'precondition_failed',
+    ok:
+      first.outcome === 'written' &&
+      second.outcome === 'written' &&
+      stale.outcome === 'precondition_failed',
     detail: `create ${first.outcome}, swap on current tag ${second.outcome}, swap on stale tag ${stale.outcome}`,
   })
 
@@ -85,10 +110,17 @@ export const assertConformant = async (
     `the object store ${store.describe} failed the conformance probe (${report.failed.join(', ')}): ${lines.join('; ')}. ` +
     'cairn needs atomic create-only (If-None-Match: *) and conditional (If-Match) writes to keep events immutable.'
   if (options.allowNonconformant === true) {
-    options.logger?.error({ failed: report.failed }, `${message} Continuing: EVENT_STORE_ALLOW_NONCONFORMANT_BACKEND is set.`)
+    options.logger?.error(
+      { failed: report.failed },
+      `${message} Continuing: EVENT_STORE_ALLOW_NONCONFORMANT_BACKEND is set.`,
+    )
     return report
   }
-  throw new CairnError(ErrorCode.BACKEND_NONCONFORMANT, `${message} Set EVENT_STORE_ALLOW_NONCONFORMANT_BACKEND=true to override.`, {
-    details: { failed: report.failed },
-  })
+  throw new CairnError(
+    ErrorCode.BACKEND_NONCONFORMANT,
+    `${message} Set EVENT_STORE_ALLOW_NONCONFORMANT_BACKEND=true to override.`,
+    {
+      details: { failed: report.failed },
+    },
+  )
 }

@@ -47,7 +47,12 @@ export type SequenceAllocator = {
   markStored(eventIds: readonly string[]): Promise<void>
   markGap(eventIds: readonly string[]): Promise<void>
   /** Drops these reservations and raises the aggregate's sequence to at least `bucketMax`. */
-  reseed(handler: string, aggregateId: string, bucketMax: number, dropEventIds: readonly string[]): Promise<void>
+  reseed(
+    handler: string,
+    aggregateId: string,
+    bucketMax: number,
+    dropEventIds: readonly string[],
+  ): Promise<void>
   current(handler: string, aggregateId: string): Promise<number>
   lookup(eventId: string): Promise<(ReservedRow & { handler: string; aggregateId: string }) | null>
   staleReservations(olderThanMs: number, limit: number): Promise<StaleReservation[]>
@@ -59,7 +64,10 @@ export type SequenceAllocator = {
 
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01'])
 
-export const createSequenceAllocator = (options: { sql: Sql; schema: string }): SequenceAllocator => {
+export const createSequenceAllocator = (options: {
+  sql: Sql
+  schema: string
+}): SequenceAllocator => {
   const { sql, schema } = options
 
   const withRetry = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -69,15 +77,24 @@ export const createSequenceAllocator = (options: { sql: Sql; schema: string }): 
       } catch (error) {
         const code = (error as { code?: unknown }).code
         if (attempt < 5 && typeof code === 'string' && RETRYABLE_SQLSTATES.has(code)) continue
-        throw new CairnError(ErrorCode.SQL_ERROR, `sequence allocator: ${(error as Error).message}`, {
-          cause: error,
-          retryable: true,
-        })
+        throw new CairnError(
+          ErrorCode.SQL_ERROR,
+          `sequence allocator: ${(error as Error).message}`,
+          {
+            cause: error,
+            retryable: true,
+          },
+        )
       }
     }
   }
 
-  const toRow = (r: { event_id: string; seq: number | string; state: ReservationState; hash: string | null }): ReservedRow => ({
+  const toRow = (r: {
+    event_id: string
+    seq: number | string
+    state: ReservationState
+    hash: string | null
+  }): ReservedRow => ({
     eventId: r.event_id,
     seq: Number(r.seq),
     state: r.state,
@@ -96,10 +113,10 @@ export const createSequenceAllocator = (options: { sql: Sql; schema: string }): 
         hashes: r.hashes,
       }))
       const rows = await withRetry(() =>
-        sql.query<{ result: unknown }>(`SELECT ${schema}.reserve_sequences($1::jsonb, $2::text[]) AS result`, [
-          JSON.stringify(payload),
-          stored,
-        ]),
+        sql.query<{ result: unknown }>(
+          `SELECT ${schema}.reserve_sequences($1::jsonb, $2::text[]) AS result`,
+          [JSON.stringify(payload), stored],
+        ),
       )
       const raw = rows[0]?.result
       const list = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
@@ -126,23 +143,28 @@ export const createSequenceAllocator = (options: { sql: Sql; schema: string }): 
     async markStored(eventIds) {
       if (eventIds.length === 0) return
       await withRetry(() =>
-        sql.query(`UPDATE ${schema}.appended_events SET state = 'stored' WHERE event_id = ANY ($1::text[]) AND state = 'reserved'`, [
-          eventIds,
-        ]),
+        sql.query(
+          `UPDATE ${schema}.appended_events SET state = 'stored' WHERE event_id = ANY ($1::text[]) AND state = 'reserved'`,
+          [eventIds],
+        ),
       )
     },
     async markGap(eventIds) {
       if (eventIds.length === 0) return
       await withRetry(() =>
-        sql.query(`UPDATE ${schema}.appended_events SET state = 'gap' WHERE event_id = ANY ($1::text[])`, [eventIds]),
+        sql.query(
+          `UPDATE ${schema}.appended_events SET state = 'gap' WHERE event_id = ANY ($1::text[])`,
+          [eventIds],
+        ),
       )
     },
     async reseed(handler, aggregateId, bucketMax, dropEventIds) {
       await withRetry(() =>
         sql.transaction(async (tx) => {
-          await tx.query(`DELETE FROM ${schema}.appended_events WHERE event_id = ANY ($1::text[]) AND state = 'reserved'`, [
-            dropEventIds,
-          ])
+          await tx.query(
+            `DELETE FROM ${schema}.appended_events WHERE event_id = ANY ($1::text[]) AND state = 'reserved'`,
+            [dropEventIds],
+          )
           await tx.query(
             `INSERT INTO ${schema}.aggregate_sequences AS s (handler, aggregate_id, last_sequence) VALUES ($1, $2, $3)
              ON CONFLICT (handler, aggregate_id)
@@ -163,14 +185,23 @@ export const createSequenceAllocator = (options: { sql: Sql; schema: string }): 
     },
     async lookup(eventId) {
       const rows = await withRetry(() =>
-        sql.query<{ event_id: string; seq: string; state: ReservationState; hash: string | null; handler: string; aggregate_id: string }>(
+        sql.query<{
+          event_id: string
+          seq: string
+          state: ReservationState
+          hash: string | null
+          handler: string
+          aggregate_id: string
+        }>(
           `SELECT event_id, sequence_number AS seq, state, hash, handler, aggregate_id
              FROM ${schema}.appended_events WHERE event_id = $1`,
           [eventId],
         ),
       )
       const r = rows[0]
-      return r === undefined ? null : { ...toRow(r), handler: r.handler, aggregateId: r.aggregate_id }
+      return r === undefined
+        ? null
+        : { ...toRow(r), handler: r.handler, aggregateId: r.aggregate_id }
     },
     async staleReservations(olderThanMs, limit) {
       const rows = await withRetry(() =>
@@ -181,10 +212,17 @@ export const createSequenceAllocator = (options: { sql: Sql; schema: string }): 
           [olderThanMs, limit],
         ),
       )
-      return rows.map((r) => ({ eventId: r.event_id, handler: r.handler, aggregateId: r.aggregate_id, seq: Number(r.seq) }))
+      return rows.map((r) => ({
+        eventId: r.event_id,
+        handler: r.handler,
+        aggregateId: r.aggregate_id,
+        seq: Number(r.seq),
+      }))
     },
     async isEmpty() {
-      const rows = await withRetry(() => sql.query(`SELECT 1 FROM ${schema}.aggregate_sequences LIMIT 1`))
+      const rows = await withRetry(() =>
+        sql.query(`SELECT 1 FROM ${schema}.aggregate_sequences LIMIT 1`),
+      )
       return rows.length === 0
     },
     async recordStored(rows) {

@@ -13,7 +13,11 @@ import { contractSuite } from '../support/contract.ts'
 import type { AdapterCase } from '../support/contract.ts'
 import type { WriteSide } from '../support/write-side.ts'
 
-const command = (aggregateId: string, data: Record<string, unknown> = {}, id: string = randomUUID()): EventEnvelope =>
+const command = (
+  aggregateId: string,
+  data: Record<string, unknown> = {},
+  id: string = randomUUID(),
+): EventEnvelope =>
   createEnvelope({
     event_id: id,
     event_type: 'CREATE_THING_REQUESTED',
@@ -55,9 +59,13 @@ const faulty = (
         if (mode === 'lose-response') {
           // The PUT reaches the server and succeeds; its response is lost on the way back.
           await inner.putIfAbsent(key, body, contentType)
-          throw new CairnError(ErrorCode.OBJECT_STORE_UNAVAILABLE, 'injected: response lost', { retryable: true })
+          throw new CairnError(ErrorCode.OBJECT_STORE_UNAVAILABLE, 'injected: response lost', {
+            retryable: true,
+          })
         }
-        throw new CairnError(ErrorCode.OBJECT_STORE_ERROR, 'injected: PUT refused', { retryable: false })
+        throw new CairnError(ErrorCode.OBJECT_STORE_ERROR, 'injected: PUT refused', {
+          retryable: false,
+        })
       }
       return inner.putIfAbsent(key, body, contentType)
     },
@@ -76,11 +84,15 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       assert.equal(res.outcome, 'appended')
       assert.equal(res.envelopes[0]?.sequence_number, 1)
       const stream = await store.readStream('Thing', agg)
-      assert.deepEqual(stream.map((e) => [e.event_id, e.sequence_number, e.data]), [[env.event_id, 1, { n: 1 }]])
+      assert.deepEqual(
+        stream.map((e) => [e.event_id, e.sequence_number, e.data]),
+        [[env.event_id, 1, { n: 1 }]],
+      )
       assert.equal((await store.getByEventId(env.event_id))?.event_id, env.event_id)
       assert.equal(await store.getByEventId(randomUUID()), null)
       const dated = []
-      for await (const e of store.readByDate(before - 1000, Date.now() + 1000)) dated.push(e.event_id)
+      for await (const e of store.readByDate(before - 1000, Date.now() + 1000))
+        dated.push(e.event_id)
       assert.ok(dated.includes(env.event_id))
       assert.equal(await store.currentSequence('Thing', agg), 1)
     })
@@ -90,13 +102,25 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       const b = ws().store({ sql: ws().secondSql })
       const agg = `race-${randomUUID()}`
       const envs = Array.from({ length: 50 }, (_, i) => command(agg, { i }))
-      const results = await Promise.all(envs.map((e, i) => (i % 2 === 0 ? a : b).append({ envelopes: [e] })))
-      const seqs = results.map((r) => r.envelopes[0]?.sequence_number).sort((x, y) => (x ?? 0) - (y ?? 0))
-      assert.deepEqual(seqs, Array.from({ length: 50 }, (_, i) => i + 1))
+      const results = await Promise.all(
+        envs.map((e, i) => (i % 2 === 0 ? a : b).append({ envelopes: [e] })),
+      )
+      const seqs = results
+        .map((r) => r.envelopes[0]?.sequence_number)
+        .sort((x, y) => (x ?? 0) - (y ?? 0))
+      assert.deepEqual(
+        seqs,
+        Array.from({ length: 50 }, (_, i) => i + 1),
+      )
       const stream = await a.readStream('Thing', agg)
-      assert.deepEqual(stream.map((e) => e.sequence_number), Array.from({ length: 50 }, (_, i) => i + 1))
+      assert.deepEqual(
+        stream.map((e) => e.sequence_number),
+        Array.from({ length: 50 }, (_, i) => i + 1),
+      )
       assert.deepEqual(new Set(stream.map((e) => e.event_id)), new Set(envs.map((e) => e.event_id)))
-      const bySeq = new Map(results.map((r) => [r.envelopes[0]?.sequence_number, r.envelopes[0]?.event_id]))
+      const bySeq = new Map(
+        results.map((r) => [r.envelopes[0]?.sequence_number, r.envelopes[0]?.event_id]),
+      )
       for (const e of stream) assert.equal(bySeq.get(e.sequence_number), e.event_id)
     })
 
@@ -106,16 +130,25 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       await store.append({ envelopes: [command(agg)], expectedSeq: 0 })
       await store.append({ envelopes: [command(agg)], expectedSeq: 1 })
       const keysBefore = await keysUnder(ws().objectStore, streamPrefix('Thing', agg))
-      const conflict = await rejectsWith(store.append({ envelopes: [command(agg)], expectedSeq: 1 }), ErrorCode.SEQUENCE_CONFLICT)
+      const conflict = await rejectsWith(
+        store.append({ envelopes: [command(agg)], expectedSeq: 1 }),
+        ErrorCode.SEQUENCE_CONFLICT,
+      )
       assert.equal(conflict.details.actual_seq, 2)
       assert.equal(conflict.details.expected_seq, 1)
       assert.equal(conflict.details.aggregate_id, agg)
-      const again = await rejectsWith(store.append({ envelopes: [command(agg)], expectedSeq: 0 }), ErrorCode.SEQUENCE_CONFLICT)
+      const again = await rejectsWith(
+        store.append({ envelopes: [command(agg)], expectedSeq: 0 }),
+        ErrorCode.SEQUENCE_CONFLICT,
+      )
       assert.equal(again.details.actual_seq, 2)
       assert.deepEqual(await keysUnder(ws().objectStore, streamPrefix('Thing', agg)), keysBefore)
       assert.equal(await store.currentSequence('Thing', agg), 2)
       const fresh = `occ-new-${randomUUID()}`
-      const none = await rejectsWith(store.append({ envelopes: [command(fresh)], expectedSeq: 3 }), ErrorCode.SEQUENCE_CONFLICT)
+      const none = await rejectsWith(
+        store.append({ envelopes: [command(fresh)], expectedSeq: 3 }),
+        ErrorCode.SEQUENCE_CONFLICT,
+      )
       assert.equal(none.details.actual_seq, 0)
       const next = await store.append({ envelopes: [command(agg)], expectedSeq: 2 })
       assert.equal(next.envelopes[0]?.sequence_number, 3)
@@ -127,13 +160,17 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       const agg = `idem-${randomUUID()}`
       await store.append({ envelopes: [command(agg)] })
       const env = command(agg, { v: 1 })
-      const results = await Promise.all(Array.from({ length: 10 }, () => store.append({ envelopes: [env] })))
+      const results = await Promise.all(
+        Array.from({ length: 10 }, () => store.append({ envelopes: [env] })),
+      )
       assert.deepEqual(new Set(results.map((r) => r.envelopes[0]?.sequence_number)), new Set([2]))
       assert.equal(results.filter((r) => r.outcome === 'appended').length, 1)
       assert.equal((await keysUnder(ws().objectStore, streamPrefix('Thing', agg))).length, 2)
 
       now += 24 * 3600 * 1000
-      const later = await store.append({ envelopes: [{ ...env, occurred_at: new Date(now).toISOString() }] })
+      const later = await store.append({
+        envelopes: [{ ...env, occurred_at: new Date(now).toISOString() }],
+      })
       assert.equal(later.outcome, 'duplicate')
       assert.equal(later.envelopes[0]?.sequence_number, 2)
       assert.equal(later.envelopes[0]?.occurred_at, env.occurred_at)
@@ -143,7 +180,11 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
 
     test('a PUT that succeeds but whose response is lost: the append reports success, once', async () => {
       const agg = `lost-${randomUUID()}`
-      const lossy = faulty(ws().objectStore, (k) => k.startsWith(streamPrefix('Thing', agg)), 'lose-response')
+      const lossy = faulty(
+        ws().objectStore,
+        (k) => k.startsWith(streamPrefix('Thing', agg)),
+        'lose-response',
+      )
       const store = ws().store({ objectStore: lossy })
       const env = command(agg)
       const res = await store.append({ envelopes: [env], expectedSeq: 0 })
@@ -158,14 +199,19 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
 
     test('a lost manifest response is settled the same way: acknowledged once, indexed', async () => {
       const agg = `lost-manifest-${randomUUID()}`
-      const lossy = faulty(ws().objectStore, (k) => k.startsWith('indexes/by-date/'), 'lose-response')
+      const lossy = faulty(
+        ws().objectStore,
+        (k) => k.startsWith('indexes/by-date/'),
+        'lose-response',
+      )
       const store = ws().store({ objectStore: lossy })
       const before = Date.now()
       const env = command(agg)
       const res = await store.append({ envelopes: [env] })
       assert.equal(res.outcome, 'appended')
       const dated = []
-      for await (const e of store.readByDate(before - 1000, Date.now() + 1000)) dated.push(e.event_id)
+      for await (const e of store.readByDate(before - 1000, Date.now() + 1000))
+        dated.push(e.event_id)
       assert.equal(dated.filter((id) => id === env.event_id).length, 1)
     })
 
@@ -191,15 +237,20 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       }
       for (const id of ids) {
         const stream = await store.readStream(`T/../${tag}`, id)
-        assert.deepEqual(stream.map((e) => [e.aggregate_id, e.sequence_number]), [
-          [id, 1],
-          [id, 2],
-        ])
+        assert.deepEqual(
+          stream.map((e) => [e.aggregate_id, e.sequence_number]),
+          [
+            [id, 1],
+            [id, 2],
+          ],
+        )
         const key = eventKey(`T/../${tag}`, id, 1)
         assert.ok(Buffer.byteLength(key) < 1024, 'keys stay under the S3 limit')
         assert.ok(key.startsWith('events/'))
         assert.equal(key.split('/').length, 4, `one segment each for type and id: ${key}`)
-        assert.ok(!key.split('/').some((s) => s === '..' || s === '.' || /[\u0000-\u001f\u007f]/.test(s)))
+        assert.ok(
+          !key.split('/').some((s) => s === '..' || s === '.' || /[\u0000-\u001f\u007f]/.test(s)),
+        )
       }
       for (const k of await keysUnder(ws().objectStore, '')) {
         assert.ok(/^(events|indexes|checkpoints|probes)\//.test(k), `unexpected key ${k}`)
@@ -210,14 +261,25 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       const store = ws().store()
       const agg = `reseed-${randomUUID()}`
       for (let i = 0; i < 3; i++) await store.append({ envelopes: [command(agg)] })
-      await ws().sql.query(`DELETE FROM ${ws().schema}.aggregate_sequences WHERE aggregate_id = $1`, [agg])
-      await ws().sql.query(`DELETE FROM ${ws().schema}.appended_events WHERE aggregate_id = $1`, [agg])
-      const stale = await rejectsWith(store.append({ envelopes: [command(agg)], expectedSeq: 0 }), ErrorCode.SEQUENCE_CONFLICT)
+      await ws().sql.query(
+        `DELETE FROM ${ws().schema}.aggregate_sequences WHERE aggregate_id = $1`,
+        [agg],
+      )
+      await ws().sql.query(`DELETE FROM ${ws().schema}.appended_events WHERE aggregate_id = $1`, [
+        agg,
+      ])
+      const stale = await rejectsWith(
+        store.append({ envelopes: [command(agg)], expectedSeq: 0 }),
+        ErrorCode.SEQUENCE_CONFLICT,
+      )
       assert.equal(stale.details.actual_seq, 3)
       const next = await store.append({ envelopes: [command(agg)], expectedSeq: 3 })
       assert.equal(next.envelopes[0]?.sequence_number, 4)
       const stream = await store.readStream('Thing', agg)
-      assert.deepEqual(stream.map((e) => e.sequence_number), [1, 2, 3, 4])
+      assert.deepEqual(
+        stream.map((e) => e.sequence_number),
+        [1, 2, 3, 4],
+      )
       assert.equal(new Set(stream.map((e) => e.event_id)).size, 4)
     })
 
@@ -229,16 +291,25 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         objectStore: faulty(ws().objectStore, (k) => k === eventKey('Thing', agg, 2), 'refuse'),
       })
       const failing = command(agg, { try: 1 })
-      const error = await rejectsWith(broken.append({ envelopes: [failing] }), ErrorCode.APPEND_FAILED)
+      const error = await rejectsWith(
+        broken.append({ envelopes: [failing] }),
+        ErrorCode.APPEND_FAILED,
+      )
       assert.equal(error.retryable, true)
       const next = await base.append({ envelopes: [command(agg)], expectedSeq: 2 })
       assert.equal(next.envelopes[0]?.sequence_number, 3)
-      assert.deepEqual((await base.readStream('Thing', agg)).map((e) => e.sequence_number), [1, 3])
+      assert.deepEqual(
+        (await base.readStream('Thing', agg)).map((e) => e.sequence_number),
+        [1, 3],
+      )
       // The client retries the failed command: it is appended anew, not lost nor duplicated.
       const retried = await base.append({ envelopes: [failing] })
       assert.equal(retried.outcome, 'appended')
       assert.equal(retried.envelopes[0]?.sequence_number, 4)
-      assert.deepEqual((await base.readStream('Thing', agg)).map((e) => e.sequence_number), [1, 3, 4])
+      assert.deepEqual(
+        (await base.readStream('Thing', agg)).map((e) => e.sequence_number),
+        [1, 3, 4],
+      )
     })
 
     test('reservations of a writer that crashed are repaired: written bodies indexed, missing ones gapped', async () => {
@@ -248,11 +319,27 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       // A writer reserved two slots and crashed: the first after its body PUT, the second before.
       const [written, lost] = [command(agg, { k: 'written' }), command(agg, { k: 'lost' })]
       const [r1] = await allocator.reserve(
-        [{ handler: 'write_side:Thing', aggregateId: agg, expectedSeq: 0, eventIds: [written.event_id], hashes: [null] }],
+        [
+          {
+            handler: 'write_side:Thing',
+            aggregateId: agg,
+            expectedSeq: 0,
+            eventIds: [written.event_id],
+            hashes: [null],
+          },
+        ],
         [],
       )
       const [r2] = await allocator.reserve(
-        [{ handler: 'write_side:Thing', aggregateId: agg, expectedSeq: 1, eventIds: [lost.event_id], hashes: [null] }],
+        [
+          {
+            handler: 'write_side:Thing',
+            aggregateId: agg,
+            expectedSeq: 1,
+            eventIds: [lost.event_id],
+            hashes: [null],
+          },
+        ],
         [],
       )
       assert.equal(r1?.outcome, 'reserved')
@@ -263,9 +350,13 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       const repaired = await store.repairStaleReservations(0)
       assert.ok(repaired.indexed >= 1 && repaired.gaps >= 1)
       const dated = []
-      for await (const e of store.readByDate(before - 1000, Date.now() + 1000)) dated.push(e.event_id)
+      for await (const e of store.readByDate(before - 1000, Date.now() + 1000))
+        dated.push(e.event_id)
       assert.ok(dated.includes(written.event_id))
-      assert.deepEqual((await store.readStream('Thing', agg)).map((e) => e.event_id), [written.event_id])
+      assert.deepEqual(
+        (await store.readStream('Thing', agg)).map((e) => e.event_id),
+        [written.event_id],
+      )
       const next = await store.append({ envelopes: [command(agg)], expectedSeq: 2 })
       assert.equal(next.envelopes[0]?.sequence_number, 3)
       const stillStale = (await allocator.staleReservations(0, 1000)).map((s) => s.eventId)
@@ -275,8 +366,15 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
     test('the same command id with another payload is refused (error mode) or logged (warn mode)', async () => {
       const agg = `mismatch-${randomUUID()}`
       const id = randomUUID()
-      await ws().store().append({ envelopes: [command(agg, { v: 1 }, id)] })
-      await rejectsWith(ws().store().append({ envelopes: [command(agg, { v: 2 }, id)] }), ErrorCode.IDEMPOTENCY_MISMATCH)
+      await ws()
+        .store()
+        .append({ envelopes: [command(agg, { v: 1 }, id)] })
+      await rejectsWith(
+        ws()
+          .store()
+          .append({ envelopes: [command(agg, { v: 2 }, id)] }),
+        ErrorCode.IDEMPOTENCY_MISMATCH,
+      )
       const warned = await ws()
         .store({ idempotencyMismatchMode: 'warn' })
         .append({ envelopes: [command(agg, { v: 2 }, id)] })
@@ -295,14 +393,22 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       unsubscribe()
       assert.ok(seen.length < envs.length, `${seen.length} manifests for ${envs.length} appends`)
       const dated = new Set<string>()
-      for await (const e of store.readByDate(before - 1000, Date.now() + 1000)) dated.add(e.event_id)
+      for await (const e of store.readByDate(before - 1000, Date.now() + 1000))
+        dated.add(e.event_id)
       for (const e of envs) assert.ok(dated.has(e.event_id))
     })
 
     test('invalid envelopes are refused with every problem named, and nothing is stored', async () => {
       const store = ws().store()
-      const bad = { ...command('x'), occurred_at: 'yesterday', metadata: { kind: 'other' } } as unknown as EventEnvelope
-      const error = await rejectsWith(store.append({ envelopes: [bad] }), ErrorCode.INVALID_ENVELOPE)
+      const bad = {
+        ...command('x'),
+        occurred_at: 'yesterday',
+        metadata: { kind: 'other' },
+      } as unknown as EventEnvelope
+      const error = await rejectsWith(
+        store.append({ envelopes: [bad] }),
+        ErrorCode.INVALID_ENVELOPE,
+      )
       assert.match(error.message, /occurred_at/)
       assert.match(error.message, /metadata\.kind/)
     })

@@ -21,10 +21,14 @@ export type WriteSide = {
   close(): Promise<void>
 }
 
-const makeWriteSide = async (objectCase: AdapterCase<ObjectStore>, registry: 'pg' | 'pglite'): Promise<WriteSide> => {
+const makeWriteSide = async (
+  objectCase: AdapterCase<ObjectStore>,
+  registry: 'pg' | 'pglite',
+): Promise<WriteSide> => {
   const objectStore = await objectCase.create()
   const schema = uniqueName('cairn_t').replace(/-/g, '_')
-  const sql = registry === 'pg' ? createPgSql({ connectionString: databaseUrl() }) : await createPgliteSql()
+  const sql =
+    registry === 'pg' ? createPgSql({ connectionString: databaseUrl() }) : await createPgliteSql()
   const secondSql = registry === 'pg' ? createPgSql({ connectionString: databaseUrl() }) : sql
   await migrate(sql, schema)
   const stores: EventStore[] = []
@@ -59,7 +63,9 @@ const makeWriteSide = async (objectCase: AdapterCase<ObjectStore>, registry: 'pg
 /** The write side on every backend: filesystem + PGlite, and MinIO / SeaweedFS + PostgreSQL. */
 export const writeSideCases = (withServices: boolean): AdapterCase<WriteSide>[] => {
   const fs = fsStoreCase()
-  const cases: AdapterCase<WriteSide>[] = [{ name: 'filesystem + PGlite', create: () => makeWriteSide(fs, 'pglite') }]
+  const cases: AdapterCase<WriteSide>[] = [
+    { name: 'filesystem + PGlite', create: () => makeWriteSide(fs, 'pglite') },
+  ]
   if (withServices) {
     for (const s3 of s3StoreCases()) {
       cases.push({ name: `${s3.name} + PostgreSQL`, create: () => makeWriteSide(s3, 'pg') })

@@ -23,7 +23,11 @@ export const assertSchemaName = (schema: string): string => {
  * order, each in its own transaction, under an advisory lock so concurrent starters take turns.
  * `{{schema}}` in a file stands for the schema name. Returns the versions applied.
  */
-export const migrate = async (sql: Sql, schema: string, dir: string = MIGRATIONS_DIR): Promise<string[]> => {
+export const migrate = async (
+  sql: Sql,
+  schema: string,
+  dir: string = MIGRATIONS_DIR,
+): Promise<string[]> => {
   assertSchemaName(schema)
   const files = (await readdir(dir)).filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f)).sort()
   return sql.transaction(async (tx) => {
@@ -35,7 +39,9 @@ export const migrate = async (sql: Sql, schema: string, dir: string = MIGRATIONS
          version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
     )
     const done = new Set(
-      (await tx.query<{ version: string }>(`SELECT version FROM ${schema}.schema_migrations`)).map((r) => r.version),
+      (await tx.query<{ version: string }>(`SELECT version FROM ${schema}.schema_migrations`)).map(
+        (r) => r.version,
+      ),
     )
     const applied: string[] = []
     for (const file of files) {

@@ -49,11 +49,12 @@ export const parseManifest = (bytes: Uint8Array): Manifest => {
   if (value.version !== 1 || !Array.isArray(value.entries)) {
     throw new TypeError('not a cairn manifest (version 1 with entries)')
   }
-  for (const e of value.entries) {
+  for (const e of value.entries as unknown[]) {
+    const entry = e as Partial<ManifestEntry> | null
     if (
-      typeof e?.key !== 'string' ||
-      typeof e.event_id !== 'string' ||
-      typeof e.body !== 'string'
+      typeof entry?.key !== 'string' ||
+      typeof entry.event_id !== 'string' ||
+      typeof entry.body !== 'string'
     ) {
       throw new TypeError('manifest entry without key, event_id or body')
     }

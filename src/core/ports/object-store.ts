@@ -7,8 +7,10 @@
  * - `putIfMatch` is a conditional overwrite (compare-and-swap on the version tag); with
  *   `ifMatch: null` it behaves as create-only. Used for the publisher checkpoint only.
  * - `get` returns the whole object and its version tag, or `null` if the key does not exist.
- * - `list` yields keys under a prefix in ascending lexical (byte) order, strictly after
- *   `startAfter` when given.
+ * - `list` yields keys under a prefix in ascending order, strictly after `startAfter` when given.
+ *   Servers differ where a sibling name extends another (`a-b` vs `a/…`: S3 orders by bytes,
+ *   SeaweedFS by path segment), so the bucket layout only lists prefixes whose sibling names have
+ *   fixed width, where both orders agree.
  * - Failures whose outcome is unknown (timeout, connection reset after the request was sent)
  *   throw a `CairnError` with `retryable: true`; callers resolve them by reading back.
  * Returned buffers belong to the caller.

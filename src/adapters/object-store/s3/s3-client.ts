@@ -76,39 +76,67 @@ export const createS3Client = (options: S3ClientOptions): S3Client => {
       query.length === 0
         ? ''
         : `?${query.map(([k, v]) => `${uriEncode(k, false)}=${uriEncode(v, false)}`).join('&')}`
-    return new Promise<S3Response>((resolve, reject) => {
-      const r = transport.request(
-        {
-          agent,
-          protocol: url.protocol,
-          hostname: url.hostname,
-          port: url.port,
-          method: req.method,
-          path: path + search,
-          headers: { ...headers, ...signed },
-        },
-        (res) => {
-          const chunks: Buffer[] = []
-          res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('error', (cause) => reject(transportError(req, cause)))
-          res.on('end', () =>
-            resolve({
-              status: res.statusCode ?? 0,
-              headers: res.headers,
-              body: Buffer.concat(chunks),
-            }),
+    const send = (): Promise<S3Response> =>
+      new Promise<S3Response>((resolve, reject) => {
+        const r = transport.request(
+          {
+            agent,
+            protocol: url.protocol,
+            hostname: url.hostname,
+            port: url.port,
+            method: req.method,
+            path: path + search,
+            headers: { ...headers, ...signed },
+          },
+          (res) => {
+            const chunks: Buffer[] = []
+            const socket = res.socket
+            res.on('data', (c: Buffer) => chunks.push(c))
+            res.on('error', (cause) => reject(transportError(req, cause)))
+            res.on('end', () => {
+              // A server may refuse a PUT (412) before reading its body and then drop the
+              // connection: never hand such a socket to the next request.
+              if (req.body !== undefined && (res.statusCode ?? 0) >= 300) socket.destroy()
+              resolve({
+                status: res.statusCode ?? 0,
+                headers: res.headers,
+                body: Buffer.concat(chunks),
+              })
+            })
+          },
+        )
+        r.setTimeout(timeoutMs, () => r.destroy(new Error(`timed out after ${timeoutMs} ms`)))
+        r.on('error', (cause) => {
+          const error = transportError(req, cause)
+          // A kept-alive socket the server closed meanwhile: safe to resend what has no side effect.
+          reject(
+            r.reusedSocket && req.method !== 'PUT' && req.method !== 'POST'
+              ? new StaleSocket(error)
+              : error,
           )
-        },
-      )
-      r.setTimeout(timeoutMs, () => r.destroy(new Error(`timed out after ${timeoutMs} ms`)))
-      r.on('error', (cause) => reject(transportError(req, cause)))
-      r.end(req.body)
+        })
+        r.end(req.body)
+      })
+    return send().catch((error: unknown) => {
+      if (!(error instanceof StaleSocket)) throw error
+      return send().catch((again: unknown) => {
+        throw again instanceof StaleSocket ? again.error : again
+      })
     })
   }
 
   return {
     request,
     close: () => agent.destroy(),
+  }
+}
+
+/** Marks a failure on a reused socket, which is retried once on a fresh one. */
+class StaleSocket extends Error {
+  readonly error: CairnError
+  constructor(error: CairnError) {
+    super(error.message)
+    this.error = error
   }
 }
 

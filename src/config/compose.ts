@@ -1,0 +1,108 @@
+import path from 'node:path'
+import { createFsObjectStore } from '../adapters/object-store/fs/fs-object-store.ts'
+import { createS3ObjectStore } from '../adapters/object-store/s3/s3-object-store.ts'
+import { migrate } from '../adapters/sql/migrations.ts'
+import { createPgSql } from '../adapters/sql/pg.ts'
+import { createPgliteSql } from '../adapters/sql/pglite.ts'
+import type { Logger } from '../core/ports/logger.ts'
+import type { ObjectStore } from '../core/ports/object-store.ts'
+import type { Sql } from '../core/ports/sql.ts'
+import { createEventStore } from '../event-store/event-store.ts'
+import type { EventStore } from '../event-store/event-store.ts'
+import { assertConformant } from '../event-store/probe.ts'
+import { createSequenceAllocator } from '../sequencing/allocator.ts'
+import type { CairnConfig } from './env.ts'
+
+/**
+ * The composition root of the write side: the configured object store and SQL adapters, the
+ * registry migrations, the conformance probe, the allocator and the event store. `close()` closes
+ * in reverse order of opening, under a deadline.
+ */
+export type WriteSide = {
+  readonly objectStore: ObjectStore
+  readonly sql: Sql
+  readonly eventStore: EventStore
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/** Closes resources in reverse order; each gets its share of the deadline, errors are logged. */
+export const closeAll = async (
+  resources: readonly { readonly name: string; close(): Promise<void> }[],
+  logger: Logger,
+  deadlineMs = 10_000,
+): Promise<void> => {
+  for (const r of [...resources].reverse()) {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      await Promise.race([
+        r.close(),
+        new Promise<void>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`did not close within ${deadlineMs} ms`)),
+            deadlineMs,
+          )
+        }),
+      ])
+    } catch (error) {
+      logger.error({ resource: r.name, err: String(error) }, 'close failed')
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+}
+
+export const openObjectStore = async (config: CairnConfig): Promise<ObjectStore> =>
+  config.mode === 'embedded' || config.s3 === undefined
+    ? createFsObjectStore({ root: path.join(config.dataDir, 'bucket', config.eventStore.bucket) })
+    : createS3ObjectStore({
+        endpoint: config.s3.endpoint,
+        region: config.s3.region,
+        credentials: {
+          accessKeyId: config.s3.accessKeyId,
+          secretAccessKey: config.s3.secretAccessKey,
+        },
+        bucket: config.eventStore.bucket,
+      })
+
+export const openSql = async (config: CairnConfig): Promise<Sql> =>
+  config.mode === 'embedded' || config.databaseUrl === undefined
+    ? createPgliteSql({ dataDir: path.join(config.dataDir, 'pglite') })
+    : createPgSql({ connectionString: config.databaseUrl })
+
+export const openWriteSide = async (
+  config: CairnConfig,
+  logger: Logger,
+  options: { readonly probe?: boolean } = {},
+): Promise<WriteSide> => {
+  const opened: { name: string; close(): Promise<void> }[] = []
+  try {
+    const objectStore = await openObjectStore(config)
+    opened.push({ name: 'object store', close: () => objectStore.close() })
+    if (options.probe ?? true) {
+      await assertConformant(objectStore, {
+        allowNonconformant: config.eventStore.allowNonconformantBackend,
+        logger,
+      })
+    }
+    const sql = await openSql(config)
+    opened.push({ name: 'sql', close: () => sql.close() })
+    const applied = await migrate(sql, config.sequencing.schema)
+    if (applied.length > 0)
+      logger.info({ applied, schema: config.sequencing.schema }, 'migrations applied')
+    const eventStore = createEventStore({
+      objectStore,
+      allocator: createSequenceAllocator({ sql, schema: config.sequencing.schema }),
+      handlerPrefix: config.sequencing.handlerPrefix,
+      idempotencyMismatchMode: config.eventStore.idempotencyMismatchMode,
+      maxManifestDelayMs: config.eventStore.maxIndexDelayMs,
+      logger,
+    })
+    opened.push({ name: 'event store', close: () => eventStore.close() })
+    const close = () => closeAll(opened, logger)
+    return { objectStore, sql, eventStore, close, [Symbol.asyncDispose]: close }
+  } catch (error) {
+    await closeAll(opened, logger)
+    throw error
+  }
+}

@@ -1,0 +1,243 @@
+import { CairnError, ErrorCode } from '../core/errors.ts'
+
+/**
+ * The one place that reads the environment. Every setting is validated at start and every problem
+ * is reported at once (docs/configuration.md lists them all). The result is frozen.
+ */
+export type Mode = 'embedded' | 'distributed'
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent'
+
+export type CairnConfig = {
+  readonly mode: Mode
+  readonly dataDir: string
+  readonly logLevel: LogLevel
+  readonly http: { readonly host: string; readonly port: number }
+  readonly eventStore: {
+    readonly bucket: string
+    readonly idempotencyMismatchMode: 'error' | 'warn'
+    readonly allowNonconformantBackend: boolean
+    readonly maxIndexDelayMs: number
+  }
+  readonly sequencing: {
+    readonly allocatorMode: 'postgres'
+    readonly schema: string
+    readonly handlerPrefix: string
+  }
+  readonly registry: {
+    readonly leaseTimeoutSeconds: number
+    readonly heartbeatIntervalSeconds: number
+  }
+  readonly publisher: {
+    readonly batchSize: number
+    readonly kafkaFlushBatchSize: number
+    readonly kafkaFlushTimeoutSeconds: number
+    readonly metricsLogIntervalSeconds: number
+    readonly pollIntervalSeconds: number
+    readonly dedupMaxEvents: number
+    readonly dedupCheckpointMaxEvents: number
+    readonly maxClockSkewSeconds: number
+  }
+  readonly s3?: {
+    readonly endpoint: string
+    readonly region: string
+    readonly accessKeyId: string
+    readonly secretAccessKey: string
+  }
+  readonly databaseUrl?: string
+  readonly kafkaBrokers?: readonly string[]
+}
+
+type Env = Readonly<Record<string, string | undefined>>
+
+const REMOVED: Record<string, string> = {
+  ENABLE_S3_EVENT_STORE:
+    'ENABLE_S3_EVENT_STORE was removed: the S3-compatible bucket is always the event store. Unset it.',
+  ENABLE_DUAL_WRITE:
+    'ENABLE_DUAL_WRITE was removed: there is no dual-write migration mode any more. Unset it.',
+}
+
+/** Names whose values never reach a log line or an error message. */
+export const SECRET_NAMES = new Set(['CAIRN_S3_SECRET_ACCESS_KEY', 'CAIRN_DATABASE_URL'])
+
+export const loadConfig = (env: Env = process.env): CairnConfig => {
+  const problems: string[] = []
+  const raw = (name: string): string | undefined => {
+    const v = env[name]
+    return v === undefined || v.trim() === '' ? undefined : v.trim()
+  }
+  const str = (name: string, fallback: string): string => raw(name) ?? fallback
+  const bool = (name: string, fallback: boolean): boolean => {
+    const v = raw(name)
+    if (v === undefined) return fallback
+    if (/^(true|1|yes|on)$/i.test(v)) return true
+    if (/^(false|0|no|off)$/i.test(v)) return false
+    problems.push(`${name}=${v}: must be true or false`)
+    return fallback
+  }
+  const int = (
+    name: string,
+    fallback: number,
+    min: number,
+    max = Number.MAX_SAFE_INTEGER,
+  ): number => {
+    const v = raw(name)
+    if (v === undefined) return fallback
+    const n = Number(v)
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`${name}=${v}: must be an integer from ${min} to ${max}`)
+      return fallback
+    }
+    return n
+  }
+  const oneOf = <T extends string>(name: string, fallback: T, allowed: Record<string, T>): T => {
+    const v = raw(name)
+    if (v === undefined) return fallback
+    const hit = allowed[v.toLowerCase()]
+    if (hit === undefined) {
+      problems.push(`${name}=${v}: must be one of ${Object.keys(allowed).join(', ')}`)
+      return fallback
+    }
+    return hit
+  }
+
+  for (const [name, message] of Object.entries(REMOVED)) {
+    if (env[name] !== undefined) problems.push(message)
+  }
+  if (!bool('ENABLE_EVENT_SOURCING', true)) {
+    problems.push(
+      'ENABLE_EVENT_SOURCING=false: cairn is an event store; there is no other mode. Unset it.',
+    )
+  }
+  if (!bool('ENABLE_PROCESSED_EVENT_REGISTRY', true)) {
+    problems.push(
+      'ENABLE_PROCESSED_EVENT_REGISTRY=false: consumers need the processed-event registry for exactly-once side effects; it cannot be turned off.',
+    )
+  }
+
+  const mode = oneOf<Mode>('CAIRN_MODE', 'embedded', {
+    embedded: 'embedded',
+    distributed: 'distributed',
+  })
+  const allocatorMode = raw('EVENT_STORE_SEQUENCE_ALLOCATOR_MODE') ?? 'postgres'
+  if (allocatorMode !== 'postgres') {
+    problems.push(
+      `EVENT_STORE_SEQUENCE_ALLOCATOR_MODE=${allocatorMode}: only "postgres" is supported (PGlite in embedded mode); ` +
+        'non-atomic modes (s3, best_effort) and "legacy" were removed because they can assign one sequence twice.',
+    )
+  }
+  const schema = str('EVENT_STORE_SEQUENCE_SCHEMA', 'spice_event_registry')
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
+    problems.push(`EVENT_STORE_SEQUENCE_SCHEMA=${schema}: must be a lower-case SQL identifier`)
+  }
+  const bucket = str('EVENT_STORE_BUCKET', 'spice-event-store')
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    problems.push(
+      `EVENT_STORE_BUCKET=${bucket}: must be a valid S3 bucket name (3–63 of a-z, 0-9, '.', '-')`,
+    )
+  }
+  const handlerPrefix = str('EVENT_STORE_SEQUENCE_HANDLER_PREFIX', 'write_side')
+  if (handlerPrefix.includes(':'))
+    problems.push(`EVENT_STORE_SEQUENCE_HANDLER_PREFIX=${handlerPrefix}: must not contain ':'`)
+
+  const lease = int('PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS', 900, 1)
+  const heartbeat = int('PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS', 30, 1)
+  if (heartbeat >= lease) {
+    problems.push(
+      `PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS=${heartbeat} must be shorter than PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS=${lease}`,
+    )
+  }
+  const batchSize = int('EVENT_PUBLISHER_BATCH_SIZE', 200, 1, 100_000)
+
+  const httpPort = int('CAIRN_HTTP_PORT', 8080, 0, 65_535)
+  const config: {
+    -readonly [K in keyof CairnConfig]: CairnConfig[K]
+  } = {
+    mode,
+    dataDir: str('CAIRN_DATA_DIR', '.data'),
+    logLevel: oneOf<LogLevel>('LOG_LEVEL', 'info', {
+      debug: 'debug',
+      info: 'info',
+      warn: 'warn',
+      error: 'error',
+      silent: 'silent',
+    }),
+    http: { host: str('CAIRN_HTTP_HOST', '127.0.0.1'), port: httpPort },
+    eventStore: {
+      bucket,
+      idempotencyMismatchMode: oneOf<'error' | 'warn'>(
+        'EVENT_STORE_IDEMPOTENCY_MISMATCH_MODE',
+        'error',
+        {
+          error: 'error',
+          warn: 'warn',
+          warning: 'warn',
+          log: 'warn',
+        },
+      ),
+      allowNonconformantBackend: bool('EVENT_STORE_ALLOW_NONCONFORMANT_BACKEND', false),
+      maxIndexDelayMs: int('EVENT_STORE_MAX_INDEX_DELAY_SECONDS', 10, 1, 3600) * 1000,
+    },
+    sequencing: { allocatorMode: 'postgres', schema, handlerPrefix },
+    registry: { leaseTimeoutSeconds: lease, heartbeatIntervalSeconds: heartbeat },
+    publisher: {
+      batchSize,
+      kafkaFlushBatchSize: int('EVENT_PUBLISHER_KAFKA_FLUSH_BATCH_SIZE', batchSize, 1, 100_000),
+      kafkaFlushTimeoutSeconds: int('EVENT_PUBLISHER_KAFKA_FLUSH_TIMEOUT_SECONDS', 10, 1, 3600),
+      metricsLogIntervalSeconds: int('EVENT_PUBLISHER_METRICS_LOG_INTERVAL_SECONDS', 30, 1, 86_400),
+      pollIntervalSeconds: int('EVENT_PUBLISHER_POLL_INTERVAL_SECONDS', 3, 1, 3600),
+      dedupMaxEvents: int('EVENT_PUBLISHER_DEDUP_MAX_EVENTS', 10_000, 0, 10_000_000),
+      dedupCheckpointMaxEvents: int(
+        'EVENT_PUBLISHER_DEDUP_CHECKPOINT_MAX_EVENTS',
+        2_000,
+        0,
+        100_000,
+      ),
+      maxClockSkewSeconds: int('EVENT_STORE_MAX_CLOCK_SKEW_SECONDS', 5, 0, 3600),
+    },
+  }
+
+  if (mode === 'distributed') {
+    const need = (name: string): string => {
+      const v = raw(name)
+      if (v === undefined) problems.push(`${name}: required in distributed mode`)
+      return v ?? ''
+    }
+    const endpoint = need('CAIRN_S3_ENDPOINT')
+    if (endpoint !== '' && !/^https?:\/\/[^/]+/.test(endpoint)) {
+      problems.push(`CAIRN_S3_ENDPOINT=${endpoint}: must be an http(s) URL`)
+    }
+    config.s3 = {
+      endpoint,
+      region: str('CAIRN_S3_REGION', 'us-east-1'),
+      accessKeyId: need('CAIRN_S3_ACCESS_KEY_ID'),
+      secretAccessKey: need('CAIRN_S3_SECRET_ACCESS_KEY'),
+    }
+    const url = need('CAIRN_DATABASE_URL')
+    if (url !== '' && !/^postgres(ql)?:\/\//.test(url)) {
+      problems.push('CAIRN_DATABASE_URL: must be a postgres:// URL')
+    }
+    config.databaseUrl = url
+    config.kafkaBrokers = need('CAIRN_KAFKA_BROKERS')
+      .split(',')
+      .map((b) => b.trim())
+      .filter((b) => b !== '')
+  }
+
+  if (problems.length > 0) {
+    throw new CairnError(
+      ErrorCode.INVALID_CONFIG,
+      `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n  - ${problems.join('\n  - ')}`,
+      { details: { problems } },
+    )
+  }
+  return Object.freeze(config)
+}
+
+/** The configuration for display: secrets replaced. */
+export const redactedConfig = (config: CairnConfig): Record<string, unknown> => ({
+  ...config,
+  ...(config.s3 === undefined ? {} : { s3: { ...config.s3, secretAccessKey: '***' } }),
+  ...(config.databaseUrl === undefined
+    ? {}
+    : { databaseUrl: config.databaseUrl.replace(/:[^:@/]*@/, ':***@') }),
+})

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { loadConfig, redactedConfig } from '../../src/config/env.ts'
+import { ErrorCode, isCairnError } from '../../src/core/errors.ts'
+
+const problemsOf = (env: Record<string, string>): string[] => {
+  try {
+    loadConfig(env)
+  } catch (error) {
+    assert.ok(isCairnError(error, ErrorCode.INVALID_CONFIG))
+    return error.details.problems as string[]
+  }
+  return []
+}
+
+test("the seed's defaults apply when nothing is set (embedded mode)", () => {
+  const c = loadConfig({})
+  assert.equal(c.mode, 'embedded')
+  assert.equal(c.eventStore.bucket, 'spice-event-store')
+  assert.equal(c.sequencing.schema, 'spice_event_registry')
+  assert.equal(c.sequencing.handlerPrefix, 'write_side')
+  assert.equal(c.sequencing.allocatorMode, 'postgres')
+  assert.equal(c.registry.leaseTimeoutSeconds, 900)
+  assert.equal(c.registry.heartbeatIntervalSeconds, 30)
+  assert.equal(c.publisher.kafkaFlushTimeoutSeconds, 10)
+  assert.equal(c.publisher.metricsLogIntervalSeconds, 30)
+  assert.equal(c.publisher.kafkaFlushBatchSize, c.publisher.batchSize)
+  assert.equal(c.eventStore.idempotencyMismatchMode, 'error')
+  assert.ok(Object.isFrozen(c))
+})
+
+test('the flush batch size defaults to the batch size', () => {
+  assert.equal(loadConfig({ EVENT_PUBLISHER_BATCH_SIZE: '500' }).publisher.kafkaFlushBatchSize, 500)
+})
+
+test('every problem is reported at once; removed flags say they were removed', () => {
+  const problems = problemsOf({
+    ENABLE_S3_EVENT_STORE: 'true',
+    ENABLE_DUAL_WRITE: 'false',
+    PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS: '10',
+    PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS: '30',
+    EVENT_STORE_SEQUENCE_ALLOCATOR_MODE: 's3',
+    EVENT_PUBLISHER_BATCH_SIZE: 'many',
+    ENABLE_PROCESSED_EVENT_REGISTRY: 'false',
+    EVENT_STORE_IDEMPOTENCY_MISMATCH_MODE: 'shrug',
+  })
+  assert.equal(problems.length, 7, problems.join('\n'))
+  assert.match(problems.join('\n'), /ENABLE_S3_EVENT_STORE was removed/)
+  assert.match(problems.join('\n'), /ENABLE_DUAL_WRITE was removed/)
+  assert.match(problems.join('\n'), /HEARTBEAT_INTERVAL_SECONDS=30 must be shorter/)
+})
+
+test('distributed mode requires its connection settings and never shows secrets', () => {
+  const problems = problemsOf({ CAIRN_MODE: 'distributed' })
+  for (const name of [
+    'CAIRN_S3_ENDPOINT',
+    'CAIRN_S3_ACCESS_KEY_ID',
+    'CAIRN_S3_SECRET_ACCESS_KEY',
+    'CAIRN_DATABASE_URL',
+    'CAIRN_KAFKA_BROKERS',
+  ]) {
+    assert.ok(
+      problems.some((p) => p.startsWith(name)),
+      `no problem for ${name}`,
+    )
+  }
+  const c = loadConfig({
+    CAIRN_MODE: 'distributed',
+    CAIRN_S3_ENDPOINT: 'http://127.0.0.1:9000',
+    CAIRN_S3_ACCESS_KEY_ID: 'id',
+    CAIRN_S3_SECRET_ACCESS_KEY: 'very-secret',
+    CAIRN_DATABASE_URL: 'postgres://u:hunter2@127.0.0.1/db',
+    CAIRN_KAFKA_BROKERS: '127.0.0.1:9092, 127.0.0.1:9093',
+  })
+  assert.deepEqual(c.kafkaBrokers, ['127.0.0.1:9092', '127.0.0.1:9093'])
+  const shown = JSON.stringify(redactedConfig(c))
+  assert.ok(!shown.includes('very-secret') && !shown.includes('hunter2'))
+})

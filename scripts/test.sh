@@ -16,6 +16,10 @@ for f in test/**/*.test.ts; do
   files+=("$f")
 done
 if [[ $mode == all ]]; then
+  # Tidy: stop afterwards what this run had to start (CAIRN_KEEP_SERVICES=1 keeps them).
+  if ! bash scripts/services.sh status >/dev/null 2>&1 && [[ ${CAIRN_KEEP_SERVICES:-0} != 1 ]]; then
+    trap 'bash scripts/services.sh down >/dev/null 2>&1 || true' EXIT
+  fi
   bash scripts/services.sh up
   eval "$(bash scripts/services.sh env)"
 elif [[ $mode != unit ]]; then
@@ -28,10 +32,10 @@ if ((${#files[@]} == 0)); then
 fi
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 status=0
 node --test --test-reporter=spec --test-timeout=300000 --test-concurrency=2 "$@" "${files[@]}" 2>&1 | tee "$log" || status=$?
 ran=$(sed -n 's/^ℹ tests \([0-9][0-9]*\)$/\1/p' "$log" | tail -n 1)
+rm -f "$log"
 if [[ -z $ran || $ran == 0 ]]; then
   echo "test run failed: no test ran" >&2
   exit 1

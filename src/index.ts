@@ -1,0 +1,47 @@
+// The curated public API of cairn. Adapters are subpath exports (see package.json).
+export {
+  canonicalJson,
+  contentHash,
+  createEnvelope,
+  domainEventId,
+  idempotencyHash,
+  uuidV5,
+  validateEnvelope,
+} from './core/envelope.ts'
+export type {
+  EnvelopeMetadata,
+  EnvelopeValidation,
+  EventEnvelope,
+  EventKind,
+  NewEnvelope,
+  StoredEnvelope,
+} from './core/envelope.ts'
+export { CairnError, ErrorCode, isCairnError } from './core/errors.ts'
+export type { CairnErrorOptions } from './core/errors.ts'
+export type { Clock } from './core/ports/clock.ts'
+export type { Logger } from './core/ports/logger.ts'
+export { listAll } from './core/ports/object-store.ts'
+export type {
+  ObjectStore,
+  PutOutcome,
+  ConditionalPutResult,
+  StoredObject,
+} from './core/ports/object-store.ts'
+export type { Sql, SqlQueryable } from './core/ports/sql.ts'
+export { createEventStore } from './event-store/event-store.ts'
+export type {
+  AppendInput,
+  AppendResult,
+  CommitNotice,
+  EventStore,
+  EventStoreOptions,
+  ReadStreamOptions,
+} from './event-store/event-store.ts'
+export { assertConformant, probeObjectStore } from './event-store/probe.ts'
+export type { ProbeReport } from './event-store/probe.ts'
+export { createSequenceAllocator } from './sequencing/allocator.ts'
+export type { SequenceAllocator } from './sequencing/allocator.ts'
+export { migrate } from './adapters/sql/migrations.ts'
+export { loadConfig } from './config/env.ts'
+export type { CairnConfig } from './config/env.ts'
+export { openWriteSide } from './config/compose.ts'

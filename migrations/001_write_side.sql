@@ -30,8 +30,12 @@ CREATE INDEX IF NOT EXISTS appended_events_reserved
 -- Reserves sequences for a group of appends in one round trip.
 -- p_requests: [{i, handler, aggregate_id, expected_seq (number|null), ids: [event_id…], hashes: [text|null…]}]
 -- p_stored: event ids whose body and manifest are now written (marked 'stored' first).
--- Returns [{i, outcome: 'reserved', first_seq} | {i, outcome: 'conflict', actual_seq}
---          | {i, outcome: 'duplicate', rows: [{event_id, seq, state, hash}]} | {i, outcome: 'mismatch', reason}].
+-- Returns {at_us, results: [{i, outcome: 'reserved', first_seq, prev_pending} | {i, outcome: 'conflict', actual_seq}
+--          | {i, outcome: 'duplicate', rows: [{event_id, seq, state, hash}], prev_pending} | {i, outcome: 'mismatch', reason}]}.
+-- at_us: the time of the reservation (microseconds); later reservations of an aggregate get later
+-- times, since they wait for this transaction's row lock. prev_pending: the event just before the
+-- first reserved sequence is itself reserved but not yet confirmed stored (the publisher then holds
+-- these events until it has published that one, to keep per-aggregate order).
 -- Requests are taken in (handler, aggregate_id, i) order so concurrent groups lock rows in one order.
 CREATE OR REPLACE FUNCTION {{schema}}.reserve_sequences(p_requests jsonb, p_stored text[])
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -50,6 +54,7 @@ DECLARE
   v_gaps     int;
   v_foreign  int;
   v_inserted int;
+  v_prev     boolean;
 BEGIN
   IF p_stored IS NOT NULL AND cardinality(p_stored) > 0 THEN
     UPDATE {{schema}}.appended_events SET state = 'stored'
@@ -99,7 +104,11 @@ BEGIN
       -- Every earlier attempt gave its slot up: forget it and append anew.
       DELETE FROM {{schema}}.appended_events WHERE event_id = ANY (v_ids);
     ELSIF v_count = v_n THEN
-      out := out || jsonb_build_object('i', r->'i', 'outcome', 'duplicate', 'rows', v_rows);
+      SELECT EXISTS (SELECT 1 FROM {{schema}}.appended_events
+                      WHERE handler = v_handler AND aggregate_id = v_agg AND state = 'reserved'
+                        AND sequence_number = (v_rows->0->>'seq')::bigint - 1) INTO v_prev;
+      out := out || jsonb_build_object('i', r->'i', 'outcome', 'duplicate', 'rows', v_rows,
+                                       'prev_pending', v_prev);
       CONTINUE;
     ELSIF v_count > 0 THEN
       out := out || jsonb_build_object('i', r->'i', 'outcome', 'mismatch',
@@ -128,8 +137,13 @@ BEGIN
     END IF;
     UPDATE {{schema}}.aggregate_sequences SET last_sequence = v_last + v_n, updated_at = now()
      WHERE handler = v_handler AND aggregate_id = v_agg;
-    out := out || jsonb_build_object('i', r->'i', 'outcome', 'reserved', 'first_seq', v_last + 1);
+    SELECT EXISTS (SELECT 1 FROM {{schema}}.appended_events
+                    WHERE handler = v_handler AND aggregate_id = v_agg AND state = 'reserved'
+                      AND sequence_number = v_last) INTO v_prev;
+    out := out || jsonb_build_object('i', r->'i', 'outcome', 'reserved', 'first_seq', v_last + 1,
+                                     'prev_pending', v_prev);
   END LOOP;
-  RETURN out;
+  RETURN jsonb_build_object('at_us', floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+                            'results', out);
 END
 $$;

@@ -121,6 +121,7 @@ type Write = {
   readonly body: string
   /** From an earlier reservation (a retry, or a concurrent duplicate). */
   readonly duplicate: boolean
+  readonly prevPending: boolean
   result?: WriteResult
 }
 
@@ -182,12 +183,16 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   const typeOfHandler = (handler: string): string => handler.slice(prefix.length + 1)
 
   let manifestCounter = 0
-  let lastManifestMs = 0
-  const nextManifestKey = (): { key: string; ms: number } => {
-    // Never earlier than this writer's previous manifest, even if the clock steps back.
-    const ms = Math.max(clock.now(), lastManifestMs)
-    lastManifestMs = ms
-    return { key: manifestKey(ms, writer, manifestCounter++), ms }
+  let lastManifestUs = 0
+  /**
+   * A manifest's key carries the time of its group's reservation (database clock): an aggregate's
+   * later reservations get later times, so manifests sort in per-aggregate sequence order. Never
+   * earlier than this writer's previous manifest; the counter breaks ties.
+   */
+  const nextManifestKey = (atUs: number): { key: string; us: number } => {
+    const us = Math.max(atUs, lastManifestUs)
+    lastManifestUs = us
+    return { key: manifestKey(us, writer, manifestCounter++), us }
   }
 
   const listeners = new Set<(notice: CommitNotice) => void>()
@@ -302,10 +307,18 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   }
 
   /** Writes a manifest listing `entries`; true once it is durable within the writers' bound. */
-  const writeManifest = async (entries: readonly ManifestEntry[]): Promise<string> => {
-    const { key, ms } = nextManifestKey()
+  const writeManifest = async (
+    entries: readonly ManifestEntry[],
+    atUs: number,
+  ): Promise<string> => {
+    const { key, us } = nextManifestKey(atUs)
     const body = encoder.encode(
-      JSON.stringify({ version: 1, writer, written_at: new Date(ms).toISOString(), entries }),
+      JSON.stringify({
+        version: 1,
+        writer,
+        written_at: new Date(clock.now()).toISOString(),
+        entries,
+      }),
     )
     let lastError: unknown
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -321,7 +334,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     }
     if (lastError !== undefined)
       throw appendFailed(`manifest ${key} could not be written`, lastError)
-    const delay = clock.now() - ms
+    const delay = Math.round(clock.now() - us / 1000)
     if (delay > maxManifestDelayMs) {
       // The publisher may already have settled past this key; the repair re-indexes these events.
       throw appendFailed(
@@ -365,9 +378,10 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       eventIds: p.input.envelopes.map((e) => e.event_id),
       hashes: p.hashes,
     }))
-    let results: ReserveResult[]
+    let atUs: number
+    let results: readonly ReserveResult[]
     try {
-      results = await allocator.reserve(requests, stored)
+      ;({ atUs, results } = await allocator.reserve(requests, stored))
     } catch (error) {
       storedIds.push(...stored)
       throw error
@@ -427,12 +441,14 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
           // An earlier attempt reserved these slots but never confirmed: finish its work.
           for (const e of p.input.envelopes) {
             const row = byId.get(e.event_id)
-            if (row !== undefined) writes.push(makeWrite(p, e, row.seq, true))
+            if (row !== undefined) writes.push(makeWrite(p, e, row.seq, true, r.prevPending))
           }
           return
         }
         case 'reserved':
-          p.input.envelopes.forEach((e, k) => writes.push(makeWrite(p, e, r.firstSeq + k, false)))
+          p.input.envelopes.forEach((e, k) =>
+            writes.push(makeWrite(p, e, r.firstSeq + k, false, k === 0 && r.prevPending)),
+          )
           return
       }
     })
@@ -487,12 +503,12 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     for (const { writes: ws } of toIndex) {
       for (const w of ws) {
         const r = w.result as Extract<WriteResult, { kind: 'ours' }>
-        entries.set(r.envelope.event_id, manifestEntry(w.key, r.envelope, r.body))
+        entries.set(r.envelope.event_id, manifestEntry(w.key, r.envelope, r.body, w.prevPending))
       }
     }
     let key: string
     try {
-      key = await writeManifest([...entries.values()])
+      key = await writeManifest([...entries.values()], atUs)
     } catch (error) {
       for (const { pending } of toIndex) pending.reject(error)
       return
@@ -519,6 +535,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     e: EventEnvelope,
     seq: number,
     duplicate: boolean,
+    prevPending: boolean,
   ): Write => {
     const envelope: StoredEnvelope = { ...e, sequence_number: seq }
     return {
@@ -527,6 +544,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       key: eventKey(pending.aggregateType, pending.aggregateId, seq),
       body: canonicalJson(envelope),
       duplicate,
+      prevPending,
     }
   }
 
@@ -607,11 +625,11 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
 
   async function* readByDate(fromMs: number, toMs: number): AsyncGenerator<StoredEnvelope> {
     const seen = new Set<string>()
-    for await (const key of listAll(store, BY_DATE_PREFIX, manifestKeyFloor(fromMs))) {
+    for await (const key of listAll(store, BY_DATE_PREFIX, manifestKeyFloor(fromMs * 1000))) {
       const parts = parseManifestKey(key)
       if (parts === null) continue
-      if (parts.ms > toMs) return
-      if (parts.ms < fromMs) continue
+      if (parts.us > toMs * 1000 + 999) return
+      if (parts.us < fromMs * 1000) continue
       const got = await store.get(key)
       if (got === null) continue
       let manifest
@@ -669,7 +687,9 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
         judged = judge(s.eventId, found)
         if (judged.kind === 'gap') await allocator.markGap([s.eventId])
       }
-      if (judged.kind === 'ours') entries.push(manifestEntry(key, judged.envelope, judged.body))
+      // Its predecessor may be long published or still pending: let the publisher hold it until settled.
+      if (judged.kind === 'ours')
+        entries.push(manifestEntry(key, judged.envelope, judged.body, true))
       else if (judged.kind === 'gap') gaps++
       else {
         unresolved++
@@ -680,7 +700,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       }
     }
     if (entries.length > 0) {
-      const key = await writeManifest(entries)
+      const key = await writeManifest(entries, clock.now() * 1000)
       await allocator.markStored(entries.map((e) => e.event_id))
       for (const listener of listeners) listener({ manifestKey: key, entries })
     }

@@ -5,9 +5,10 @@ import { createHash } from 'node:crypto'
  *
  *   events/{type}/{id}/{seq:020d}.json            one envelope per object; a prefix listing of
  *                                                 an aggregate is its stream, in sequence order
- *   indexes/by-date/{YYYY}/{MM}/{DD}/{ms:013d}-{writer}-{n:010d}.json
+ *   indexes/by-date/{YYYY}/{MM}/{DD}/{us:016d}-{writer}-{n:010d}.json
  *                                                 one manifest per group commit: the keys and
- *                                                 bytes of the events it stored (publisher tail)
+ *                                                 bytes of the events it stored (publisher tail);
+ *                                                 `us` is the reservation time in microseconds
  *   checkpoints/event_publisher.json              the publisher's durable checkpoint
  *   probes/{run}/…                                the conformance probe's scratch objects
  *
@@ -70,21 +71,21 @@ export const seqOfEventKey = (key: string): number | null => {
 
 const pad = (n: number, width: number): string => String(n).padStart(width, '0')
 
-export const dayPrefix = (ms: number): string => {
-  const d = new Date(ms)
+export const dayPrefix = (us: number): string => {
+  const d = new Date(Math.floor(us / 1000))
   return `${BY_DATE_PREFIX}${pad(d.getUTCFullYear(), 4)}/${pad(d.getUTCMonth() + 1, 2)}/${pad(d.getUTCDate(), 2)}/`
 }
 
-export const manifestKey = (ms: number, writer: string, n: number): string =>
-  `${dayPrefix(ms)}${pad(ms, 13)}-${writer}-${pad(n, 10)}.json`
+export const manifestKey = (us: number, writer: string, n: number): string =>
+  `${dayPrefix(us)}${pad(us, 16)}-${writer}-${pad(n, 10)}.json`
 
-/** The lowest key a manifest written at `ms` or later can have (for `startAfter`). */
-export const manifestKeyFloor = (ms: number): string => `${dayPrefix(ms)}${pad(ms, 13)}`
+/** A key that sorts before every manifest key of time `us` or later (for `startAfter`). */
+export const manifestKeyFloor = (us: number): string => `${dayPrefix(us)}${pad(us, 16)}`
 
-export type ManifestKeyParts = { readonly ms: number; readonly writer: string; readonly n: number }
+export type ManifestKeyParts = { readonly us: number; readonly writer: string; readonly n: number }
 
 export const parseManifestKey = (key: string): ManifestKeyParts | null => {
-  const m = /^indexes\/by-date\/\d{4}\/\d{2}\/\d{2}\/(\d{13})-([a-z0-9]+)-(\d{10})\.json$/.exec(key)
+  const m = /^indexes\/by-date\/\d{4}\/\d{2}\/\d{2}\/(\d{16})-([a-z0-9]+)-(\d{10})\.json$/.exec(key)
   if (m === null) return null
-  return { ms: Number(m[1]), writer: m[2] as string, n: Number(m[3]) }
+  return { us: Number(m[1]), writer: m[2] as string, n: Number(m[3]) }
 }

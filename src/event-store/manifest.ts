@@ -16,6 +16,11 @@ export type ManifestEntry = {
   readonly ordering_key: string | null
   /** The envelope exactly as stored (canonical JSON). */
   readonly body: string
+  /**
+   * Present and true when the aggregate's previous event was still in flight at reservation: the
+   * publisher publishes this one only after that one (or once this manifest is settled).
+   */
+  readonly prev_pending?: true
 }
 
 export type Manifest = {
@@ -29,6 +34,7 @@ export const manifestEntry = (
   key: string,
   envelope: StoredEnvelope,
   body: string,
+  prevPending = false,
 ): ManifestEntry => ({
   key,
   event_id: envelope.event_id,
@@ -41,6 +47,7 @@ export const manifestEntry = (
   ordering_key:
     typeof envelope.metadata.ordering_key === 'string' ? envelope.metadata.ordering_key : null,
   body,
+  ...(prevPending ? { prev_pending: true as const } : {}),
 })
 
 /** Parses a manifest; throws a TypeError naming what is wrong (callers count and skip it). */

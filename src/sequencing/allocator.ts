@@ -28,11 +28,25 @@ export type ReservedRow = {
   readonly hash: string | null
 }
 
+/**
+ * `prevPending`: the event just before these is reserved but not yet confirmed stored (another
+ * append in flight); the publisher keeps per-aggregate order by holding these until it is out.
+ */
 export type ReserveResult =
-  | { readonly outcome: 'reserved'; readonly firstSeq: number }
+  | { readonly outcome: 'reserved'; readonly firstSeq: number; readonly prevPending: boolean }
   | { readonly outcome: 'conflict'; readonly actualSeq: number }
-  | { readonly outcome: 'duplicate'; readonly rows: readonly ReservedRow[] }
+  | {
+      readonly outcome: 'duplicate'
+      readonly rows: readonly ReservedRow[]
+      readonly prevPending: boolean
+    }
   | { readonly outcome: 'mismatch'; readonly reason: string }
+
+export type ReserveResults = {
+  /** When the reservation was made (database clock, microseconds since the epoch). */
+  readonly atUs: number
+  readonly results: readonly ReserveResult[]
+}
 
 export type StaleReservation = {
   readonly eventId: string
@@ -43,7 +57,7 @@ export type StaleReservation = {
 
 export type SequenceAllocator = {
   readonly schema: string
-  reserve(requests: readonly ReserveRequest[], stored: readonly string[]): Promise<ReserveResult[]>
+  reserve(requests: readonly ReserveRequest[], stored: readonly string[]): Promise<ReserveResults>
   markStored(eventIds: readonly string[]): Promise<void>
   markGap(eventIds: readonly string[]): Promise<void>
   /** Drops these reservations and raises the aggregate's sequence to at least `bucketMax`. */
@@ -119,8 +133,13 @@ export const createSequenceAllocator = (options: {
         ),
       )
       const raw = rows[0]?.result
-      const list = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
+      const parsed = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
+        at_us: number | string
+        results: unknown
+      }
+      const list = parsed.results as {
         i: number
+        prev_pending?: boolean
         outcome: ReserveResult['outcome']
         first_seq?: number
         actual_seq?: number
@@ -131,14 +150,22 @@ export const createSequenceAllocator = (options: {
       for (const r of list) {
         results[r.i] =
           r.outcome === 'reserved'
-            ? { outcome: 'reserved', firstSeq: Number(r.first_seq) }
+            ? {
+                outcome: 'reserved',
+                firstSeq: Number(r.first_seq),
+                prevPending: r.prev_pending === true,
+              }
             : r.outcome === 'conflict'
               ? { outcome: 'conflict', actualSeq: Number(r.actual_seq) }
               : r.outcome === 'duplicate'
-                ? { outcome: 'duplicate', rows: (r.rows ?? []).map(toRow) }
+                ? {
+                    outcome: 'duplicate',
+                    rows: (r.rows ?? []).map(toRow),
+                    prevPending: r.prev_pending === true,
+                  }
                 : { outcome: 'mismatch', reason: r.reason ?? 'idempotency mismatch' }
       }
-      return results
+      return { atUs: Number(parsed.at_us), results }
     },
     async markStored(eventIds) {
       if (eventIds.length === 0) return

@@ -318,7 +318,9 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       const agg = `crash-${randomUUID()}`
       // A writer reserved two slots and crashed: the first after its body PUT, the second before.
       const [written, lost] = [command(agg, { k: 'written' }), command(agg, { k: 'lost' })]
-      const [r1] = await allocator.reserve(
+      const {
+        results: [r1],
+      } = await allocator.reserve(
         [
           {
             handler: 'write_side:Thing',
@@ -330,7 +332,9 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         ],
         [],
       )
-      const [r2] = await allocator.reserve(
+      const {
+        results: [r2],
+      } = await allocator.reserve(
         [
           {
             handler: 'write_side:Thing',

@@ -49,12 +49,13 @@ test('event keys sort by sequence and parse back', () => {
   assert.ok(!eventKey('T', 'a/b', 1).startsWith(streamPrefix('T', 'a')))
 })
 
-test('manifest keys sort by time, parse back, and the floor sorts before any key of that millisecond', () => {
-  const ms = Date.UTC(2026, 10, 26, 23, 59, 59, 999)
-  const k = manifestKey(ms, 'abc123', 42)
-  assert.match(k, /^indexes\/by-date\/2026\/11\/26\/\d{13}-abc123-0000000042\.json$/)
-  assert.deepEqual(parseManifestKey(k), { ms, writer: 'abc123', n: 42 })
-  assert.ok(manifestKeyFloor(ms) < k)
-  assert.ok(k < manifestKey(ms + 1, 'aaa', 0))
+test('manifest keys sort by time (µs), parse back, and the floor sorts before any key of that millisecond', () => {
+  const us = Date.UTC(2026, 10, 26, 23, 59, 59, 999) * 1000 + 999
+  const k = manifestKey(us, 'abc123', 42)
+  assert.match(k, /^indexes\/by-date\/2026\/11\/26\/\d{16}-abc123-0000000042\.json$/)
+  assert.deepEqual(parseManifestKey(k), { us, writer: 'abc123', n: 42 })
+  assert.ok(manifestKeyFloor(us) < k)
+  assert.ok(k < manifestKey(us + 1, 'aaa', 0))
+  assert.ok(manifestKey(us + 1, 'aaa', 0).startsWith('indexes/by-date/2026/11/27/'))
   assert.equal(parseManifestKey('indexes/by-date/2026/11/26/garbage.json'), null)
 })

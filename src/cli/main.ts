@@ -4,6 +4,7 @@ import { registerAppend } from './append.ts'
 import { registerConfig } from './config.ts'
 import { registerHistory } from './history.ts'
 import { registerProbe } from './probe.ts'
+import { registerQuarantine } from './quarantine.ts'
 import { registerStart } from './start.ts'
 import { runCommand } from './run.ts'
 
@@ -19,6 +20,7 @@ registerStart(program)
 registerAppend(program)
 registerHistory(program)
 registerProbe(program)
+registerQuarantine(program)
 registerConfig(program)
 
 await runCommand(() => program.parseAsync(process.argv))

@@ -1,12 +1,12 @@
 import http from 'node:http'
 import type { Command } from 'commander'
-import { openWriteSide } from '../config/compose.ts'
+import { closeAll, openBus, openPublisher, openWriteSide } from '../config/compose.ts'
 import { cliContext } from './context.ts'
 
 /**
- * `cairn start`: runs cairn with the configured backends (embedded by default: a filesystem bucket
- * and PGlite under CAIRN_DATA_DIR) and serves health on CAIRN_HTTP_HOST:CAIRN_HTTP_PORT until
- * SIGINT or SIGTERM, then closes everything in reverse order.
+ * `cairn start`: runs cairn with the configured backends (embedded by default: a filesystem bucket,
+ * PGlite under CAIRN_DATA_DIR and the in-process bus): the write side and the publisher, with health
+ * on CAIRN_HTTP_HOST:CAIRN_HTTP_PORT, until SIGINT or SIGTERM; then closes in reverse order.
  */
 export const registerStart = (program: Command): void => {
   program
@@ -15,6 +15,9 @@ export const registerStart = (program: Command): void => {
     .action(async () => {
       const { config, logger } = cliContext()
       const ws = await openWriteSide(config, logger)
+      const bus = openBus(config, logger)
+      const publisher = openPublisher(config, ws, bus, logger)
+      const publishing = publisher.run()
       let ready = true
       const server = http.createServer((req, res) => {
         const reply = (status: number, body: unknown) => {
@@ -48,7 +51,14 @@ export const registerStart = (program: Command): void => {
       ready = false
       logger.info({}, 'stopping')
       await new Promise<void>((resolve) => server.close(() => resolve()))
-      await ws.close()
+      await closeAll(
+        [
+          { name: 'write side', close: () => ws.close() },
+          { name: 'bus', close: () => bus.close() },
+          { name: 'publisher', close: () => publisher.close().then(() => publishing) },
+        ],
+        logger,
+      )
       logger.info({}, 'stopped')
     })
 }

@@ -4,12 +4,17 @@ import { createS3ObjectStore } from '../adapters/object-store/s3/s3-object-store
 import { migrate } from '../adapters/sql/migrations.ts'
 import { createPgSql } from '../adapters/sql/pg.ts'
 import { createPgliteSql } from '../adapters/sql/pglite.ts'
+import { createInProcessBus } from '../adapters/bus/in-process-bus.ts'
+import { createKafkaBus } from '../adapters/bus/kafka-bus.ts'
+import type { Bus } from '../core/ports/bus.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
 import type { Sql } from '../core/ports/sql.ts'
 import { createEventStore } from '../event-store/event-store.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import { assertConformant } from '../event-store/probe.ts'
+import { createPublisher } from '../publisher/publisher.ts'
+import type { Publisher } from '../publisher/publisher.ts'
 import { createSequenceAllocator } from '../sequencing/allocator.ts'
 import type { CairnConfig } from './env.ts'
 
@@ -105,4 +110,37 @@ export const openWriteSide = async (
     await closeAll(opened, logger)
     throw error
   }
+}
+
+export const openBus = (config: CairnConfig, logger: Logger): Bus =>
+  config.mode === 'embedded' || config.kafkaBrokers === undefined
+    ? createInProcessBus()
+    : createKafkaBus({ brokers: config.kafkaBrokers, logger })
+
+/** The publisher over the write side's bucket; in one process, woken by each commit. */
+export const openPublisher = (
+  config: CairnConfig,
+  ws: WriteSide,
+  bus: Bus,
+  logger: Logger,
+): Publisher => {
+  const p = config.publisher
+  const publisher = createPublisher({
+    objectStore: ws.objectStore,
+    bus,
+    logger,
+    routes: p.routes,
+    defaultTopic: p.defaultTopic,
+    partitions: p.topicPartitions,
+    batchSize: p.batchSize,
+    flushBatchSize: p.kafkaFlushBatchSize,
+    flushTimeoutMs: p.kafkaFlushTimeoutSeconds * 1000,
+    pollIntervalMs: p.pollIntervalSeconds * 1000,
+    settleMs: config.eventStore.maxIndexDelayMs + p.maxClockSkewSeconds * 1000,
+    dedupMaxEvents: p.dedupMaxEvents,
+    dedupCheckpointMaxEvents: p.dedupCheckpointMaxEvents,
+    metricsLogIntervalMs: p.metricsLogIntervalSeconds * 1000,
+  })
+  ws.eventStore.onCommit((notice) => publisher.noteCommit(notice))
+  return publisher
 }

@@ -36,6 +36,9 @@ export type CairnConfig = {
     readonly dedupMaxEvents: number
     readonly dedupCheckpointMaxEvents: number
     readonly maxClockSkewSeconds: number
+    readonly routes: Readonly<Record<string, string>>
+    readonly defaultTopic: string
+    readonly topicPartitions: number
   }
   readonly s3?: {
     readonly endpoint: string
@@ -141,6 +144,14 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
 
   const lease = int('PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS', 900, 1)
   const heartbeat = int('PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS', 30, 1)
+  const indexDelay = int('EVENT_STORE_MAX_INDEX_DELAY_SECONDS', 10, 1, 3600)
+  const skew = int('EVENT_STORE_MAX_CLOCK_SKEW_SECONDS', 5, 0, 3600)
+  if (skew >= indexDelay) {
+    problems.push(
+      `EVENT_STORE_MAX_CLOCK_SKEW_SECONDS=${skew} must be shorter than EVENT_STORE_MAX_INDEX_DELAY_SECONDS=${indexDelay}: ` +
+        'a writer whose clock is further ahead than the delay bound could never acknowledge',
+    )
+  }
   if (heartbeat >= lease) {
     problems.push(
       `PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS=${heartbeat} must be shorter than PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS=${lease}`,
@@ -193,6 +204,13 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
         100_000,
       ),
       maxClockSkewSeconds: int('EVENT_STORE_MAX_CLOCK_SKEW_SECONDS', 5, 0, 3600),
+      routes: parseRoutes(raw('EVENT_PUBLISHER_TOPIC_ROUTES'), problems),
+      defaultTopic: topicName(
+        'EVENT_PUBLISHER_DEFAULT_TOPIC',
+        str('EVENT_PUBLISHER_DEFAULT_TOPIC', 'cairn-events'),
+        problems,
+      ),
+      topicPartitions: int('EVENT_PUBLISHER_TOPIC_PARTITIONS', 3, 1, 10_000),
     },
   }
 
@@ -231,6 +249,29 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
     )
   }
   return Object.freeze(config)
+}
+
+const TOPIC = /^[A-Za-z0-9._-]{1,249}$/
+
+const topicName = (name: string, value: string, problems: string[]): string => {
+  if (!TOPIC.test(value))
+    problems.push(`${name}=${value}: not a valid Kafka topic name ([A-Za-z0-9._-], 1–249)`)
+  return value
+}
+
+/** `Type=topic,Other=topic2`: the topic of events without metadata.kafka_topic, by aggregate type. */
+const parseRoutes = (value: string | undefined, problems: string[]): Record<string, string> => {
+  const routes: Record<string, string> = {}
+  if (value === undefined) return routes
+  for (const part of value.split(',')) {
+    const [type, topic, ...rest] = part.split('=').map((x) => x.trim())
+    if (type === undefined || type === '' || topic === undefined || rest.length > 0) {
+      problems.push(`EVENT_PUBLISHER_TOPIC_ROUTES: "${part}" is not <aggregate type>=<topic>`)
+      continue
+    }
+    routes[type] = topicName('EVENT_PUBLISHER_TOPIC_ROUTES', topic, problems)
+  }
+  return routes
 }
 
 /** The configuration for display: secrets replaced. */

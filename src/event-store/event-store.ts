@@ -183,17 +183,15 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   const typeOfHandler = (handler: string): string => handler.slice(prefix.length + 1)
 
   let manifestCounter = 0
-  let lastManifestUs = 0
   /**
    * A manifest's key carries the time of its group's reservation (database clock): an aggregate's
-   * later reservations get later times, so manifests sort in per-aggregate sequence order. Never
-   * earlier than this writer's previous manifest; the counter breaks ties.
+   * later reservations get later times, so manifests sort in per-aggregate sequence order whatever
+   * order their PUTs finish in. The writer id and counter make the key unique.
    */
-  const nextManifestKey = (atUs: number): { key: string; us: number } => {
-    const us = Math.max(atUs, lastManifestUs)
-    lastManifestUs = us
-    return { key: manifestKey(us, writer, manifestCounter++), us }
-  }
+  const nextManifestKey = (atUs: number): { key: string; us: number } => ({
+    key: manifestKey(atUs, writer, manifestCounter++),
+    us: atUs,
+  })
 
   const listeners = new Set<(notice: CommitNotice) => void>()
   const queue: Pending[] = []

@@ -21,6 +21,9 @@ export type ManifestEntry = {
    * publisher publishes this one only after that one (or once this manifest is settled).
    */
   readonly prev_pending?: true
+  /** Trace context of the envelope, for the Kafka headers. */
+  readonly traceparent?: string
+  readonly tracestate?: string
 }
 
 export type Manifest = {
@@ -48,6 +51,12 @@ export const manifestEntry = (
     typeof envelope.metadata.ordering_key === 'string' ? envelope.metadata.ordering_key : null,
   body,
   ...(prevPending ? { prev_pending: true as const } : {}),
+  ...(typeof envelope.metadata.traceparent === 'string'
+    ? { traceparent: envelope.metadata.traceparent }
+    : {}),
+  ...(typeof envelope.metadata.tracestate === 'string'
+    ? { tracestate: envelope.metadata.tracestate }
+    : {}),
 })
 
 /** Parses a manifest; throws a TypeError naming what is wrong (callers count and skip it). */

@@ -21,7 +21,7 @@ export type WriteSide = {
   close(): Promise<void>
 }
 
-const makeWriteSide = async (
+export const makeWriteSide = async (
   objectCase: AdapterCase<ObjectStore>,
   registry: 'pg' | 'pglite',
 ): Promise<WriteSide> => {

@@ -10,13 +10,7 @@ import type {
   TopicSpec,
 } from '../../core/ports/bus.ts'
 
-/**
- * The bus of embedded mode: Kafka's semantics in the memory of one process. Topics are arrays of
- * partitions, each an append-only log whose offsets start at 0; consumer groups hold committed
- * offsets per partition and assign partitions round-robin among their live members, rebalancing
- * when a member joins or closes. Nothing survives the process: the publisher republishes from
- * the bucket after a restart.
- */
+/** Most messages one `poll` returns unless the consumer asks otherwise. */
 export const DEFAULT_MAX_BATCH = 500
 
 type StoredRecord = {
@@ -30,7 +24,6 @@ type Topic = { readonly name: string; readonly partitions: StoredRecord[][] }
 type OwnedPartition = { readonly topic: Topic; readonly partition: number; readonly id: string }
 
 type Member = {
-  readonly seq: number
   readonly topics: readonly string[]
   readonly start: 'earliest' | 'latest'
   owned: OwnedPartition[]
@@ -56,11 +49,17 @@ const unknownTopic = (topic: string): CairnError =>
     { details: { topic } },
   )
 
+/**
+ * The bus of embedded mode: Kafka's semantics in the memory of one process. Topics are arrays of
+ * partitions, each an append-only log whose offsets start at 0; consumer groups hold committed
+ * offsets per partition and assign partitions round-robin among their live members, rebalancing
+ * when a member joins or closes. Nothing survives the process: the publisher republishes from
+ * the bucket after a restart.
+ */
 export const createInProcessBus = (): Bus => {
   const topics = new Map<string, Topic>()
   const groups = new Map<string, Group>()
   const resources = new Set<{ close(): Promise<void> }>()
-  let memberSeq = 0
   let closed = false
 
   const topicOf = (name: string): Topic => {
@@ -78,7 +77,8 @@ export const createInProcessBus = (): Bus => {
       const subscribers = group.members.filter((m) => m.topics.includes(name))
       topic.partitions.forEach((_, partition) => {
         const member = subscribers[partition % subscribers.length]
-        owned.get(member!)?.push({ topic, partition, id: partitionId(name, partition) })
+        if (member === undefined) return
+        owned.get(member)?.push({ topic, partition, id: partitionId(name, partition) })
       })
     }
     for (const [member, partitions] of owned) {
@@ -183,7 +183,6 @@ export const createInProcessBus = (): Bus => {
     }
     for (const name of options.topics) topicOf(name)
     const member: Member = {
-      seq: memberSeq++,
       topics: [...new Set(options.topics)],
       start: options.start ?? 'earliest',
       owned: [],

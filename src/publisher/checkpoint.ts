@@ -1,0 +1,60 @@
+import { CHECKPOINT_KEY } from '../event-store/keys.ts'
+import type { ObjectStore } from '../core/ports/object-store.ts'
+
+/**
+ * The publisher's durable checkpoint, `checkpoints/event_publisher.json` in the bucket.
+ *
+ * `last_index_key`: every manifest key up to and including it is done (published, or skipped as
+ * malformed, or quarantined); the publisher lists strictly after it. It is either a manifest key or
+ * a settled floor (a key prefix that sorts before every later manifest). `last_timestamp_ms` is its
+ * time. `recent_event_ids` is the dedup snapshot, oldest first. `owner` is the active publisher;
+ * the object is only ever replaced by a conditional write on the version read, so two publishers
+ * cannot both advance it.
+ */
+export type Checkpoint = {
+  readonly last_index_key: string | null
+  readonly last_timestamp_ms: number
+  readonly updated_at: string
+  readonly recent_event_ids: readonly string[]
+  readonly owner: string
+}
+
+export type LoadedCheckpoint = {
+  readonly checkpoint: Checkpoint | null
+  readonly etag: string | null
+}
+
+const decoder = new TextDecoder()
+const encoder = new TextEncoder()
+
+export const loadCheckpoint = async (store: ObjectStore): Promise<LoadedCheckpoint> => {
+  const got = await store.get(CHECKPOINT_KEY)
+  if (got === null) return { checkpoint: null, etag: null }
+  const raw = JSON.parse(decoder.decode(got.body)) as Partial<Checkpoint>
+  return {
+    etag: got.etag,
+    checkpoint: {
+      last_index_key: typeof raw.last_index_key === 'string' ? raw.last_index_key : null,
+      last_timestamp_ms: typeof raw.last_timestamp_ms === 'number' ? raw.last_timestamp_ms : 0,
+      updated_at: typeof raw.updated_at === 'string' ? raw.updated_at : new Date(0).toISOString(),
+      recent_event_ids: Array.isArray(raw.recent_event_ids)
+        ? raw.recent_event_ids.filter((x): x is string => typeof x === 'string')
+        : [],
+      owner: typeof raw.owner === 'string' ? raw.owner : '',
+    },
+  }
+}
+
+/** Conditional save: returns the new version tag, or null when someone else wrote it meanwhile. */
+export const saveCheckpoint = async (
+  store: ObjectStore,
+  checkpoint: Checkpoint,
+  etag: string | null,
+): Promise<string | null> => {
+  const result = await store.putIfMatch(
+    CHECKPOINT_KEY,
+    encoder.encode(JSON.stringify(checkpoint)),
+    etag,
+  )
+  return result.outcome === 'written' ? result.etag : null
+}

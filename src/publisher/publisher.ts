@@ -1,0 +1,610 @@
+import { randomBytes } from 'node:crypto'
+import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
+import type { BusMessage, BusProducer, Bus } from '../core/ports/bus.ts'
+import { systemClock } from '../core/ports/clock.ts'
+import type { Clock } from '../core/ports/clock.ts'
+import { silentLogger } from '../core/ports/logger.ts'
+import type { Logger } from '../core/ports/logger.ts'
+import { listAll } from '../core/ports/object-store.ts'
+import type { ObjectStore } from '../core/ports/object-store.ts'
+import type { CommitNotice } from '../event-store/event-store.ts'
+import { BY_DATE_PREFIX, manifestKeyFloor, parseManifestKey } from '../event-store/keys.ts'
+import { parseManifest } from '../event-store/manifest.ts'
+import type { ManifestEntry } from '../event-store/manifest.ts'
+import { loadCheckpoint, saveCheckpoint } from './checkpoint.ts'
+import type { Checkpoint } from './checkpoint.ts'
+import { createDedupWindow } from './dedup.ts'
+import type { DedupWindow } from './dedup.ts'
+
+export const QUARANTINE_PREFIX = 'indexes/quarantine/'
+
+export type PublisherOptions = {
+  readonly objectStore: ObjectStore
+  readonly bus: Bus
+  readonly logger?: Logger
+  readonly clock?: Clock
+  /** Topic of an event without `metadata.kafka_topic`, by aggregate type. */
+  readonly routes?: Readonly<Record<string, string>>
+  /** Topic when neither the envelope nor the routes name one (default `cairn-events`). */
+  readonly defaultTopic?: string
+  /** Partitions of the topics the publisher creates (default 3). */
+  readonly partitions?: number
+  /** Manifests read per cycle (`EVENT_PUBLISHER_BATCH_SIZE`, default 200). */
+  readonly batchSize?: number
+  /** Messages per producer flush (`EVENT_PUBLISHER_KAFKA_FLUSH_BATCH_SIZE`, default batchSize). */
+  readonly flushBatchSize?: number
+  /** Longest wait for a flush (`EVENT_PUBLISHER_KAFKA_FLUSH_TIMEOUT_SECONDS`, default 10 s). */
+  readonly flushTimeoutMs?: number
+  /** Polling period when not woken (default 3 s). */
+  readonly pollIntervalMs?: number
+  /**
+   * How long after its key's time a manifest may still appear: the writers' bound
+   * (`EVENT_STORE_MAX_INDEX_DELAY_SECONDS`) plus the clock skew tolerated
+   * (`EVENT_STORE_MAX_CLOCK_SKEW_SECONDS`). Default 15 s. See docs/publisher.md.
+   */
+  readonly settleMs?: number
+  readonly dedupMaxEvents?: number
+  readonly dedupCheckpointMaxEvents?: number
+  readonly metricsLogIntervalMs?: number
+  /** How often the active publisher writes its checkpoint at least (default 5 s). */
+  readonly heartbeatMs?: number
+  /** A standby takes over when the checkpoint has not changed for this long (default 15 s). */
+  readonly takeoverAfterMs?: number
+  /** Attempts to read a listed manifest before it is quarantined (default 5)… */
+  readonly missingRetries?: number
+  /** …spread over at least this long (default 10 s). */
+  readonly missingGraceMs?: number
+  /** An id for logs and the checkpoint's owner field (default random). */
+  readonly publisherId?: string
+}
+
+export type PublisherMetrics = {
+  published: number
+  dedupSkipped: number
+  checkpointSaves: number
+  flushes: number
+  flushMsTotal: number
+  deliveryFailures: number
+  malformed: number
+  quarantined: number
+  held: number
+  /** Age in ms of the oldest manifest not yet fully published (0 when caught up). */
+  lagMs: number
+  role: 'starting' | 'active' | 'standby' | 'stopped'
+}
+
+export type Publisher = {
+  /** Runs until the signal aborts (or `close`); resolves after a clean stop. */
+  run(signal?: AbortSignal): Promise<void>
+  /** Wakes the loop now (the writer in this process committed). */
+  wake(): void
+  /** In-process fast path: remember a commit's manifest so it needs no GET. */
+  noteCommit(notice: CommitNotice): void
+  metrics(): Readonly<PublisherMetrics>
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+type OpenManifest = {
+  readonly key: string
+  readonly us: number
+  entries: readonly ManifestEntry[] | null
+  readonly done: Set<string>
+  missing: number
+  firstMissingAt: number
+}
+
+const sleepUntil = (
+  ms: number,
+  signal: AbortSignal,
+  wakeup: { fn: (() => void) | null },
+): Promise<void> =>
+  new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve()
+    const timer = setTimeout(finish, ms)
+    function finish(): void {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', finish)
+      wakeup.fn = null
+      resolve()
+    }
+    signal.addEventListener('abort', finish)
+    wakeup.fn = finish
+  })
+
+/**
+ * The EventPublisher (`message_relay`): tails `indexes/by-date/` and publishes every stored
+ * envelope, unchanged, to its Kafka topic, at least once (P1), in per-aggregate order (P2), with
+ * best-effort dedup (P3), at O(1) requests per idle poll (P4). The argument for P1 is in
+ * docs/publisher.md; in short: a manifest whose time is older than `settleMs` can no longer
+ * appear, so the checkpoint moves only over settled keys whose events were all confirmed delivered.
+ */
+export const createPublisher = (options: PublisherOptions): Publisher => {
+  const store = options.objectStore
+  const clock = options.clock ?? systemClock
+  const id = options.publisherId ?? `publisher-${randomBytes(4).toString('hex')}`
+  const log = (options.logger ?? silentLogger).child({ component: 'publisher', publisher: id })
+  const routes = options.routes ?? {}
+  const defaultTopic = options.defaultTopic ?? 'cairn-events'
+  const partitions = options.partitions ?? 3
+  const batchSize = options.batchSize ?? 200
+  const flushBatchSize = options.flushBatchSize ?? batchSize
+  const flushTimeoutMs = options.flushTimeoutMs ?? 10_000
+  const pollIntervalMs = options.pollIntervalMs ?? 3_000
+  const settleMs = options.settleMs ?? 15_000
+  const dedupMax = options.dedupMaxEvents ?? 10_000
+  const dedupSnapshotMax = options.dedupCheckpointMaxEvents ?? 2_000
+  const metricsLogIntervalMs = options.metricsLogIntervalMs ?? 30_000
+  const heartbeatMs = options.heartbeatMs ?? 5_000
+  const takeoverAfterMs = options.takeoverAfterMs ?? 15_000
+  const missingRetries = options.missingRetries ?? 5
+  const missingGraceMs = options.missingGraceMs ?? 10_000
+
+  const m: PublisherMetrics = {
+    published: 0,
+    dedupSkipped: 0,
+    checkpointSaves: 0,
+    flushes: 0,
+    flushMsTotal: 0,
+    deliveryFailures: 0,
+    malformed: 0,
+    quarantined: 0,
+    held: 0,
+    lagMs: 0,
+    role: 'starting',
+  }
+
+  const stop = new AbortController()
+  const wakeup: { fn: (() => void) | null } = { fn: null }
+  let woken = false
+  const wake = (): void => {
+    woken = true
+    wakeup.fn?.()
+  }
+
+  // Checkpoint state (only meaningful while active).
+  let position: string | null = null
+  let etag: string | null = null
+  let lastSavedPosition: string | null = null
+  let lastSaveAt = 0
+  let dedup: DedupWindow = createDedupWindow(dedupMax)
+  /** Manifests after `position` seen in listings and not yet settled-and-done, by key. */
+  const open = new Map<string, OpenManifest>()
+  /** Manifests of in-process commits, so they need no GET. */
+  const noted = new Map<string, readonly ManifestEntry[]>()
+  /** Per aggregate (`type\0id`): the highest sequence published recently (for P2 holds). */
+  const lastSeq = new Map<string, { seq: number; us: number }>()
+  const knownTopics = new Set<string>()
+  let producer: BusProducer | null = null
+
+  const aggKey = (e: ManifestEntry): string => `${e.aggregate_type}\u0000${e.aggregate_id}`
+  const topicOf = (e: ManifestEntry): string =>
+    e.kafka_topic ?? routes[e.aggregate_type] ?? defaultTopic
+
+  const checkpointBody = (): Checkpoint => ({
+    last_index_key: position,
+    last_timestamp_ms: position === null ? 0 : Math.floor(usOfPosition(position) / 1000),
+    updated_at: new Date(clock.now()).toISOString(),
+    recent_event_ids: dedup.snapshot(dedupSnapshotMax),
+    owner: id,
+  })
+
+  const usOfPosition = (key: string): number => {
+    const parsed = parseManifestKey(key)
+    if (parsed !== null) return parsed.us
+    const m = /(\d{16})$/.exec(key)
+    return m === null ? 0 : Number(m[1])
+  }
+
+  /** Saves the checkpoint; false when another writer replaced it (we are no longer the owner). */
+  const save = async (): Promise<boolean> => {
+    const next = await saveCheckpoint(store, checkpointBody(), etag)
+    if (next === null) return false
+    etag = next
+    lastSavedPosition = position
+    lastSaveAt = clock.now()
+    m.checkpointSaves++
+    return true
+  }
+
+  /** Adopts the checkpoint as found (start, takeover, or an operator's reset). */
+  const adopt = (cp: Checkpoint | null, tag: string | null): void => {
+    position = cp?.last_index_key ?? null
+    etag = tag
+    lastSavedPosition = position
+    dedup = createDedupWindow(dedupMax, cp?.recent_event_ids ?? [])
+    open.clear()
+    lastSeq.clear()
+  }
+
+  /**
+   * Becomes the active publisher if the checkpoint is ours, unowned, or unchanged for
+   * `takeoverAfterMs` (its owner is gone). Returns true when active.
+   */
+  let observedTag: string | null | undefined
+  let observedSince = 0
+  const tryToLead = async (): Promise<boolean> => {
+    const { checkpoint, etag: tag } = await loadCheckpoint(store)
+    const now = clock.now()
+    if (tag !== observedTag) {
+      observedTag = tag
+      observedSince = now
+    }
+    const ownerGone = now - observedSince >= takeoverAfterMs
+    if (checkpoint === null || checkpoint.owner === '' || checkpoint.owner === id || ownerGone) {
+      adopt(checkpoint, tag)
+      if (await save()) {
+        if (checkpoint !== null && checkpoint.owner !== id && checkpoint.owner !== '') {
+          log.warn({ previous_owner: checkpoint.owner }, 'took over as the active publisher')
+        } else {
+          log.info({ position }, 'active publisher')
+        }
+        return true
+      }
+    }
+    return false
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  const ensureTopics = async (topics: Iterable<string>): Promise<void> => {
+    const missing = [...new Set(topics)].filter((t) => !knownTopics.has(t))
+    if (missing.length === 0) return
+    await options.bus.ensureTopics(missing.map((name) => ({ name, partitions })))
+    for (const t of missing) knownTopics.add(t)
+  }
+
+  const flush = async (
+    batch: readonly { entry: ManifestEntry; manifest: OpenManifest }[],
+  ): Promise<void> => {
+    if (batch.length === 0) return
+    await ensureTopics(batch.map((b) => topicOf(b.entry)))
+    const messages: BusMessage[] = batch.map(({ entry }) => ({
+      topic: topicOf(entry),
+      key: entry.ordering_key ?? entry.aggregate_id,
+      value: Buffer.from(entry.body, 'utf8'),
+      headers: {
+        event_id: entry.event_id,
+        event_type: entry.event_type,
+        aggregate_type: entry.aggregate_type,
+        aggregate_id: entry.aggregate_id,
+        sequence_number: String(entry.sequence_number),
+        ...(entry.traceparent === undefined ? {} : { traceparent: entry.traceparent }),
+        ...(entry.tracestate === undefined ? {} : { tracestate: entry.tracestate }),
+      },
+    }))
+    producer ??= options.bus.producer({ clientId: id })
+    const started = clock.now()
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      await Promise.race([
+        producer.send(messages),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new CairnError(
+                  ErrorCode.BUS_UNAVAILABLE,
+                  `flush took longer than ${flushTimeoutMs} ms`,
+                  { retryable: true },
+                ),
+              ),
+            flushTimeoutMs,
+          )
+        }),
+      ])
+    } catch (error) {
+      m.deliveryFailures += batch.length
+      throw error
+    } finally {
+      clearTimeout(timer)
+    }
+    m.flushes++
+    m.flushMsTotal += clock.now() - started
+    for (const { entry, manifest } of batch) {
+      dedup.add(entry.event_id)
+      manifest.done.add(entry.event_id)
+      const k = aggKey(entry)
+      const prev = lastSeq.get(k)
+      if (prev === undefined || prev.seq < entry.sequence_number)
+        lastSeq.set(k, { seq: entry.sequence_number, us: manifest.us })
+      m.published++
+    }
+  }
+
+  const quarantine = async (key: string, reason: string): Promise<void> => {
+    const body = new TextEncoder().encode(
+      JSON.stringify({
+        key,
+        reason,
+        quarantined_at: new Date(clock.now()).toISOString(),
+        publisher: id,
+      }),
+    )
+    await store.putIfAbsent(`${QUARANTINE_PREFIX}${key.slice(BY_DATE_PREFIX.length)}`, body)
+    m.quarantined++
+    log.error(
+      { key, reason },
+      'manifest quarantined: the publisher moves on; list with `cairn quarantine`',
+    )
+  }
+
+  /** Reads a listed manifest; null while it cannot be read yet. Malformed → empty (skipped). */
+  const entriesOf = async (om: OpenManifest): Promise<readonly ManifestEntry[] | null> => {
+    if (om.entries !== null) return om.entries
+    const cached = noted.get(om.key)
+    if (cached !== undefined) {
+      noted.delete(om.key)
+      om.entries = cached
+      return cached
+    }
+    const got = await store.get(om.key)
+    if (got === null) {
+      om.missing++
+      if (om.missing === 1) om.firstMissingAt = clock.now()
+      if (om.missing >= missingRetries && clock.now() - om.firstMissingAt >= missingGraceMs) {
+        await quarantine(om.key, `listed but unreadable after ${om.missing} attempts`)
+        om.entries = []
+        return om.entries
+      }
+      log.warn({ key: om.key, attempt: om.missing }, 'listed manifest not readable yet; will retry')
+      return null
+    }
+    try {
+      om.entries = parseManifest(got.body).entries
+    } catch (error) {
+      m.malformed++
+      log.error({ key: om.key, err: String(error) }, 'malformed manifest skipped')
+      om.entries = []
+    }
+    return om.entries
+  }
+
+  /** One pass: list after the checkpoint, publish what is ready, advance over what is settled. */
+  const cycle = async (): Promise<number> => {
+    // The watermark is taken before listing: a key older than it that this listing misses
+    // cannot belong to an acknowledged append (docs/publisher.md).
+    const watermarkUs = (clock.now() - settleMs) * 1000
+    const page = await store.list(BY_DATE_PREFIX, {
+      ...(position === null ? {} : { startAfter: position }),
+      limit: batchSize,
+    })
+    for (const key of page.keys) {
+      if (open.has(key)) continue
+      const parts = parseManifestKey(key)
+      if (parts === null) {
+        m.malformed++
+        log.error({ key }, 'malformed index key skipped')
+        open.set(key, { key, us: 0, entries: [], done: new Set(), missing: 0, firstMissingAt: 0 })
+        continue
+      }
+      open.set(key, {
+        key,
+        us: parts.us,
+        entries: null,
+        done: new Set(),
+        missing: 0,
+        firstMissingAt: 0,
+      })
+    }
+
+    const listed = page.keys.map((k) => open.get(k) as OpenManifest)
+    let batch: { entry: ManifestEntry; manifest: OpenManifest }[] = []
+    // Tentative per-aggregate sequence including the batch being built (committed on flush).
+    const pendingSeq = new Map<string, number>()
+    /** Per aggregate, the lowest sequence held back this cycle: later ones wait behind it. */
+    const blocked = new Map<string, number>()
+    let published = 0
+    for (const om of listed) {
+      const entries = await entriesOf(om)
+      if (entries === null) {
+        // Not readable yet: keep order, do not publish past it in this cycle.
+        break
+      }
+      for (const entry of entries) {
+        if (om.done.has(entry.event_id)) continue
+        const k = aggKey(entry)
+        if (dedup.has(entry.event_id)) {
+          m.dedupSkipped++
+          om.done.add(entry.event_id)
+          const prev = lastSeq.get(k)
+          if (prev === undefined || prev.seq < entry.sequence_number)
+            lastSeq.set(k, { seq: entry.sequence_number, us: om.us })
+          continue
+        }
+        const heldFrom = blocked.get(k)
+        if (heldFrom !== undefined && entry.sequence_number > heldFrom) continue
+        const known = pendingSeq.get(k) ?? lastSeq.get(k)?.seq
+        if (
+          entry.prev_pending === true &&
+          (known ?? 0) < entry.sequence_number - 1 &&
+          om.us >= watermarkUs
+        ) {
+          // Its predecessor is in flight elsewhere: publish it after that one (P2), or once settled.
+          blocked.set(k, Math.min(heldFrom ?? Number.MAX_SAFE_INTEGER, entry.sequence_number))
+          m.held++
+          continue
+        }
+        pendingSeq.set(k, entry.sequence_number)
+        batch.push({ entry, manifest: om })
+        if (batch.length >= flushBatchSize) {
+          await flush(batch)
+          published += batch.length
+          batch = []
+        }
+      }
+    }
+    await flush(batch)
+    published += batch.length
+
+    // Advance over the settled prefix of what is done.
+    let next = position
+    let allDone = true
+    for (const om of listed) {
+      const complete = om.entries !== null && om.entries.every((e) => om.done.has(e.event_id))
+      if (!complete || om.us >= watermarkUs) {
+        allDone = false
+        break
+      }
+      next = om.key
+    }
+    if (allDone && page.next === undefined) {
+      // Nothing listed before the watermark is left: move to the watermark itself.
+      const floor = manifestKeyFloor(Math.max(0, Math.floor(watermarkUs)))
+      if (next === null || floor > next) next = floor
+    }
+    if (next !== null && (position === null || next > position)) {
+      position = next
+      for (const key of open.keys()) if (key <= next) open.delete(key)
+    }
+    for (const [k, v] of lastSeq) if (v.us < watermarkUs - settleMs * 1000) lastSeq.delete(k)
+
+    const oldest = listed.find(
+      (om) => om.entries === null || !om.entries.every((e) => om.done.has(e.event_id)),
+    )
+    m.lagMs = oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
+    return published + (page.next === undefined ? 0 : 1)
+  }
+
+  let lastMetricsLog = 0
+  const logMetrics = (): void => {
+    const now = clock.now()
+    if (now - lastMetricsLog < metricsLogIntervalMs) return
+    lastMetricsLog = now
+    log.info(
+      {
+        ...m,
+        mean_flush_ms: m.flushes === 0 ? 0 : Math.round((m.flushMsTotal / m.flushes) * 10) / 10,
+        dedup_window: dedup.size,
+      },
+      'publisher metrics',
+    )
+  }
+
+  let running: Promise<void> | null = null
+
+  const loop = async (signal: AbortSignal): Promise<void> => {
+    let backoffMs = 0
+    lastMetricsLog = clock.now()
+    // The topics it knows of are created at start (others on first use).
+    for (;;) {
+      try {
+        await ensureTopics([defaultTopic, ...Object.values(routes)])
+        break
+      } catch (error) {
+        backoffMs = Math.min(Math.max(backoffMs * 2, 100), pollIntervalMs)
+        log.warn(
+          { err: String(error), retry_in_ms: backoffMs },
+          'could not create topics yet; retrying',
+        )
+        await sleepUntil(backoffMs, signal, { fn: null })
+        if (signal.aborted) return
+      }
+    }
+    backoffMs = 0
+    while (!signal.aborted) {
+      let progressed = 0
+      const heldBefore = m.held
+      woken = false
+      try {
+        if (m.role !== 'active') {
+          if (await tryToLead()) {
+            m.role = 'active'
+            woken = true
+          } else {
+            m.role = 'standby'
+          }
+        }
+        if (m.role === 'active') {
+          progressed = await cycle()
+          const due = clock.now() - lastSaveAt >= heartbeatMs
+          if ((position !== lastSavedPosition && clock.now() - lastSaveAt >= 1_000) || due) {
+            if (!(await save())) {
+              // Replaced meanwhile: an operator's reset (adopt it) or another publisher (stand by).
+              const { checkpoint, etag: tag } = await loadCheckpoint(store)
+              if (checkpoint !== null && (checkpoint.owner === id || checkpoint.owner === '')) {
+                log.warn(
+                  { position: checkpoint.last_index_key },
+                  'checkpoint was reset; adopting it',
+                )
+                adopt(checkpoint, tag)
+                await save()
+              } else {
+                log.warn(
+                  { owner: checkpoint?.owner },
+                  'another publisher owns the checkpoint; standing by',
+                )
+                m.role = 'standby'
+                observedTag = tag
+                observedSince = clock.now()
+              }
+            }
+          }
+        }
+        backoffMs = 0
+      } catch (error) {
+        backoffMs = Math.min(Math.max(backoffMs * 2, 100), pollIntervalMs)
+        log.warn(
+          { err: isCairnError(error) ? error.message : String(error), retry_in_ms: backoffMs },
+          'publisher cycle failed; retrying',
+        )
+      }
+      logMetrics()
+      if (signal.aborted) break
+      if (backoffMs > 0) await sleepUntil(backoffMs, signal, { fn: null })
+      // Held events wait for a predecessor that another writer is about to index: look again soon.
+      else if (m.held > heldBefore) await sleepUntil(50, signal, wakeup)
+      else if (progressed === 0 && !woken) await sleepUntil(pollIntervalMs, signal, wakeup)
+    }
+  }
+
+  const run = (signal?: AbortSignal): Promise<void> => {
+    if (running !== null) return running
+    const onAbort = () => stop.abort()
+    signal?.addEventListener('abort', onAbort, { once: true })
+    running = loop(stop.signal).finally(async () => {
+      signal?.removeEventListener('abort', onAbort)
+      if (m.role === 'active') {
+        // Leave the newest position behind for whoever comes next.
+        await save().catch(() => false)
+      }
+      m.role = 'stopped'
+      await producer?.close().catch(() => {})
+      log.info({ published: m.published }, 'publisher stopped')
+    })
+    return running
+  }
+
+  const close = async (): Promise<void> => {
+    stop.abort()
+    wakeup.fn?.()
+    await running
+  }
+
+  return {
+    run,
+    wake,
+    noteCommit(notice) {
+      noted.set(notice.manifestKey, notice.entries)
+      // Bound the cache: manifests never listed (another prefix, closed run) must not pile up.
+      if (noted.size > 10_000) noted.delete(noted.keys().next().value as string)
+      wake()
+    },
+    metrics: () => ({ ...m }),
+    close,
+    [Symbol.asyncDispose]: close,
+  }
+}
+
+/** Lists the quarantined manifests' records (what the publisher set aside, and why). */
+export const listQuarantine = async (
+  store: ObjectStore,
+): Promise<{ key: string; reason: string; quarantined_at: string }[]> => {
+  const out: { key: string; reason: string; quarantined_at: string }[] = []
+  for await (const key of listAll(store, QUARANTINE_PREFIX)) {
+    const got = await store.get(key)
+    if (got !== null)
+      out.push(JSON.parse(new TextDecoder().decode(got.body)) as (typeof out)[number])
+  }
+  return out
+}

@@ -1,0 +1,4 @@
+import { busContract } from '../../contract/bus.ts'
+import { kafkaBusCase } from '../../support/bus.ts'
+
+busContract([kafkaBusCase()])

@@ -1,0 +1,489 @@
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { describe, test } from 'node:test'
+import { createEnvelope } from '../../src/core/envelope.ts'
+import type { EventEnvelope } from '../../src/core/envelope.ts'
+import { CairnError, ErrorCode } from '../../src/core/errors.ts'
+import type { Bus, BusProducer } from '../../src/core/ports/bus.ts'
+import type { ObjectStore } from '../../src/core/ports/object-store.ts'
+import type { EventStore } from '../../src/event-store/event-store.ts'
+import { CHECKPOINT_KEY, eventKey, manifestKey } from '../../src/event-store/keys.ts'
+import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
+import { createPublisher, QUARANTINE_PREFIX } from '../../src/publisher/publisher.ts'
+import type { Publisher, PublisherOptions } from '../../src/publisher/publisher.ts'
+import { createSequenceAllocator } from '../../src/sequencing/allocator.ts'
+import { collect, eventually } from '../support/collect.ts'
+import type { AdapterCase } from '../support/contract.ts'
+import { uniqueName } from '../support/services.ts'
+import type { WriteSide } from '../support/write-side.ts'
+
+export type PublisherWorld = { readonly ws: WriteSide; readonly bus: Bus; close(): Promise<void> }
+
+/** Publishers a test started, closed after it whatever happened (a hung one is left behind). */
+const started: Publisher[] = []
+const closeStarted = async (): Promise<void> => {
+  for (const p of started.splice(0)) {
+    await Promise.race([p.close(), new Promise((r) => setTimeout(r, 2_000))])
+  }
+}
+
+const event = (
+  topic: string,
+  aggregateId: string,
+  data: Record<string, unknown> = {},
+): EventEnvelope =>
+  createEnvelope({
+    event_type: 'THING_HAPPENED',
+    aggregate_type: 'Thing',
+    aggregate_id: aggregateId,
+    data,
+    metadata: {
+      kind: 'domain',
+      kafka_topic: topic,
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+    },
+  })
+
+/** Counts object-store requests by kind (P4). */
+const counting = (inner: ObjectStore) => {
+  const counts = { list: 0, get: 0, put: 0 }
+  const store: ObjectStore = {
+    ...inner,
+    list: (...a) => (counts.list++, inner.list(...a)),
+    get: (...a) => (counts.get++, inner.get(...a)),
+    putIfAbsent: (...a) => (counts.put++, inner.putIfAbsent(...a)),
+    putIfMatch: (...a) => (counts.put++, inner.putIfMatch(...a)),
+  }
+  return { store, counts }
+}
+
+const fast: Partial<PublisherOptions> = {
+  pollIntervalMs: 100,
+  settleMs: 400,
+  heartbeatMs: 200,
+  takeoverAfterMs: 1_000,
+  metricsLogIntervalMs: 60_000,
+}
+
+const run = (p: Publisher): Publisher => {
+  started.push(p)
+  void p.run()
+  return p
+}
+
+const startPublisher = (
+  world: PublisherWorld,
+  options: Partial<PublisherOptions> = {},
+): Publisher =>
+  run(createPublisher({ objectStore: world.ws.objectStore, bus: world.bus, ...fast, ...options }))
+
+const appendAll = async (store: EventStore, envs: readonly EventEnvelope[]): Promise<void> => {
+  await Promise.all(envs.map((e) => store.append({ envelopes: [e] })))
+}
+
+/** The publisher's contract (DESIGN.md P1–P4) on every bucket + registry + bus combination. */
+export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[]): void => {
+  for (const c of cases) {
+    void describe(`publisher on ${c.name}`, () => {
+      const withWorld = (name: string, fn: (w: PublisherWorld) => Promise<void>): void =>
+        void test(name, async () => {
+          const world = await c.create()
+          try {
+            await fn(world)
+          } finally {
+            await closeStarted()
+            await world.close()
+          }
+        })
+
+      withWorld(
+        'every appended event reaches its topic, unchanged, keyed, with headers, in per-aggregate order',
+        async (w) => {
+          const topic = uniqueName('pub')
+          const store = w.ws.store()
+          const aggs = Array.from({ length: 5 }, () => `agg-${randomUUID()}`)
+          const publisher = startPublisher(w)
+          store.onCommit((n) => publisher.noteCommit(n))
+          const envs = Array.from({ length: 60 }, (_, i) =>
+            event(topic, aggs[i % 5] as string, { i }),
+          )
+          for (let i = 0; i < envs.length; i += 12) await appendAll(store, envs.slice(i, i + 12))
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 60,
+          )
+          await publisher.close()
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 60)
+          for (const agg of aggs) {
+            const stream = await store.readStream('Thing', agg)
+            const bodies = new Map(stream.map((e) => [e.event_id, JSON.stringify(e)]))
+            const seqs = got
+              .filter((m) => m.key === agg)
+              .map((m) => Number(m.headers.sequence_number))
+            assert.deepEqual(
+              seqs,
+              [...seqs].sort((a, b) => a - b),
+              `order of ${agg}`,
+            )
+            for (const msg of got.filter((m) => m.key === agg)) {
+              const value = new TextDecoder().decode(msg.value)
+              assert.deepEqual(
+                JSON.parse(value),
+                JSON.parse(bodies.get(msg.headers.event_id as string) as string),
+              )
+              assert.equal(msg.headers.event_type, 'THING_HAPPENED')
+              assert.match(msg.headers.traceparent ?? '', /^00-0af7/)
+            }
+          }
+          // The stored bytes, exactly: the value is the envelope object as stored in the bucket.
+          const first = got[0]
+          assert.ok(first)
+          const envelope = JSON.parse(new TextDecoder().decode(first.value)) as Record<
+            string,
+            unknown
+          >
+          const stored = await w.ws.objectStore.get(
+            eventKey('Thing', envelope.aggregate_id as string, envelope.sequence_number as number),
+          )
+          assert.equal(
+            new TextDecoder().decode(first.value),
+            new TextDecoder().decode(stored?.body),
+          )
+        },
+      )
+
+      withWorld(
+        'the checkpoint moves only over settled, delivered keys; a restart republishes nothing it remembers',
+        async (w) => {
+          const topic = uniqueName('cp')
+          const store = w.ws.store()
+          const envs = Array.from({ length: 30 }, (_, i) => event(topic, `cp-${i % 3}`, { i }))
+          await appendAll(store, envs)
+          const first = startPublisher(w)
+          await eventually(() => first.metrics().published >= 30, 'first publication')
+          // Wait until the keys are settled and the checkpoint has moved past them.
+          await eventually(async () => {
+            const { checkpoint } = await loadCheckpoint(w.ws.objectStore)
+            return (
+              checkpoint !== null &&
+              checkpoint.last_index_key !== null &&
+              checkpoint.recent_event_ids.length >= 30
+            )
+          }, 'checkpoint saved')
+          await first.close()
+          const { checkpoint } = await loadCheckpoint(w.ws.objectStore)
+          assert.ok(checkpoint)
+          assert.ok(
+            checkpoint.last_timestamp_ms <= Date.now() - 400,
+            'never past the settle watermark',
+          )
+          const second = startPublisher(w)
+          await new Promise((r) => setTimeout(r, 600))
+          assert.equal(second.metrics().published, 0, 'nothing republished after a clean restart')
+          await second.close()
+          const got = await collect(w.bus, topic, (ms) => ms.length >= 30, 3_000)
+          assert.equal(got.length, 30)
+        },
+      )
+
+      withWorld(
+        'a checkpoint rolled back by hand is adopted and republishes; every event still arrives',
+        async (w) => {
+          const topic = uniqueName('rollback')
+          const store = w.ws.store()
+          const publisher = startPublisher(w)
+          const envs = Array.from({ length: 20 }, (_, i) => event(topic, `rb-${i % 4}`, { i }))
+          await appendAll(store, envs)
+          await eventually(() => publisher.metrics().published >= 20, 'publication')
+          await eventually(
+            async () =>
+              (await loadCheckpoint(w.ws.objectStore)).checkpoint?.last_index_key !== null,
+            'checkpoint',
+          )
+          // The operator resets the checkpoint to the beginning, without its dedup snapshot.
+          const current = await w.ws.objectStore.get(CHECKPOINT_KEY)
+          const reset = {
+            last_index_key: null,
+            last_timestamp_ms: 0,
+            updated_at: new Date().toISOString(),
+            recent_event_ids: [],
+            owner: '',
+          }
+          const wrote = await w.ws.objectStore.putIfMatch(
+            CHECKPOINT_KEY,
+            new TextEncoder().encode(JSON.stringify(reset)),
+            current?.etag ?? null,
+          )
+          assert.equal(wrote.outcome, 'written')
+          await eventually(
+            () => publisher.metrics().published >= 40,
+            'republication after the rollback',
+          )
+          await publisher.close()
+          const got = await collect(w.bus, topic, (ms) => ms.length >= 40, 5_000)
+          const ids = got.map((m) => m.headers.event_id)
+          assert.equal(new Set(ids).size, 20)
+          assert.ok(
+            ids.length >= 40,
+            `${ids.length} deliveries: the rolled-back range is published again`,
+          )
+        },
+      )
+
+      withWorld('an idle publisher costs at most one LIST per poll and no GET', async (w) => {
+        const { store, counts } = counting(w.ws.objectStore)
+        const publisher = createPublisher({
+          objectStore: store,
+          bus: w.bus,
+          ...fast,
+          pollIntervalMs: 200,
+          heartbeatMs: 60_000,
+        })
+        run(publisher)
+        await eventually(() => publisher.metrics().role === 'active', 'active')
+        await new Promise((r) => setTimeout(r, 300))
+        const before = { ...counts }
+        await new Promise((r) => setTimeout(r, 2_000))
+        await publisher.close()
+        const lists = counts.list - before.list
+        const gets = counts.get - before.get
+        assert.ok(lists <= 2_000 / 200 + 1, `${lists} LISTs in 10 polls`)
+        assert.equal(gets, 0)
+      })
+
+      withWorld(
+        'bad index data never blocks: malformed manifests are skipped, an unreadable one is quarantined',
+        async (w) => {
+          const topic = uniqueName('bad')
+          const store = w.ws.store()
+          const enc = new TextEncoder()
+          const now = Date.now() * 1000
+          await w.ws.objectStore.putIfAbsent(
+            manifestKey(now - 5, 'bad', 0),
+            enc.encode('{not json'),
+          )
+          await w.ws.objectStore.putIfAbsent(
+            manifestKey(now - 4, 'bad', 1),
+            enc.encode('{"version":9}'),
+          )
+          const vanishing = manifestKey(now - 3, 'bad', 2)
+          await w.ws.objectStore.putIfAbsent(vanishing, enc.encode('{}'))
+          const hiding: ObjectStore = {
+            ...w.ws.objectStore,
+            get: (key) => (key === vanishing ? Promise.resolve(null) : w.ws.objectStore.get(key)),
+          }
+          const publisher = createPublisher({
+            objectStore: hiding,
+            bus: w.bus,
+            ...fast,
+            missingRetries: 3,
+            missingGraceMs: 200,
+          })
+          run(publisher)
+          await appendAll(store, [event(topic, 'after-bad-1'), event(topic, 'after-bad-2')])
+          await eventually(() => publisher.metrics().published >= 2, 'events after the bad ones')
+          const m = publisher.metrics()
+          await publisher.close()
+          assert.equal(m.malformed, 2)
+          assert.equal(m.quarantined, 1)
+          const q = await w.ws.objectStore.list(QUARANTINE_PREFIX)
+          assert.equal(q.keys.length, 1)
+          const record = JSON.parse(
+            new TextDecoder().decode((await w.ws.objectStore.get(q.keys[0] as string))?.body),
+          ) as { key: string }
+          assert.equal(record.key, vanishing)
+        },
+      )
+
+      withWorld(
+        'a bus outage delays, never loses: failed flushes are retried and the checkpoint waits',
+        async (w) => {
+          const topic = uniqueName('outage')
+          let down = true
+          const flaky: Bus = {
+            ...w.bus,
+            producer: (o) => {
+              const inner: BusProducer = w.bus.producer(o)
+              return {
+                ...inner,
+                send: (msgs) =>
+                  down
+                    ? Promise.reject(
+                        new CairnError(ErrorCode.BUS_UNAVAILABLE, 'injected outage', {
+                          retryable: true,
+                        }),
+                      )
+                    : inner.send(msgs),
+              }
+            },
+          }
+          const store = w.ws.store()
+          await appendAll(
+            store,
+            Array.from({ length: 10 }, (_, i) => event(topic, `out-${i}`)),
+          )
+          const publisher = createPublisher({ objectStore: w.ws.objectStore, bus: flaky, ...fast })
+          run(publisher)
+          await eventually(() => publisher.metrics().deliveryFailures > 0, 'a failed delivery')
+          await new Promise((r) => setTimeout(r, 600))
+          assert.equal(
+            (await loadCheckpoint(w.ws.objectStore)).checkpoint?.recent_event_ids.length ?? 0,
+            0,
+          )
+          down = false
+          await eventually(() => publisher.metrics().published >= 10, 'delivery after the outage')
+          await publisher.close()
+          const got = await collect(w.bus, topic, (ms) => ms.length >= 10, 5_000)
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 10)
+        },
+      )
+
+      withWorld(
+        'a standby stays passive, then takes over within seconds when the active one dies',
+        async (w) => {
+          const topic = uniqueName('standby')
+          let alive = true
+          const dying: ObjectStore = {
+            ...w.ws.objectStore,
+            list: (...a) => (alive ? w.ws.objectStore.list(...a) : new Promise(() => {})),
+            putIfMatch: (...a) =>
+              alive ? w.ws.objectStore.putIfMatch(...a) : new Promise(() => {}),
+          }
+          const active = createPublisher({
+            objectStore: dying,
+            bus: w.bus,
+            ...fast,
+            publisherId: 'active',
+          })
+          run(active)
+          await eventually(() => active.metrics().role === 'active', 'first active')
+          const standby = startPublisher(w, { publisherId: 'standby' })
+          await new Promise((r) => setTimeout(r, 500))
+          assert.equal(standby.metrics().role, 'standby')
+          const store = w.ws.store()
+          await appendAll(store, [event(topic, 'sb-1')])
+          await eventually(() => active.metrics().published >= 1, 'the active one publishes')
+          assert.equal(standby.metrics().published, 0)
+          alive = false // the active process hangs: it stops listing and saving
+          const died = Date.now()
+          await appendAll(store, [event(topic, 'sb-2')])
+          await eventually(() => standby.metrics().role === 'active', 'takeover', 10_000)
+          assert.ok(Date.now() - died < 5_000, 'takeover within seconds')
+          await eventually(() => standby.metrics().published >= 1, 'the new active one publishes')
+          await standby.close()
+          void active.close()
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 2,
+            5_000,
+          )
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 2)
+        },
+      )
+
+      withWorld(
+        'a writer that stalls past its bound is not acknowledged, and its event is still published',
+        async (w) => {
+          const topic = uniqueName('stall')
+          let stallManifests = true
+          const slow: ObjectStore = {
+            ...w.ws.objectStore,
+            putIfAbsent: async (key, body, ct) => {
+              if (stallManifests && key.startsWith('indexes/by-date/'))
+                await new Promise((r) => setTimeout(r, 300))
+              return w.ws.objectStore.putIfAbsent(key, body, ct)
+            },
+          }
+          const stalled = w.ws.store({ objectStore: slow, maxManifestDelayMs: 100 })
+          const publisher = startPublisher(w)
+          const env = event(topic, 'stalled')
+          await assert.rejects(
+            stalled.append({ envelopes: [env] }),
+            (e: unknown) => e instanceof CairnError && e.code === ErrorCode.APPEND_FAILED,
+          )
+          stallManifests = false
+          const repaired = await w.ws.store().repairStaleReservations(0)
+          assert.equal(repaired.indexed, 1)
+          const got = await collect(w.bus, topic, (ms) => ms.length >= 1, 10_000)
+          await publisher.close()
+          assert.equal(got[0]?.headers.event_id, env.event_id)
+        },
+      )
+
+      withWorld(
+        'clocks that disagree within the bound lose nothing (publisher ahead, writer late)',
+        async (w) => {
+          const topic = uniqueName('skew')
+          const slow: ObjectStore = {
+            ...w.ws.objectStore,
+            putIfAbsent: async (key, body, ct) => {
+              if (key.startsWith('indexes/by-date/')) await new Promise((r) => setTimeout(r, 250))
+              return w.ws.objectStore.putIfAbsent(key, body, ct)
+            },
+          }
+          // Writers acknowledge manifests durable within 300 ms; clocks may differ by 200 ms.
+          const store = w.ws.store({ objectStore: slow, maxManifestDelayMs: 300 })
+          const publisher = startPublisher(w, {
+            settleMs: 500,
+            clock: { now: () => Date.now() + 200 },
+            pollIntervalMs: 20,
+          })
+          const envs = Array.from({ length: 8 }, (_, i) => event(topic, `skew-${i}`))
+          for (const e of envs) await store.append({ envelopes: [e] })
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 8,
+            10_000,
+          )
+          await publisher.close()
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 8)
+        },
+      )
+
+      withWorld(
+        'an event whose predecessor is still in flight elsewhere is held until that one is out',
+        async (w) => {
+          const topic = uniqueName('order')
+          const agg = `order-${randomUUID()}`
+          const allocator = createSequenceAllocator({ sql: w.ws.sql, schema: w.ws.schema })
+          const firstEnv = event(topic, agg, { n: 1 })
+          // Another writer reserved sequence 1 and is slow to write it.
+          const { results } = await allocator.reserve(
+            [
+              {
+                handler: 'write_side:Thing',
+                aggregateId: agg,
+                expectedSeq: 0,
+                eventIds: [firstEnv.event_id],
+                hashes: [null],
+              },
+            ],
+            [],
+          )
+          assert.equal(results[0]?.outcome, 'reserved')
+          const publisher = startPublisher(w, { settleMs: 60_000 })
+          const store = w.ws.store()
+          const second = await store.append({ envelopes: [event(topic, agg, { n: 2 })] })
+          assert.equal(second.envelopes[0]?.sequence_number, 2)
+          await eventually(() => publisher.metrics().held > 0, 'the second event held')
+          assert.equal(publisher.metrics().published, 0)
+          // The slow writer's body lands and is indexed (here by the repair, with a later key).
+          await w.ws.objectStore.putIfAbsent(
+            eventKey('Thing', agg, 1),
+            new TextEncoder().encode(JSON.stringify({ ...firstEnv, sequence_number: 1 })),
+          )
+          await store.repairStaleReservations(0)
+          const got = await collect(w.bus, topic, (ms) => ms.length >= 2, 10_000)
+          await publisher.close()
+          assert.deepEqual(
+            got.map((m) => m.headers.sequence_number),
+            ['1', '2'],
+          )
+        },
+      )
+    })
+  }
+}

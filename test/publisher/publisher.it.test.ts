@@ -1,0 +1,4 @@
+import { publisherContract } from '../contract/publisher.ts'
+import { distributedWorld } from '../support/publisher-world.ts'
+
+publisherContract([distributedWorld()])

@@ -47,6 +47,8 @@ export type EventStoreOptions = {
    * relies on it (docs/publisher.md). Default 10,000 ms.
    */
   readonly maxManifestDelayMs?: number
+  /** Largest stored envelope, in bytes of canonical JSON (default 1 MiB). */
+  readonly maxEventBytes?: number
   /** Reservations older than this with no confirmed write are repaired (default 60,000 ms). */
   readonly repairAfterMs?: number
   /** How often the repair runs; 0 turns it off (default 30,000 ms). */
@@ -174,6 +176,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   const maxGroupSize = options.maxGroupSize ?? 256
   const maxGroupsInFlight = options.maxGroupsInFlight ?? 4
   const putConcurrency = options.putConcurrency ?? 64
+  const maxEventBytes = options.maxEventBytes ?? 1_048_576
   const maxManifestDelayMs = options.maxManifestDelayMs ?? 10_000
   const repairAfterMs = options.repairAfterMs ?? 60_000
   const repairIntervalMs = options.repairIntervalMs ?? 30_000
@@ -729,9 +732,24 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     }
     const errors: string[] = []
     const ids = new Set<string>()
+    const valid: EventEnvelope[] = []
     input.envelopes.forEach((e, i) => {
       const v = validateEnvelope(e)
       if (!v.ok) errors.push(...v.errors.map((m) => `envelopes[${i}].${m}`))
+      else {
+        valid.push(v.envelope)
+        let size = 0
+        try {
+          size = Buffer.byteLength(canonicalJson(v.envelope))
+        } catch (error) {
+          errors.push(`envelopes[${i}].data: ${(error as Error).message}`)
+        }
+        if (size > maxEventBytes) {
+          errors.push(
+            `envelopes[${i}]: ${size} bytes, more than the limit of ${maxEventBytes} bytes per event`,
+          )
+        }
+      }
       if (e.aggregate_type !== first.aggregate_type || e.aggregate_id !== first.aggregate_id) {
         errors.push(`envelopes[${i}]: all envelopes of one append must belong to one aggregate`)
       }
@@ -753,15 +771,14 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
         }),
       )
     }
+    const normalised: AppendInput = { ...input, envelopes: valid }
     return new Promise<AppendResult>((resolve, reject) => {
       queue.push({
-        input,
+        input: normalised,
         aggregateType: first.aggregate_type,
         aggregateId: first.aggregate_id,
         handler: handlerOf(first.aggregate_type),
-        hashes: input.envelopes.map((e) =>
-          e.metadata.kind === 'command' ? idempotencyHash(e) : null,
-        ),
+        hashes: valid.map((e) => (e.metadata.kind === 'command' ? idempotencyHash(e) : null)),
         resolve,
         reject,
         attempt: 0,

@@ -9,6 +9,7 @@ import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import { streamPrefix, eventKey } from '../../src/event-store/keys.ts'
 import { probeObjectStore } from '../../src/event-store/probe.ts'
 import { createSequenceAllocator } from '../../src/sequencing/allocator.ts'
+import { migrate } from '../../src/adapters/sql/migrations.ts'
 import { contractSuite } from '../support/contract.ts'
 import type { AdapterCase } from '../support/contract.ts'
 import type { WriteSide } from '../support/write-side.ts'
@@ -415,6 +416,47 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       )
       assert.match(error.message, /occurred_at/)
       assert.match(error.message, /metadata\.kind/)
+    })
+
+    test('hostile event ids, unserialisable data and oversized payloads are refused; nothing is written', async () => {
+      const store = ws().store({ maxEventBytes: 4096 })
+      const agg = `hostile-${randomUUID()}`
+      const cases: [EventEnvelope, RegExp][] = [
+        [
+          { ...command(agg), event_id: 'bad\u0000id' },
+          /event_id: must not contain control characters/,
+        ],
+        [{ ...command(agg), event_id: 'x'.repeat(200) }, /event_id: must be at most 128/],
+        [command(agg, { blob: 'x'.repeat(5000) }), /more than the limit of 4096 bytes/],
+        [command(agg, { n: Number.NaN }), /NaN/],
+        [{ ...command(agg), aggregate_id: '' }, /aggregate_id: must be a non-empty string/],
+      ]
+      for (const [env, message] of cases) {
+        const error = await rejectsWith(
+          store.append({ envelopes: [env] }),
+          ErrorCode.INVALID_ENVELOPE,
+        )
+        assert.match(error.message, message)
+      }
+      assert.deepEqual(await keysUnder(ws().objectStore, streamPrefix('Thing', agg)), [])
+      assert.equal(await store.currentSequence('Thing', agg), 0)
+    })
+
+    test("the allocator's tables dropped and recreated: appends continue from the bucket", async () => {
+      const store = ws().store()
+      const agg = `dropped-${randomUUID()}`
+      for (let i = 0; i < 3; i++) await store.append({ envelopes: [command(agg)] })
+      await store.close()
+      // The registry is lost as a whole and recreated empty (a restart runs the migrations).
+      await ws().sql.exec(`DROP SCHEMA ${ws().schema} CASCADE`)
+      await migrate(ws().sql, ws().schema)
+      const fresh = ws().store()
+      const next = await fresh.append({ envelopes: [command(agg)] })
+      assert.equal(next.envelopes[0]?.sequence_number, 4)
+      assert.deepEqual(
+        (await fresh.readStream('Thing', agg)).map((e) => e.sequence_number),
+        [1, 2, 3, 4],
+      )
     })
 
     test('the backend passes the conformance probe', async () => {

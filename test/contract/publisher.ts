@@ -484,6 +484,72 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           )
         },
       )
+
+      withWorld(
+        '8 concurrent writers with stalls between their steps and skewed clocks: every acknowledged event published, per aggregate in order',
+        async (w) => {
+          const topic = uniqueName('writers')
+          let seed = 42
+          const random = (): number => {
+            seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31
+            return seed / 2 ** 31
+          }
+          const stalling: ObjectStore = {
+            ...w.ws.objectStore,
+            putIfAbsent: async (key, body, ct) => {
+              // A stall before each step: before a body, between bodies and the manifest.
+              await new Promise((r) => setTimeout(r, Math.floor(random() * 60)))
+              return w.ws.objectStore.putIfAbsent(key, body, ct)
+            },
+          }
+          const writers = Array.from({ length: 8 }, (_, i) => {
+            const skew = Math.round((i / 7) * 300 - 150) // −150 … +150 ms
+            return w.ws.store({
+              objectStore: stalling,
+              maxManifestDelayMs: 2_000,
+              clock: { now: () => Date.now() + skew },
+            })
+          })
+          const publisher = startPublisher(w, {
+            settleMs: 2_300,
+            clock: { now: () => Date.now() + 150 },
+            pollIntervalMs: 50,
+          })
+          writers.forEach((s) => s.onCommit((n) => publisher.noteCommit(n)))
+          const aggs = Array.from({ length: 4 }, () => `w-${randomUUID()}`)
+          const acked: string[] = []
+          await Promise.all(
+            writers.map(async (store) => {
+              for (let k = 0; k < 10; k++) {
+                const env = event(topic, aggs[Math.floor(random() * aggs.length)] as string, { k })
+                const res = await store.append({ envelopes: [env] })
+                acked.push(res.envelopes[0]?.event_id as string)
+              }
+            }),
+          )
+          assert.equal(acked.length, 80)
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 80,
+            20_000,
+          )
+          const delivered = new Set(got.map((m) => m.headers.event_id))
+          for (const id of acked)
+            assert.ok(delivered.has(id), `acknowledged event ${id} was not published`)
+          for (const agg of aggs) {
+            const seqs = got
+              .filter((m) => m.key === agg)
+              .map((m) => Number(m.headers.sequence_number))
+            const firstSeen = seqs.filter((x, i) => seqs.indexOf(x) === i)
+            assert.deepEqual(
+              firstSeen,
+              [...firstSeen].sort((a, b) => a - b),
+              `order of ${agg}`,
+            )
+          }
+        },
+      )
     })
   }
 }

@@ -315,7 +315,17 @@ pg_stop() {
 # =============================================================================
 # kafka
 # =============================================================================
+# kcat: an independent Kafka client, for tests that read what the publisher produced.
+kcat_install() {
+  command -v kcat >/dev/null && return 0
+  log "kafka: installing kcat (Debian package)"
+  apt-get install -y --no-install-recommends kcat >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends kcat >/dev/null 2>&1; } ||
+    die "kafka: could not install kcat with apt-get"
+}
+
 kafka_install() {
+  kcat_install
   [[ -f $KAFKA_LIB/.complete ]] && return 0
   command -v mvn >/dev/null || die "kafka: mvn not found (apt-get install -y maven)"
   command -v java >/dev/null || die "kafka: java not found (apt-get install -y openjdk-17-jre-headless)"
@@ -579,6 +589,7 @@ cmd_up() {
   local svc t0=$SECONDS
   declare -gA STARTED=()
   mkdir -p "$RUN_DIR" "$CACHE_DIR"
+  [[ " $* " == *" kafka "* ]] && kcat_install
   for svc in "$@"; do svc_launch "$svc"; done
   READY_T0=$SECONDS
   for svc in "$@"; do

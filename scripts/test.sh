@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite with Node's test runner on the project's Node.
 #   scripts/test.sh unit   tests that need no service (*.test.ts, not *.it.test.ts)
-#   scripts/test.sh all    starts the real services (scripts/services.sh up), then every test
+#   scripts/test.sh all    starts the real services (scripts/services.sh up), then every test;
+#                          *.serial.it.test.ts (they stop and restart services) run last, one by one
 # Extra arguments are passed to `node --test` (e.g. --test-name-pattern=...).
 # Fails when a test fails and when no test ran at all.
 set -euo pipefail
@@ -11,9 +12,10 @@ shift || true
 
 shopt -s globstar nullglob
 files=()
+serial=()
 for f in test/**/*.test.ts; do
-  if [[ $mode == unit && $f == *.it.test.ts ]]; then continue; fi
-  files+=("$f")
+  if [[ $f == *.it.test.ts && $mode == unit ]]; then continue; fi
+  if [[ $f == *.serial.it.test.ts ]]; then serial+=("$f"); else files+=("$f"); fi
 done
 if [[ $mode == all ]]; then
   # Tidy: stop afterwards what this run had to start (CAIRN_KEEP_SERVICES=1 keeps them).
@@ -31,13 +33,29 @@ if ((${#files[@]} == 0)); then
   exit 1
 fi
 
-log=$(mktemp)
 status=0
-node --test --test-reporter=spec --test-timeout=300000 --test-concurrency=2 "$@" "${files[@]}" 2>&1 | tee "$log" || status=$?
-ran=$(sed -n 's/^ℹ tests \([0-9][0-9]*\)$/\1/p' "$log" | tail -n 1)
-rm -f "$log"
-if [[ -z $ran || $ran == 0 ]]; then
+ran=0
+# Runs one batch of files; adds its test count to $ran and keeps the first failure in $status.
+run_batch() {
+  local concurrency=$1 log count rc
+  shift
+  log=$(mktemp)
+  set +e
+  node --test --test-reporter=spec --test-timeout=300000 --test-concurrency="$concurrency" "${extra[@]}" "$@" 2>&1 |
+    tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if ((rc != 0 && status == 0)); then status=$rc; fi
+  count=$(sed -n 's/^ℹ tests \([0-9][0-9]*\)$/\1/p' "$log" | tail -n 1)
+  rm -f "$log"
+  ran=$((ran + ${count:-0}))
+}
+extra=("$@")
+run_batch 2 "${files[@]}"
+if ((${#serial[@]} > 0)); then run_batch 1 "${serial[@]}"; fi
+if ((ran == 0)); then
   echo "test run failed: no test ran" >&2
   exit 1
 fi
+echo "tests run: $ran"
 exit "$status"

@@ -39,9 +39,13 @@ test('the bytes an independent client (kcat) reads from Kafka are exactly the st
     await Promise.all(envs.map((e) => store.append({ envelopes: [e] })))
     await eventually(() => publisher.metrics().published >= 20, 'publication')
 
-    const { stdout } = await run('kcat', ['-b', kafkaBrokers().join(','), '-C', '-t', topic, '-e', '-q', '-f', '%k\t%s\n'], {
-      maxBuffer: 16 * 1024 * 1024,
-    })
+    const { stdout } = await run(
+      'kcat',
+      ['-b', kafkaBrokers().join(','), '-C', '-t', topic, '-e', '-q', '-f', '%k\t%s\n'],
+      {
+        maxBuffer: 16 * 1024 * 1024,
+      },
+    )
     const lines = stdout.split('\n').filter((l) => l !== '')
     assert.equal(lines.length, 20)
     for (const line of lines) {
@@ -50,9 +54,15 @@ test('the bytes an independent client (kcat) reads from Kafka are exactly the st
       const value = line.slice(tab + 1)
       const envelope = JSON.parse(value) as StoredEnvelope
       assert.equal(key, envelope.aggregate_id)
-      const stored = await world.ws.objectStore.get(eventKey('Thing', envelope.aggregate_id, envelope.sequence_number))
+      const stored = await world.ws.objectStore.get(
+        eventKey('Thing', envelope.aggregate_id, envelope.sequence_number),
+      )
       assert.ok(stored)
-      assert.equal(value, new TextDecoder().decode(stored.body), 'byte-identical to the stored object')
+      assert.equal(
+        value,
+        new TextDecoder().decode(stored.body),
+        'byte-identical to the stored object',
+      )
     }
   } finally {
     await publisher.close()

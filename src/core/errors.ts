@@ -17,6 +17,7 @@ export const ErrorCode = {
   BUS_UNKNOWN_TOPIC: 'BUS_UNKNOWN_TOPIC',
   APPEND_FAILED: 'APPEND_FAILED',
   CLOSED: 'CLOSED',
+  REGISTRY_UNAVAILABLE: 'REGISTRY_UNAVAILABLE',
 } as const
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]

@@ -1,0 +1,295 @@
+import { randomBytes } from 'node:crypto'
+import { CairnError, ErrorCode } from '../core/errors.ts'
+import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
+
+/**
+ * The processed-event registry in PostgreSQL (PGlite embedded): which handler processed which event
+ * (C1), who holds a claim and until when (C2), the per-aggregate ordering guard (C3), a single
+ * winner per claim (C4), failed and parked events (C5). The database's clock times every lease, so
+ * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql.
+ *
+ * Claim rules, per (handler, event):
+ * - done, skipped_stale or skipped → `duplicate` (acknowledge, do not run the effect again);
+ * - failed (dead-lettered) → `failed`, parked → `parked`: never re-claimed by a redelivery;
+ * - retrying (released after a retryable error, or by an operator) → `claimed` by whoever asks;
+ * - processing by another owner → `claimed` if its lease expired or its owner is gone (stopped,
+ *   or no owner heartbeat for `ownerTimeoutMs`), else `in_progress`;
+ * - new: `stale` (recorded skipped_stale) if the handler already applied this sequence or a later
+ *   one for the aggregate; `parked` (recorded) if an older event of the aggregate is failed or
+ *   parked; `in_progress` (nothing recorded) if an older one is processing or retrying; else
+ *   `claimed`.
+ */
+export type ClaimOutcome = 'claimed' | 'duplicate' | 'stale' | 'in_progress' | 'failed' | 'parked'
+
+export type ClaimInput = {
+  readonly eventId: string
+  readonly aggregateType: string
+  readonly aggregateId: string
+  readonly seq: number
+}
+
+export type RegistryRow = {
+  readonly handler: string
+  readonly eventId: string
+  readonly aggregateType: string
+  readonly aggregateId: string
+  readonly seq: number
+  readonly status: string
+  readonly owner: string | null
+  readonly attempts: number
+  readonly lastError: string | null
+  readonly result: unknown
+  readonly updatedAt: string
+}
+
+export type RegistryOptions = {
+  readonly sql: Sql
+  readonly schema: string
+  /** This process's member name (stable across restarts, e.g. `projection-1`). */
+  readonly member: string
+  /** `PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS` in ms (default 900,000). */
+  readonly leaseMs?: number
+  /** An owner without a heartbeat for this long is gone (default 3 × the owner heartbeat, 30 s). */
+  readonly ownerTimeoutMs?: number
+}
+
+export type ProcessedEventRegistry = {
+  /** `<member>/<instance>`: unique to this process. */
+  readonly owner: string
+  /** Registers this owner; earlier instances of the same member are marked stopped (C2). */
+  start(): Promise<void>
+  /** Keeps this owner alive (call well within `ownerTimeoutMs`). */
+  touch(): Promise<void>
+  /** Marks this owner stopped: its open claims can be taken at once. */
+  stop(): Promise<void>
+  claim(handler: string, events: readonly ClaimInput[]): Promise<Map<string, ClaimOutcome>>
+  /** Extends the leases of claims this owner holds; returns the ids still held. */
+  heartbeat(handler: string, eventIds: readonly string[]): Promise<Set<string>>
+  /**
+   * Marks claims of this owner done and moves the aggregates' versions up, in `tx` when given (so
+   * a projection's writes commit with it). Returns the ids it marked; an id missing from the
+   * result was not ours any more (its effect must not be committed: throw to roll back).
+   */
+  markDone(
+    handler: string,
+    eventIds: readonly string[],
+    tx?: SqlQueryable,
+    result?: unknown,
+  ): Promise<Set<string>>
+  /** Retryable: released for a retry; terminal: `failed` (dead-lettered). Owner-scoped. */
+  markFailed(handler: string, eventId: string, error: string, retryable: boolean): Promise<void>
+  /** Claims up to `limit` events released for a retry (by an operator), oldest sequence first. */
+  claimRetries(handler: string, limit: number): Promise<RegistryRow[]>
+  listParked(handler?: string): Promise<RegistryRow[]>
+  /** Operator: failed or parked events become claimable again (by `claimRetries`). */
+  retryParked(handler: string, eventIds: readonly string[]): Promise<number>
+  /** Operator: failed or parked events are skipped; later events of the aggregate flow. */
+  skipParked(handler: string, eventIds: readonly string[]): Promise<number>
+  /** Every handler's record of one event (command status). */
+  status(eventId: string): Promise<RegistryRow[]>
+}
+
+const unavailable = (error: unknown): CairnError =>
+  new CairnError(
+    ErrorCode.REGISTRY_UNAVAILABLE,
+    `processed-event registry: ${(error as Error).message}`,
+    {
+      retryable: true,
+      cause: error,
+    },
+  )
+
+type RawRow = {
+  handler: string
+  event_id: string
+  aggregate_type: string
+  aggregate_id: string
+  sequence_number: string | number
+  status: string
+  owner: string | null
+  attempts: number
+  last_error: string | null
+  result: unknown
+  updated_at: string | Date
+}
+
+const toRow = (r: RawRow): RegistryRow => ({
+  handler: r.handler,
+  eventId: r.event_id,
+  aggregateType: r.aggregate_type,
+  aggregateId: r.aggregate_id,
+  seq: Number(r.sequence_number),
+  status: r.status,
+  owner: r.owner,
+  attempts: Number(r.attempts),
+  lastError: r.last_error,
+  result: r.result,
+  updatedAt: r.updated_at instanceof Date ? r.updated_at.toISOString() : String(r.updated_at),
+})
+
+const COLUMNS =
+  'handler, event_id, aggregate_type, aggregate_id, sequence_number, status, owner, attempts, last_error, result, updated_at'
+
+export const createProcessedEventRegistry = (options: RegistryOptions): ProcessedEventRegistry => {
+  const { sql, schema } = options
+  const leaseMs = options.leaseMs ?? 900_000
+  const ownerTimeoutMs = options.ownerTimeoutMs ?? 30_000
+  if (!(leaseMs > 0) || !(ownerTimeoutMs > 0)) {
+    throw new CairnError(
+      ErrorCode.INVALID_CONFIG,
+      'registry lease and owner timeout must be positive',
+    )
+  }
+  if (options.member.includes('/')) {
+    throw new CairnError(
+      ErrorCode.INVALID_CONFIG,
+      `registry member name must not contain '/': ${options.member}`,
+    )
+  }
+  const owner = `${options.member}/${randomBytes(6).toString('hex')}`
+  const q = async <R extends Record<string, unknown>>(
+    text: string,
+    params: readonly unknown[] = [],
+    on: SqlQueryable = sql,
+  ) => {
+    try {
+      return await on.query<R>(text, params)
+    } catch (error) {
+      throw unavailable(error)
+    }
+  }
+
+  return {
+    owner,
+    async start() {
+      await q(
+        `UPDATE ${schema}.registry_owners SET stopped_at = now() WHERE member = $1 AND stopped_at IS NULL AND owner <> $2`,
+        [options.member, owner],
+      )
+      await q(
+        `INSERT INTO ${schema}.registry_owners (owner, member) VALUES ($1, $2)
+         ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL`,
+        [owner, options.member],
+      )
+    },
+    async touch() {
+      await q(`UPDATE ${schema}.registry_owners SET heartbeat_at = now() WHERE owner = $1`, [owner])
+    },
+    async stop() {
+      await q(`UPDATE ${schema}.registry_owners SET stopped_at = now() WHERE owner = $1`, [owner])
+    },
+    async claim(handler, events) {
+      const out = new Map<string, ClaimOutcome>()
+      if (events.length === 0) return out
+      const payload = events.map((e) => ({
+        event_id: e.eventId,
+        aggregate_type: e.aggregateType,
+        aggregate_id: e.aggregateId,
+        seq: e.seq,
+      }))
+      const rows = await q<{ result: unknown }>(
+        `SELECT ${schema}.claim_events($1, $2, $3::jsonb, $4, $5) AS result`,
+        [handler, owner, JSON.stringify(payload), leaseMs, ownerTimeoutMs],
+      )
+      const raw = rows[0]?.result
+      const list = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
+        event_id: string
+        outcome: ClaimOutcome
+      }[]
+      for (const r of list) out.set(r.event_id, r.outcome)
+      return out
+    },
+    async heartbeat(handler, eventIds) {
+      if (eventIds.length === 0) return new Set()
+      const rows = await q<{ event_id: string }>(
+        `UPDATE ${schema}.processed_events
+            SET lease_until = now() + make_interval(secs => $4::double precision / 1000), heartbeat_at = now()
+          WHERE handler = $1 AND event_id = ANY ($2::text[]) AND owner = $3 AND status = 'processing'
+          RETURNING event_id`,
+        [handler, eventIds, owner, leaseMs],
+      )
+      return new Set(rows.map((r) => r.event_id))
+    },
+    async markDone(handler, eventIds, tx, result) {
+      if (eventIds.length === 0) return new Set()
+      const rows = await q<{ event_id: string }>(
+        `WITH done AS (
+           UPDATE ${schema}.processed_events
+              SET status = 'done', result = $4::jsonb, lease_until = NULL, updated_at = now()
+            WHERE handler = $1 AND event_id = ANY ($2::text[]) AND owner = $3 AND status = 'processing'
+            RETURNING event_id, aggregate_type, aggregate_id, sequence_number
+         ), versions AS (
+           INSERT INTO ${schema}.aggregate_versions AS v (handler, aggregate_type, aggregate_id, last_sequence)
+           SELECT $1, aggregate_type, aggregate_id, max(sequence_number) FROM done
+            GROUP BY aggregate_type, aggregate_id
+           ON CONFLICT (handler, aggregate_type, aggregate_id)
+           DO UPDATE SET last_sequence = GREATEST(v.last_sequence, EXCLUDED.last_sequence), updated_at = now()
+         )
+         SELECT event_id FROM done`,
+        [handler, eventIds, owner, result === undefined ? null : JSON.stringify(result)],
+        tx,
+      )
+      return new Set(rows.map((r) => r.event_id))
+    },
+    async markFailed(handler, eventId, error, retryable) {
+      await q(
+        `UPDATE ${schema}.processed_events
+            SET status = $4, last_error = $5, lease_until = NULL, updated_at = now()
+          WHERE handler = $1 AND event_id = $2 AND owner = $3 AND status = 'processing'`,
+        [handler, eventId, owner, retryable ? 'retrying' : 'failed', error.slice(0, 4000)],
+      )
+    },
+    async claimRetries(handler, limit) {
+      const rows = await q<RawRow>(
+        `WITH next AS (
+           SELECT event_id FROM ${schema}.processed_events
+            WHERE handler = $1 AND status = 'retrying'
+            ORDER BY aggregate_type, aggregate_id, sequence_number
+            LIMIT $3 FOR UPDATE SKIP LOCKED
+         )
+         UPDATE ${schema}.processed_events p
+            SET status = 'processing', owner = $2, attempts = attempts + 1, heartbeat_at = now(),
+                lease_until = now() + make_interval(secs => $4::double precision / 1000), updated_at = now()
+           FROM next WHERE p.handler = $1 AND p.event_id = next.event_id
+         RETURNING p.handler, p.event_id, p.aggregate_type, p.aggregate_id, p.sequence_number, p.status,
+                   p.owner, p.attempts, p.last_error, p.result, p.updated_at`,
+        [handler, owner, limit, leaseMs],
+      )
+      return rows.map(toRow).sort((a, b) => a.seq - b.seq)
+    },
+    async listParked(handler) {
+      const rows = await q<RawRow>(
+        `SELECT ${COLUMNS} FROM ${schema}.processed_events
+          WHERE status IN ('failed', 'parked') AND ($1::text IS NULL OR handler = $1)
+          ORDER BY handler, aggregate_type, aggregate_id, sequence_number`,
+        [handler ?? null],
+      )
+      return rows.map(toRow)
+    },
+    async retryParked(handler, eventIds) {
+      const rows = await q(
+        `UPDATE ${schema}.processed_events SET status = 'retrying', owner = NULL, updated_at = now()
+          WHERE handler = $1 AND event_id = ANY ($2::text[]) AND status IN ('failed', 'parked')
+          RETURNING event_id`,
+        [handler, eventIds],
+      )
+      return rows.length
+    },
+    async skipParked(handler, eventIds) {
+      const rows = await q(
+        `UPDATE ${schema}.processed_events SET status = 'skipped', owner = NULL, updated_at = now()
+          WHERE handler = $1 AND event_id = ANY ($2::text[]) AND status IN ('failed', 'parked')
+          RETURNING event_id`,
+        [handler, eventIds],
+      )
+      return rows.length
+    },
+    async status(eventId) {
+      const rows = await q<RawRow>(
+        `SELECT ${COLUMNS} FROM ${schema}.processed_events WHERE event_id = $1 ORDER BY handler`,
+        [eventId],
+      )
+      return rows.map(toRow)
+    },
+  }
+}

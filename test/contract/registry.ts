@@ -1,0 +1,300 @@
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { test } from 'node:test'
+import { migrate } from '../../src/adapters/sql/migrations.ts'
+import type { Sql } from '../../src/core/ports/sql.ts'
+import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
+import type { ClaimInput, RegistryOptions } from '../../src/registry/processed-events.ts'
+import { contractSuite } from '../support/contract.ts'
+import type { AdapterCase } from '../support/contract.ts'
+
+export type RegistryWorld = {
+  readonly sql: Sql
+  /** A second connection (another process's pool); the same one on PGlite. */
+  readonly secondSql: Sql
+  readonly schema: string
+  close(): Promise<void>
+}
+
+export const registryWorld = async (
+  sql: Sql,
+  secondSql: Sql,
+  schema: string,
+  dispose: () => Promise<void>,
+): Promise<RegistryWorld> => {
+  await migrate(sql, schema)
+  return { sql, secondSql, schema, close: dispose }
+}
+
+const events = (n: number, aggregateId = `agg-${randomUUID()}`, from = 1): ClaimInput[] =>
+  Array.from({ length: n }, (_, i) => ({
+    eventId: randomUUID(),
+    aggregateType: 'Thing',
+    aggregateId,
+    seq: from + i,
+  }))
+
+/** The registry's contract (DESIGN.md C1–C5) on PGlite and PostgreSQL. */
+export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): void =>
+  contractSuite<RegistryWorld>('processed-event registry', cases, (world) => {
+    const registry = (member: string, options: Partial<RegistryOptions> = {}) =>
+      createProcessedEventRegistry({ sql: world().sql, schema: world().schema, member, ...options })
+
+    test('two consumers claiming the same events at once: exactly one claim succeeds per event (C4)', async () => {
+      const a = registry('a')
+      const b = createProcessedEventRegistry({
+        sql: world().secondSql,
+        schema: world().schema,
+        member: 'b',
+      })
+      await a.start()
+      await b.start()
+      // One event per aggregate, so the ordering guard does not interfere.
+      const batch = Array.from({ length: 20 }, () => events(1)[0] as ClaimInput)
+      const [ra, rb] = await Promise.all([a.claim('h-c4', batch), b.claim('h-c4', batch)])
+      for (const e of batch) {
+        const outcomes = [ra.get(e.eventId), rb.get(e.eventId)]
+        assert.equal(outcomes.filter((o) => o === 'claimed').length, 1, JSON.stringify(outcomes))
+        assert.ok(outcomes.includes('in_progress'))
+      }
+    })
+
+    test('done is a duplicate; a redelivery never runs the effect again (C1)', async () => {
+      const r = registry('dup')
+      await r.start()
+      const [e] = events(1)
+      assert.ok(e)
+      assert.equal((await r.claim('h-dup', [e])).get(e.eventId), 'claimed')
+      assert.deepEqual(
+        [...(await r.markDone('h-dup', [e.eventId], undefined, { ok: 1 }))],
+        [e.eventId],
+      )
+      assert.equal((await r.claim('h-dup', [e])).get(e.eventId), 'duplicate')
+      assert.equal((await registry('other').claim('h-dup', [e])).get(e.eventId), 'duplicate')
+      const [row] = await r.status(e.eventId)
+      assert.equal(row?.status, 'done')
+      assert.deepEqual(row?.result, { ok: 1 })
+    })
+
+    test('an older sequence after a newer one is stale and recorded; in-order events never are (C3)', async () => {
+      const r = registry('stale')
+      await r.start()
+      const [e1, e2, e3] = events(3)
+      assert.ok(e1 && e2 && e3)
+      for (const e of [e1, e2]) {
+        assert.equal((await r.claim('h-st', [e])).get(e.eventId), 'claimed')
+        await r.markDone('h-st', [e.eventId])
+      }
+      // A replayed older event (a new id at an old sequence) is stale.
+      const old = { ...e1, eventId: randomUUID() }
+      assert.equal((await r.claim('h-st', [old])).get(old.eventId), 'stale')
+      assert.equal((await r.status(old.eventId))[0]?.status, 'skipped_stale')
+      assert.equal((await r.claim('h-st', [e3])).get(e3.eventId), 'claimed')
+      // In one batch, in order: all claimed in sequence order… but a newer one waits for the older.
+      const batch = events(3, `agg-${randomUUID()}`)
+      const out = await r.claim('h-st', batch)
+      assert.deepEqual(
+        batch.map((e) => out.get(e.eventId)),
+        ['claimed', 'in_progress', 'in_progress'],
+      )
+    })
+
+    test('a newer event waits while the older one is processing, then is claimed (C3)', async () => {
+      const r = registry('wait')
+      await r.start()
+      const [e1, e2] = events(2)
+      assert.ok(e1 && e2)
+      assert.equal((await r.claim('h-w', [e1])).get(e1.eventId), 'claimed')
+      assert.equal((await r.claim('h-w', [e2])).get(e2.eventId), 'in_progress')
+      await r.markDone('h-w', [e1.eventId])
+      assert.equal((await r.claim('h-w', [e2])).get(e2.eventId), 'claimed')
+    })
+
+    test('an expired lease is re-claimed by another owner (C2)', async () => {
+      const a = registry('lease-a', { leaseMs: 200 })
+      const b = registry('lease-b', { leaseMs: 200 })
+      await a.start()
+      await b.start()
+      const [e] = events(1)
+      assert.ok(e)
+      assert.equal((await a.claim('h-l', [e])).get(e.eventId), 'claimed')
+      assert.equal((await b.claim('h-l', [e])).get(e.eventId), 'in_progress')
+      await new Promise((r) => setTimeout(r, 400))
+      assert.equal((await b.claim('h-l', [e])).get(e.eventId), 'claimed')
+      // The first owner lost it: its mark_done does nothing.
+      assert.equal((await a.markDone('h-l', [e.eventId])).size, 0)
+      assert.equal((await b.markDone('h-l', [e.eventId])).size, 1)
+    })
+
+    test('heartbeats extend the lease of the holder only', async () => {
+      const a = registry('hb-a', { leaseMs: 300 })
+      const b = registry('hb-b', { leaseMs: 300 })
+      await a.start()
+      await b.start()
+      const [e] = events(1)
+      assert.ok(e)
+      await a.claim('h-hb', [e])
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 150))
+        assert.deepEqual([...(await a.heartbeat('h-hb', [e.eventId]))], [e.eventId])
+        assert.equal((await b.claim('h-hb', [e])).get(e.eventId), 'in_progress')
+      }
+      assert.equal((await b.heartbeat('h-hb', [e.eventId])).size, 0)
+    })
+
+    test('a restarted worker re-claims its dead claims at once, without waiting out the lease (C2)', async () => {
+      const before = registry('worker-1', { leaseMs: 900_000 })
+      await before.start()
+      const [e] = events(1)
+      assert.ok(e)
+      assert.equal((await before.claim('h-r', [e])).get(e.eventId), 'claimed')
+      // The process dies (no stop); a new instance of the same member starts.
+      const after = registry('worker-1', { leaseMs: 900_000 })
+      await after.start()
+      assert.equal((await after.claim('h-r', [e])).get(e.eventId), 'claimed')
+      const [row] = await after.status(e.eventId)
+      assert.equal(row?.owner, after.owner)
+      assert.equal(row?.attempts, 2)
+    })
+
+    test('an owner that stopped, or went silent, frees its claims at once (C2)', async () => {
+      const gone = registry('gone', { ownerTimeoutMs: 300 })
+      const other = registry('other-2', { ownerTimeoutMs: 300 })
+      await gone.start()
+      await other.start()
+      const [e1, e2] = [events(1)[0], events(1)[0]]
+      assert.ok(e1 && e2)
+      await gone.claim('h-g', [e1, e2])
+      assert.equal((await other.claim('h-g', [e1])).get(e1.eventId), 'in_progress')
+      await gone.stop()
+      assert.equal((await other.claim('h-g', [e1])).get(e1.eventId), 'claimed')
+      const silent = registry('silent', { ownerTimeoutMs: 300 })
+      await silent.start()
+      const [e3] = events(1)
+      assert.ok(e3)
+      await silent.claim('h-g', [e3])
+      await new Promise((r) => setTimeout(r, 500))
+      await other.touch()
+      assert.equal((await other.claim('h-g', [e3])).get(e3.eventId), 'claimed')
+    })
+
+    test('a dead-lettered event is not re-claimed on redelivery; later events of its aggregate are parked (C5)', async () => {
+      const r = registry('poison')
+      await r.start()
+      const [e1, e2, e3] = events(3)
+      assert.ok(e1 && e2 && e3)
+      await r.claim('h-p', [e1])
+      await r.markFailed('h-p', e1.eventId, 'boom', false)
+      assert.equal((await r.claim('h-p', [e1])).get(e1.eventId), 'failed')
+      assert.equal((await r.claim('h-p', [e2])).get(e2.eventId), 'parked')
+      assert.equal((await r.claim('h-p', [e3])).get(e3.eventId), 'parked')
+      const other = events(1)[0]
+      assert.ok(other)
+      assert.equal(
+        (await r.claim('h-p', [other])).get(other.eventId),
+        'claimed',
+        'other aggregates flow',
+      )
+      const parked = await r.listParked('h-p')
+      assert.deepEqual(
+        parked.map((p) => [p.seq, p.status]),
+        [
+          [1, 'failed'],
+          [2, 'parked'],
+          [3, 'parked'],
+        ],
+      )
+      assert.equal(parked[0]?.lastError, 'boom')
+
+      // The operator retries them: they come back in sequence order.
+      assert.equal(await r.retryParked('h-p', [e1.eventId, e2.eventId, e3.eventId]), 3)
+      const retried = await r.claimRetries('h-p', 10)
+      assert.deepEqual(
+        retried.map((x) => x.seq),
+        [1, 2, 3],
+      )
+      assert.equal((await r.markDone('h-p', [e1.eventId, e2.eventId, e3.eventId])).size, 3)
+    })
+
+    test('a retryable failure releases the claim for the next delivery; skipping a parked event lets others flow', async () => {
+      const r = registry('retry')
+      await r.start()
+      const [e1, e2] = events(2)
+      assert.ok(e1 && e2)
+      await r.claim('h-rt', [e1])
+      await r.markFailed('h-rt', e1.eventId, 'transient', true)
+      assert.equal((await r.claim('h-rt', [e1])).get(e1.eventId), 'claimed')
+      await r.markFailed('h-rt', e1.eventId, 'poison', false)
+      assert.equal((await r.claim('h-rt', [e2])).get(e2.eventId), 'parked')
+      assert.equal(await r.skipParked('h-rt', [e1.eventId]), 1)
+      assert.equal(await r.retryParked('h-rt', [e2.eventId]), 1)
+      assert.equal((await r.claim('h-rt', [e2])).get(e2.eventId), 'claimed')
+      assert.equal((await r.claim('h-rt', [e1])).get(e1.eventId), 'duplicate')
+    })
+
+    test("mark_done in the side effect's transaction: rollback leaves neither, commit leaves both", async () => {
+      const r = registry('tx')
+      await r.start()
+      const table = `${world().schema}.side_effects`
+      await world().sql.exec(`CREATE TABLE IF NOT EXISTS ${table} (event_id text PRIMARY KEY)`)
+      const [e] = events(1)
+      assert.ok(e)
+      await r.claim('h-tx', [e])
+      await assert.rejects(
+        world().sql.transaction(async (tx) => {
+          await tx.query(`INSERT INTO ${table} VALUES ($1)`, [e.eventId])
+          await r.markDone('h-tx', [e.eventId], tx)
+          throw new Error('crash before commit')
+        }),
+        /crash before commit/,
+      )
+      assert.equal(
+        (await world().sql.query(`SELECT 1 FROM ${table} WHERE event_id = $1`, [e.eventId])).length,
+        0,
+      )
+      assert.equal((await r.status(e.eventId))[0]?.status, 'processing')
+      await world().sql.transaction(async (tx) => {
+        await tx.query(`INSERT INTO ${table} VALUES ($1)`, [e.eventId])
+        const marked = await r.markDone('h-tx', [e.eventId], tx)
+        assert.equal(marked.size, 1)
+      })
+      assert.equal(
+        (await world().sql.query(`SELECT 1 FROM ${table} WHERE event_id = $1`, [e.eventId])).length,
+        1,
+      )
+      assert.equal((await r.status(e.eventId))[0]?.status, 'done')
+    })
+
+    test('a batch of 1,000 events is claimed and marked done in one statement each', async () => {
+      const r = registry('batch')
+      await r.start()
+      const batch = Array.from({ length: 1_000 }, (_, i) => ({
+        eventId: randomUUID(),
+        aggregateType: 'Thing',
+        aggregateId: `b-${i % 100}`,
+        seq: Math.floor(i / 100) + 1,
+      }))
+      // Per aggregate the sequences are 1..10: the first is claimed, the others wait behind it.
+      const out = await r.claim('h-b', batch)
+      assert.equal([...out.values()].filter((o) => o === 'claimed').length, 100)
+      const firsts = batch.filter((e) => e.seq === 1).map((e) => e.eventId)
+      assert.equal((await r.markDone('h-b', firsts)).size, 100)
+      const distinct = batch.map((e) => ({
+        ...e,
+        aggregateId: `${e.aggregateId}-${e.seq}`,
+        seq: 1,
+        eventId: randomUUID(),
+      }))
+      const all = await r.claim('h-b2', distinct)
+      assert.equal([...all.values()].filter((o) => o === 'claimed').length, 1_000)
+      assert.equal(
+        (
+          await r.markDone(
+            'h-b2',
+            distinct.map((e) => e.eventId),
+          )
+        ).size,
+        1_000,
+      )
+    })
+  })

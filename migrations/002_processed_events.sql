@@ -103,7 +103,8 @@ BEGIN
             INTO v_gone
             FROM (SELECT 1) AS one
             LEFT JOIN {{schema}}.registry_owners o ON o.owner = v_row.owner;
-          IF v_row.owner <> p_owner AND (v_row.lease_until < clock_timestamp() OR v_gone) THEN
+          -- Our own claim again (a retry after a pause) is ours; another's once it lapsed.
+          IF v_row.owner = p_owner OR v_row.lease_until < clock_timestamp() OR v_gone THEN
             UPDATE {{schema}}.processed_events
                SET owner = p_owner, lease_until = v_lease, heartbeat_at = clock_timestamp(),
                    attempts = attempts + 1, updated_at = clock_timestamp()

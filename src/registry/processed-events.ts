@@ -12,8 +12,9 @@ import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
  * - done, skipped_stale or skipped → `duplicate` (acknowledge, do not run the effect again);
  * - failed (dead-lettered) → `failed`, parked → `parked`: never re-claimed by a redelivery;
  * - retrying (released after a retryable error, or by an operator) → `claimed` by whoever asks;
- * - processing by another owner → `claimed` if its lease expired or its owner is gone (stopped,
- *   or no owner heartbeat for `ownerTimeoutMs`), else `in_progress`;
+ * - processing → `claimed` if it is this owner's own claim (a retry after a pause), or its lease
+ *   expired, or its owner is gone (stopped, or no owner heartbeat for `ownerTimeoutMs`); else
+ *   `in_progress`;
  * - new: `stale` (recorded skipped_stale) if the handler already applied this sequence or a later
  *   one for the aggregate; `parked` (recorded) if an older event of the aggregate is failed or
  *   parked; `in_progress` (nothing recorded) if an older one is processing or retrying; else

@@ -1,0 +1,372 @@
+import type { StoredEnvelope } from '../core/envelope.ts'
+import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
+import type { Bus, BusConsumer, BusProducer, DeliveredMessage } from '../core/ports/bus.ts'
+import { silentLogger } from '../core/ports/logger.ts'
+import type { Logger } from '../core/ports/logger.ts'
+import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
+import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
+import { backoffMs } from './backoff.ts'
+import { decodeEnvelope } from './decode.ts'
+
+export type HandlerContext = {
+  /** The transaction a transactional handler writes in; it commits together with mark_done. */
+  readonly tx: SqlQueryable | undefined
+  /** 1 for the first try, then 2, 3 … */
+  readonly attempt: number
+  readonly signal: AbortSignal
+}
+
+/**
+ * A handler's side effect. Contract for handler authors (docs/consumers.md):
+ * - transactional handlers write only through `ctx.tx`: their writes commit with mark_done, so the
+ *   effect happens exactly once without being idempotent itself;
+ * - other handlers have external effects: they may run again after a crash between the effect and
+ *   mark_done, so they pass `envelope.event_id` as the idempotency key to the outside system;
+ * - a thrown error is retried with backoff up to `maxAttempts`, then the event is dead-lettered.
+ */
+export type Handle = (envelope: StoredEnvelope, ctx: HandlerContext) => Promise<unknown>
+
+export type WorkerOptions = {
+  readonly bus: Bus
+  readonly registry: ProcessedEventRegistry
+  /** Registry handler name, e.g. `projection:ontology_events`. */
+  readonly handler: string
+  readonly topics: readonly string[]
+  readonly groupId: string
+  readonly handle: Handle
+  /** Run `handle` and mark_done in one transaction on this SQL (a projection in the registry's database). */
+  readonly transactional?: Sql
+  /** Attempts before dead-lettering (default 5). */
+  readonly maxAttempts?: number
+  readonly backoffBaseMs?: number
+  readonly backoffMaxMs?: number
+  /** Dead-letter topic (default `<first topic>-dlq`). */
+  readonly dlqTopic?: string
+  /** `PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS` in ms (default 30,000). */
+  readonly heartbeatMs?: number
+  /** Longest wait of one poll (default 500 ms). */
+  readonly pollWaitMs?: number
+  /** Pause before asking again about an event whose predecessor is in flight (default 100 ms). */
+  readonly inProgressWaitMs?: number
+  /** Reads an event from the event store, for events an operator released for a retry. */
+  readonly loadEnvelope?: (eventId: string) => Promise<StoredEnvelope | null>
+  readonly logger?: Logger
+}
+
+export type WorkerMetrics = {
+  processed: number
+  duplicates: number
+  stale: number
+  retries: number
+  deadLettered: number
+  parked: number
+  pauses: number
+  redriven: number
+}
+
+export type Worker = {
+  /** Consumes until the signal aborts or `close`; resolves after a clean stop. */
+  run(signal?: AbortSignal): Promise<void>
+  metrics(): Readonly<WorkerMetrics>
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+class LostClaim extends Error {}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    if (signal.aborted) return resolve()
+    const t = setTimeout(done, ms)
+    function done(): void {
+      clearTimeout(t)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    signal.addEventListener('abort', done)
+  })
+
+/**
+ * The worker runtime: a consumer-group member that decodes, claims (one statement per batch),
+ * heartbeats while the side effect runs, marks done, then commits the offsets. Retries with
+ * backoff, dead-letters with the reason and records `failed` (parking the aggregate's later events
+ * for this handler), pauses while the registry or the bus is unreachable and resumes, and stops at
+ * the next safe point when its signal aborts. Offsets are committed only for messages that are
+ * settled: processed, duplicate, stale, dead-lettered or parked (C6).
+ */
+export const createWorker = (options: WorkerOptions): Worker => {
+  const { bus, registry, handler } = options
+  const log = (options.logger ?? silentLogger).child({ component: 'worker', handler })
+  const maxAttempts = options.maxAttempts ?? 5
+  const heartbeatMs = options.heartbeatMs ?? 30_000
+  const pollWaitMs = options.pollWaitMs ?? 500
+  const inProgressWaitMs = options.inProgressWaitMs ?? 100
+  const dlqTopic = options.dlqTopic ?? `${options.topics[0] ?? handler}-dlq`
+  const m: WorkerMetrics = {
+    processed: 0,
+    duplicates: 0,
+    stale: 0,
+    retries: 0,
+    deadLettered: 0,
+    parked: 0,
+    pauses: 0,
+    redriven: 0,
+  }
+  const stop = new AbortController()
+  let producer: BusProducer | undefined
+
+  const deadLetter = async (
+    value: Uint8Array,
+    key: string,
+    headers: Readonly<Record<string, string>>,
+    reason: string,
+    source?: DeliveredMessage,
+  ): Promise<void> => {
+    producer ??= bus.producer({ clientId: `${handler}-dlq` })
+    await producer.send([
+      {
+        topic: dlqTopic,
+        key,
+        value,
+        headers: {
+          ...headers,
+          dlq_reason: reason.slice(0, 2000),
+          dlq_handler: handler,
+          dlq_failed_at: new Date().toISOString(),
+          ...(source === undefined
+            ? {}
+            : {
+                dlq_source_topic: source.topic,
+                dlq_partition: String(source.partition),
+                dlq_offset: String(source.offset),
+              }),
+        },
+      },
+    ])
+    m.deadLettered++
+  }
+
+  /** Runs the side effect of a claimed event: retries, then dead-letter. Registry outages propagate. */
+  const execute = async (
+    envelope: StoredEnvelope,
+    value: Uint8Array,
+    source?: DeliveredMessage,
+  ): Promise<void> => {
+    let lastError = ''
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      const beat = setInterval(() => {
+        registry.heartbeat(handler, [envelope.event_id]).catch((error: unknown) => {
+          log.warn({ err: String(error), event_id: envelope.event_id }, 'heartbeat failed')
+        })
+      }, heartbeatMs)
+      try {
+        const ctxBase = { attempt, signal: stop.signal }
+        const tx = options.transactional
+        if (tx !== undefined) {
+          await tx.transaction(async (t) => {
+            const result = await options.handle(envelope, { ...ctxBase, tx: t })
+            const marked = await registry.markDone(handler, [envelope.event_id], t, result)
+            if (!marked.has(envelope.event_id)) throw new LostClaim()
+          })
+        } else {
+          const result = await options.handle(envelope, { ...ctxBase, tx: undefined })
+          const marked = await registry.markDone(handler, [envelope.event_id], undefined, result)
+          if (!marked.has(envelope.event_id)) throw new LostClaim()
+        }
+        m.processed++
+        return
+      } catch (error) {
+        if (error instanceof LostClaim) {
+          log.warn(
+            { event_id: envelope.event_id },
+            'claim was taken over meanwhile; leaving the event to its new owner',
+          )
+          return
+        }
+        if (isCairnError(error, ErrorCode.REGISTRY_UNAVAILABLE)) throw error
+        lastError = error instanceof Error ? error.message : String(error)
+        log.warn({ event_id: envelope.event_id, attempt, err: lastError }, 'handler failed')
+        if (attempt < maxAttempts) {
+          m.retries++
+          await sleep(
+            backoffMs(attempt, {
+              ...(options.backoffBaseMs === undefined ? {} : { baseMs: options.backoffBaseMs }),
+              ...(options.backoffMaxMs === undefined ? {} : { maxMs: options.backoffMaxMs }),
+            }),
+            stop.signal,
+          )
+          if (stop.signal.aborted) {
+            // Leave it claimable for whoever comes next; nothing is committed for it.
+            await registry.markFailed(
+              handler,
+              envelope.event_id,
+              `stopped while retrying: ${lastError}`,
+              true,
+            )
+            throw new CairnError(ErrorCode.CLOSED, 'worker stopped')
+          }
+        }
+      } finally {
+        clearInterval(beat)
+      }
+    }
+    const reason = `failed ${maxAttempts} times: ${lastError}`
+    await deadLetter(
+      value,
+      envelope.aggregate_id,
+      { event_id: envelope.event_id, event_type: envelope.event_type },
+      reason,
+      source,
+    )
+    await registry.markFailed(handler, envelope.event_id, reason, false)
+    log.error(
+      { event_id: envelope.event_id, reason },
+      'event dead-lettered; later events of its aggregate are parked',
+    )
+  }
+
+  /** Settles every message of a batch; throws (without committing) when the registry is unreachable. */
+  const settle = async (messages: readonly DeliveredMessage[]): Promise<void> => {
+    const pending = new Map<string, { envelope: StoredEnvelope; message: DeliveredMessage }>()
+    for (const message of messages) {
+      const decoded = decodeEnvelope(message.value)
+      if (!decoded.ok) {
+        await deadLetter(message.value, message.key, message.headers, decoded.reason, message)
+        log.error(
+          { topic: message.topic, offset: String(message.offset), reason: decoded.reason },
+          'undecodable message dead-lettered',
+        )
+        continue
+      }
+      if (pending.has(decoded.envelope.event_id)) {
+        // The same event twice in one batch (a republish): settled with its first copy.
+        m.duplicates++
+        continue
+      }
+      pending.set(decoded.envelope.event_id, { envelope: decoded.envelope, message })
+    }
+    while (pending.size > 0 && !stop.signal.aborted) {
+      const outcomes = await registry.claim(
+        handler,
+        [...pending.values()].map(({ envelope: e }) => ({
+          eventId: e.event_id,
+          aggregateType: e.aggregate_type,
+          aggregateId: e.aggregate_id,
+          seq: e.sequence_number,
+        })),
+      )
+      const claimed = [...pending.values()]
+        .filter(({ envelope: e }) => outcomes.get(e.event_id) === 'claimed')
+        .sort((a, b) => a.envelope.sequence_number - b.envelope.sequence_number)
+      for (const [id, { envelope }] of pending) {
+        const outcome = outcomes.get(id)
+        if (outcome === 'duplicate') m.duplicates++
+        else if (outcome === 'stale') m.stale++
+        else if (outcome === 'parked' || outcome === 'failed') m.parked++
+        if (outcome !== 'claimed' && outcome !== 'in_progress') pending.delete(envelope.event_id)
+      }
+      for (const { envelope, message } of claimed) {
+        await execute(envelope, message.value, message)
+        pending.delete(envelope.event_id)
+      }
+      // What is left waits for an older event of its aggregate (here or elsewhere) to finish.
+      if (pending.size > 0 && claimed.length === 0) await sleep(inProgressWaitMs, stop.signal)
+    }
+  }
+
+  /** Events an operator released for a retry: read them from the event store, in sequence order. */
+  const redrive = async (): Promise<void> => {
+    if (options.loadEnvelope === undefined) return
+    const rows = await registry.claimRetries(handler, 50)
+    for (const row of rows) {
+      const envelope = await options.loadEnvelope(row.eventId)
+      if (envelope === null) {
+        await registry.markFailed(
+          handler,
+          row.eventId,
+          'released for a retry but not found in the event store',
+          false,
+        )
+        continue
+      }
+      await execute(envelope, new TextEncoder().encode(JSON.stringify(envelope)))
+      m.redriven++
+    }
+  }
+
+  let running: Promise<void> | undefined
+
+  const loop = async (): Promise<void> => {
+    const signal = stop.signal
+    let consumer: BusConsumer | undefined
+    let ownerBeat: ReturnType<typeof setInterval> | undefined
+    let batch: DeliveredMessage[] = []
+    let failures = 0
+    try {
+      for (;;) {
+        if (signal.aborted) return
+        try {
+          if (consumer === undefined) {
+            await registry.start()
+            ownerBeat ??= setInterval(
+              () => {
+                registry.touch().catch(() => {})
+              },
+              Math.max(1_000, Math.floor(heartbeatMs / 3)),
+            )
+            await bus.ensureTopics([{ name: dlqTopic, partitions: 1 }])
+            consumer = await bus.consumer({
+              groupId: options.groupId,
+              topics: options.topics,
+              clientId: handler,
+            })
+            log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
+          }
+          await redrive()
+          if (batch.length === 0) batch = await consumer.poll(pollWaitMs, signal)
+          if (batch.length > 0) {
+            await settle(batch)
+            if (signal.aborted) return
+            await consumer.commit(batch)
+            batch = []
+          }
+          if (failures > 0) log.info({}, 'worker resumed')
+          failures = 0
+        } catch (error) {
+          if (isCairnError(error, ErrorCode.CLOSED) && signal.aborted) return
+          // Registry or bus unreachable: pause, keep the batch, commit nothing, try again.
+          failures++
+          m.pauses++
+          const wait = backoffMs(failures, { baseMs: 200, maxMs: 5_000, random: () => 1 })
+          log.warn(
+            { err: isCairnError(error) ? error.message : String(error), retry_in_ms: wait },
+            'worker paused',
+          )
+          await sleep(wait, signal)
+        }
+      }
+    } finally {
+      clearInterval(ownerBeat)
+      await consumer?.close().catch(() => {})
+      await producer?.close().catch(() => {})
+      await registry.stop().catch(() => {})
+      log.info({ ...m }, 'worker stopped')
+    }
+  }
+
+  const close = async (): Promise<void> => {
+    stop.abort()
+    await running
+  }
+
+  return {
+    run(signal) {
+      signal?.addEventListener('abort', () => stop.abort(), { once: true })
+      running ??= loop()
+      return running
+    },
+    metrics: () => ({ ...m }),
+    close,
+    [Symbol.asyncDispose]: close,
+  }
+}

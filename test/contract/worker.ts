@@ -1,0 +1,345 @@
+import assert from 'node:assert/strict'
+import { describe, test } from 'node:test'
+import { migrate } from '../../src/adapters/sql/migrations.ts'
+import { canonicalJson, createEnvelope } from '../../src/core/envelope.ts'
+import type { StoredEnvelope } from '../../src/core/envelope.ts'
+import { CairnError, ErrorCode } from '../../src/core/errors.ts'
+import type { Bus } from '../../src/core/ports/bus.ts'
+import type { Sql } from '../../src/core/ports/sql.ts'
+import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
+import { createWorker } from '../../src/worker/worker.ts'
+import type { Handle, Worker, WorkerOptions } from '../../src/worker/worker.ts'
+import { collect, eventually } from '../support/collect.ts'
+import type { AdapterCase } from '../support/contract.ts'
+import { uniqueName } from '../support/services.ts'
+
+export type WorkerWorld = {
+  readonly bus: Bus
+  readonly sql: Sql
+  readonly schema: string
+  close(): Promise<void>
+}
+
+const stored = (
+  aggregateId: string,
+  seq: number,
+  data: Record<string, unknown> = {},
+): StoredEnvelope => ({
+  ...createEnvelope({
+    event_type: 'THING_HAPPENED',
+    aggregate_type: 'Thing',
+    aggregate_id: aggregateId,
+    data,
+    metadata: { kind: 'domain' },
+  }),
+  sequence_number: seq,
+})
+
+const publish = async (
+  bus: Bus,
+  topic: string,
+  envelopes: readonly StoredEnvelope[],
+): Promise<void> => {
+  const producer = bus.producer()
+  try {
+    await producer.send(
+      envelopes.map((e) => ({
+        topic,
+        key: e.aggregate_id,
+        value: new TextEncoder().encode(canonicalJson(e)),
+        headers: { event_id: e.event_id },
+      })),
+    )
+  } finally {
+    await producer.close()
+  }
+}
+
+/** The worker runtime's contract (DESIGN.md C1–C6) on each bus + registry pair. */
+export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void => {
+  for (const c of cases) {
+    void describe(`worker on ${c.name}`, () => {
+      const withWorld = (
+        name: string,
+        fn: (w: WorkerWorld, start: (o: Partial<WorkerOptions>) => Worker) => Promise<void>,
+      ): void =>
+        void test(name, async () => {
+          const w = await c.create()
+          const workers: Worker[] = []
+          await migrate(w.sql, w.schema)
+          await w.sql.exec(
+            `CREATE TABLE ${w.schema}.effects (event_id text NOT NULL, aggregate_id text, seq bigint)`,
+          )
+          const start = (o: Partial<WorkerOptions>): Worker => {
+            const registry = createProcessedEventRegistry({
+              sql: w.sql,
+              schema: w.schema,
+              member: o.groupId ?? 'w',
+              leaseMs: 5_000,
+            })
+            const worker = createWorker({
+              bus: w.bus,
+              registry,
+              handler: 'projection',
+              topics: [],
+              groupId: 'g',
+              transactional: w.sql,
+              handle: project(w),
+              heartbeatMs: 1_000,
+              pollWaitMs: 100,
+              backoffBaseMs: 20,
+              backoffMaxMs: 100,
+              ...o,
+            })
+            workers.push(worker)
+            void worker.run()
+            return worker
+          }
+          try {
+            await fn(w, start)
+          } finally {
+            for (const worker of workers) await worker.close()
+            await w.close()
+          }
+        })
+
+      const project =
+        (w: WorkerWorld): Handle =>
+        async (e, ctx) => {
+          assert.ok(ctx.tx, 'transactional handlers get the transaction')
+          await ctx.tx.query(`INSERT INTO ${w.schema}.effects VALUES ($1, $2, $3)`, [
+            e.event_id,
+            e.aggregate_id,
+            e.sequence_number,
+          ])
+          return { applied: e.sequence_number }
+        }
+
+      const effects = async (w: WorkerWorld) =>
+        w.sql.query<{ event_id: string; aggregate_id: string; seq: string }>(
+          `SELECT event_id, aggregate_id, seq FROM ${w.schema}.effects`,
+        )
+
+      withWorld(
+        'duplicate publishes and redeliveries: every side effect happens exactly once (C1)',
+        async (w, start) => {
+          const topic = uniqueName('dup')
+          await w.bus.ensureTopics([{ name: topic, partitions: 3 }])
+          const envs = ['a', 'b', 'c'].flatMap((a) =>
+            Array.from({ length: 10 }, (_, i) => stored(`${a}-${topic}`, i + 1)),
+          )
+          await publish(w.bus, topic, envs)
+          await publish(w.bus, topic, envs) // the publisher republished (checkpoint rollback)
+          const worker = start({ topics: [topic] })
+          await eventually(
+            async () => (await effects(w)).length >= 30 && worker.metrics().duplicates >= 30,
+            'all processed',
+            30_000,
+          )
+          await publish(w.bus, topic, envs.slice(0, 5)) // and once more, later
+          await eventually(
+            () => worker.metrics().duplicates >= 35,
+            'late duplicates acknowledged',
+            30_000,
+          )
+          const rows = await effects(w)
+          assert.equal(rows.length, 30)
+          assert.equal(new Set(rows.map((r) => r.event_id)).size, 30)
+          for (const a of ['a', 'b', 'c']) {
+            const seqs = rows
+              .filter((r) => r.aggregate_id === `${a}-${topic}`)
+              .map((r) => Number(r.seq))
+            assert.deepEqual(
+              seqs,
+              Array.from({ length: 10 }, (_, i) => i + 1),
+              'applied in sequence order',
+            )
+          }
+        },
+      )
+
+      withWorld(
+        'two consumers receiving the same events at once: one claim wins, one effect (C4)',
+        async (w, start) => {
+          const topic = uniqueName('c4')
+          await w.bus.ensureTopics([{ name: topic, partitions: 2 }])
+          const envs = Array.from({ length: 20 }, (_, i) => stored(`c4-${i}`, 1))
+          // Two groups: both receive every event, the registry lets one of them apply it.
+          start({ topics: [topic], groupId: 'group-1' })
+          start({ topics: [topic], groupId: 'group-2' })
+          await publish(w.bus, topic, envs)
+          await eventually(async () => (await effects(w)).length >= 20, 'applied', 30_000)
+          await new Promise((r) => setTimeout(r, 500))
+          const rows = await effects(w)
+          assert.equal(rows.length, 20)
+          assert.equal(new Set(rows.map((r) => r.event_id)).size, 20)
+        },
+      )
+
+      withWorld('older sequences after newer ones are stale and skipped (C3)', async (w, start) => {
+        const topic = uniqueName('stale')
+        await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+        const agg = `st-${topic}`
+        const worker = start({ topics: [topic] })
+        await publish(w.bus, topic, [stored(agg, 1), stored(agg, 2)])
+        await eventually(async () => (await effects(w)).length >= 2, 'in order', 30_000)
+        await publish(w.bus, topic, [stored(agg, 1, { replayed: true })])
+        await eventually(() => worker.metrics().stale >= 1, 'stale one skipped', 30_000)
+        assert.equal((await effects(w)).length, 2)
+      })
+
+      withWorld(
+        'a poison event: retried, dead-lettered with its reason, its aggregate parked, others flow; retry applies in order (C5)',
+        async (w, start) => {
+          const topic = uniqueName('poison')
+          const dlq = `${topic}-dlq`
+          await w.bus.ensureTopics([{ name: topic, partitions: 2 }])
+          const agg = `p-${topic}`
+          const envs = [
+            stored(agg, 1),
+            stored(agg, 2, { poison: true }),
+            stored(agg, 3),
+            stored(`other-${topic}`, 1),
+          ]
+          const byId = new Map(envs.map((e) => [e.event_id, e]))
+          let healed = false
+          let poisonAttempts = 0
+          const worker = start({
+            topics: [topic],
+            dlqTopic: dlq,
+            maxAttempts: 3,
+            loadEnvelope: (id) => Promise.resolve(byId.get(id) ?? null),
+            handle: async (e, ctx) => {
+              if (e.data.poison === true && !healed) {
+                poisonAttempts++
+                throw new Error('cannot apply this one')
+              }
+              await project(w)(e, ctx)
+            },
+          })
+          await publish(w.bus, topic, envs)
+          await eventually(
+            () => worker.metrics().deadLettered >= 1 && worker.metrics().parked >= 1,
+            'dead-lettered and parked',
+            30_000,
+          )
+          await eventually(async () => (await effects(w)).length >= 2, 'the others flowed', 30_000)
+          assert.equal(poisonAttempts, 3)
+          assert.deepEqual(
+            (await effects(w)).map((r) => [r.aggregate_id, Number(r.seq)]).sort(),
+            [
+              [agg, 1],
+              [`other-${topic}`, 1],
+            ].sort(),
+          )
+          const dead = await collect(w.bus, dlq, (ms) => ms.length >= 1, 10_000)
+          assert.equal(dead[0]?.headers.event_id, envs[1]?.event_id)
+          assert.match(dead[0]?.headers.dlq_reason ?? '', /failed 3 times: cannot apply this one/)
+          assert.equal(new TextDecoder().decode(dead[0]?.value), canonicalJson(envs[1]))
+
+          // The operator fixes the cause and retries: applied in sequence order.
+          healed = true
+          const registry = createProcessedEventRegistry({
+            sql: w.sql,
+            schema: w.schema,
+            member: 'operator',
+          })
+          const parked = await registry.listParked('projection')
+          assert.deepEqual(
+            parked.map((p) => [p.seq, p.status]),
+            [
+              [2, 'failed'],
+              [3, 'parked'],
+            ],
+          )
+          await registry.retryParked(
+            'projection',
+            parked.map((p) => p.eventId),
+          )
+          await eventually(
+            async () => (await effects(w)).length >= 4,
+            'retried events applied',
+            30_000,
+          )
+          const seqs = (
+            await w.sql.query<{ seq: string }>(
+              `SELECT seq FROM ${w.schema}.effects WHERE aggregate_id = $1`,
+              [agg],
+            )
+          ).map((r) => Number(r.seq))
+          assert.deepEqual(seqs, [1, 2, 3])
+        },
+      )
+
+      withWorld(
+        'anything but an EventEnvelope is dead-lettered with the reason; the rest flows',
+        async (w, start) => {
+          const topic = uniqueName('bad')
+          const dlq = `${topic}-dlq`
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          const producer = w.bus.producer()
+          await producer.send([
+            {
+              topic,
+              key: 'x',
+              value: new TextEncoder().encode(JSON.stringify({ message_type: 'X', payload: {} })),
+              headers: {},
+            },
+            { topic, key: 'y', value: new TextEncoder().encode('not json'), headers: {} },
+          ])
+          await producer.close()
+          await publish(w.bus, topic, [stored(`good-${topic}`, 1)])
+          const worker = start({ topics: [topic], dlqTopic: dlq })
+          await eventually(
+            async () => (await effects(w)).length >= 1,
+            'the good one applied',
+            30_000,
+          )
+          assert.equal(worker.metrics().deadLettered, 2)
+          const dead = await collect(w.bus, dlq, (ms) => ms.length >= 2, 10_000)
+          assert.match(
+            dead.map((d) => d.headers.dlq_reason).join('\n'),
+            /legacy wrapper[\s\S]*not JSON/,
+          )
+        },
+      )
+
+      withWorld(
+        'registry unreachable: consumption pauses, nothing is acknowledged unprocessed, then resumes (C6)',
+        async (w, start) => {
+          const topic = uniqueName('outage')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          let down = true
+          const failing: Sql = {
+            ...w.sql,
+            query: (text, params) =>
+              down
+                ? Promise.reject(
+                    new CairnError(ErrorCode.SQL_ERROR, 'injected: connection refused'),
+                  )
+                : w.sql.query(text, params),
+            transaction: (fn) =>
+              down
+                ? Promise.reject(new Error('injected: connection refused'))
+                : w.sql.transaction(fn),
+          }
+          const registry = createProcessedEventRegistry({
+            sql: failing,
+            schema: w.schema,
+            member: 'outage',
+            leaseMs: 5_000,
+          })
+          const envs = Array.from({ length: 5 }, (_, i) => stored(`o-${topic}`, i + 1))
+          await publish(w.bus, topic, envs)
+          const worker = start({ topics: [topic], registry, transactional: failing })
+          await eventually(() => worker.metrics().pauses >= 2, 'paused', 30_000)
+          assert.equal((await effects(w)).length, 0)
+          down = false
+          await eventually(async () => (await effects(w)).length >= 5, 'resumed', 30_000)
+          await new Promise((r) => setTimeout(r, 300))
+          assert.equal((await effects(w)).length, 5)
+        },
+      )
+    })
+  }
+}

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import { childEnv } from '../support/child.ts'
 import type { S3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import { eventKey } from '../../src/event-store/keys.ts'
@@ -30,12 +31,11 @@ test('a writer killed between reserving a sequence and writing it: appends and r
     await store.append({ envelopes: [event(agg)] })
 
     const proc = spawn(process.execPath, [child], {
-      env: {
-        ...process.env,
+      env: childEnv({
         TEST_BUCKET: (ws.objectStore as S3ObjectStore).bucket,
         TEST_SCHEMA: ws.schema,
         TEST_AGGREGATE: agg,
-      },
+      }),
       stdio: ['ignore', 'pipe', 'inherit'],
     })
     await new Promise<void>((resolve, reject) => {

@@ -4,6 +4,7 @@ import type { ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import { childEnv } from '../support/child.ts'
 import { createKafkaBus } from '../../src/adapters/bus/kafka-bus.ts'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { S3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
@@ -22,7 +23,7 @@ const startUntil = (
 ): Promise<{ proc: ChildProcess; last: PublisherMetrics }> =>
   new Promise((resolve, reject) => {
     const proc = spawn(process.execPath, [child], {
-      env: { ...process.env, TEST_BUCKET: bucket },
+      env: childEnv({ TEST_BUCKET: bucket }),
       stdio: ['ignore', 'pipe', 'inherit'],
     })
     const lines = createInterface({ input: proc.stdout })

@@ -160,6 +160,21 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     }
   }
 
+  /** Operator's decision on failed or parked events: retry them, or skip them. */
+  const resolveParked = async (
+    handler: string,
+    eventIds: readonly string[],
+    status: 'retrying' | 'skipped',
+  ): Promise<number> => {
+    const rows = await q(
+      `UPDATE ${schema}.processed_events SET status = $3, owner = NULL, updated_at = now()
+        WHERE handler = $1 AND event_id = ANY ($2::text[]) AND status IN ('failed', 'parked')
+        RETURNING event_id`,
+      [handler, eventIds, status],
+    )
+    return rows.length
+  }
+
   return {
     owner,
     async start() {
@@ -267,24 +282,8 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
       )
       return rows.map(toRow)
     },
-    async retryParked(handler, eventIds) {
-      const rows = await q(
-        `UPDATE ${schema}.processed_events SET status = 'retrying', owner = NULL, updated_at = now()
-          WHERE handler = $1 AND event_id = ANY ($2::text[]) AND status IN ('failed', 'parked')
-          RETURNING event_id`,
-        [handler, eventIds],
-      )
-      return rows.length
-    },
-    async skipParked(handler, eventIds) {
-      const rows = await q(
-        `UPDATE ${schema}.processed_events SET status = 'skipped', owner = NULL, updated_at = now()
-          WHERE handler = $1 AND event_id = ANY ($2::text[]) AND status IN ('failed', 'parked')
-          RETURNING event_id`,
-        [handler, eventIds],
-      )
-      return rows.length
-    },
+    retryParked: (handler, eventIds) => resolveParked(handler, eventIds, 'retrying'),
+    skipParked: (handler, eventIds) => resolveParked(handler, eventIds, 'skipped'),
     async status(eventId) {
       const rows = await q<RawRow>(
         `SELECT ${COLUMNS} FROM ${schema}.processed_events WHERE event_id = $1 ORDER BY handler`,

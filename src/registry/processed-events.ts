@@ -6,19 +6,24 @@ import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
  * The processed-event registry in PostgreSQL (PGlite embedded): which handler processed which event
  * (C1), who holds a claim and until when (C2), the per-aggregate ordering guard (C3), a single
  * winner per claim (C4), failed and parked events (C5). The database's clock times every lease, so
- * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql.
+ * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql and
+ * 003_registry_ordering.sql (claim_events).
  *
- * Claim rules, per (handler, event):
- * - done, skipped_stale or skipped → `duplicate` (acknowledge, do not run the effect again);
- * - failed (dead-lettered) → `failed`, parked → `parked`: never re-claimed by a redelivery;
- * - retrying (released after a retryable error, or by an operator) → `claimed` by whoever asks;
- * - processing → `claimed` if it is this owner's own claim (a retry after a pause), or its lease
- *   expired, or its owner is gone (stopped, or no owner heartbeat for `ownerTimeoutMs`); else
- *   `in_progress`;
- * - new: `stale` (recorded skipped_stale) if the handler already applied this sequence or a later
- *   one for the aggregate; `parked` (recorded) if an older event of the aggregate is failed or
- *   parked; `in_progress` (nothing recorded) if an older one is processing or retrying; else
- *   `claimed`.
+ * Claim rules, per (handler, event); claims of one (handler, aggregate) take turns under a lock:
+ * 1. done, skipped_stale or skipped → `duplicate` (acknowledge, do not run the effect again);
+ *    failed (dead-lettered) → `failed`, parked → `parked`: never re-claimed by a redelivery;
+ *    processing under another owner's live lease, that owner not known gone (stopped, or no owner
+ *    heartbeat for `ownerTimeoutMs`) → `in_progress`. Anything else — new, retrying (released
+ *    after a retryable error or by an operator), this owner's own claim, a lapsed lease, a gone
+ *    owner — is a candidate:
+ * 2. the handler applied this sequence or a later one for the aggregate → `stale` (recorded
+ *    skipped_stale);
+ * 3. an older event of the aggregate is failed or parked → `parked` (recorded);
+ * 4. an older one is processing or retrying, or a newer one is processing → `in_progress` (nothing
+ *    changes; once the newer one is done this one is stale);
+ * 5. else `claimed`, attempts + 1.
+ * So at most one event per (handler, aggregate) is processing, and none is claimed after a newer
+ * one was applied. An owner without a registry_owners row (never started) is not known gone.
  */
 export type ClaimOutcome = 'claimed' | 'duplicate' | 'stale' | 'in_progress' | 'failed' | 'parked'
 
@@ -79,7 +84,16 @@ export type ProcessedEventRegistry = {
   ): Promise<Set<string>>
   /** Retryable: released for a retry; terminal: `failed` (dead-lettered). Owner-scoped. */
   markFailed(handler: string, eventId: string, error: string, retryable: boolean): Promise<void>
-  /** Claims up to `limit` events released for a retry (by an operator), oldest sequence first. */
+  /**
+   * Parks a claim of this owner (it waits for an operator; later events of its aggregate park
+   * behind it). Returns false when the claim was not this owner's any more.
+   */
+  park(handler: string, eventId: string, reason: string): Promise<boolean>
+  /**
+   * Claims events released for a retry (by an operator or a retryable failure) by the claim
+   * rules: the oldest released event of up to `limit` aggregates, each only if nothing older of
+   * its aggregate is open. Sequence order.
+   */
   claimRetries(handler: string, limit: number): Promise<RegistryRow[]>
   listParked(handler?: string): Promise<RegistryRow[]>
   /** Operator: failed or parked events become claimable again (by `claimRetries`). */
@@ -113,6 +127,8 @@ type RawRow = {
   result: unknown
   updated_at: string | Date
 }
+
+const RETRYABLE_SQLSTATES = new Set(['40001', '40P01'])
 
 const toRow = (r: RawRow): RegistryRow => ({
   handler: r.handler,
@@ -148,16 +164,34 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     )
   }
   const owner = `${options.member}/${randomBytes(6).toString('hex')}`
+  // A deadlock or serialization failure is retried, except in the caller's transaction (aborted).
   const q = async <R extends Record<string, unknown>>(
     text: string,
     params: readonly unknown[] = [],
     on: SqlQueryable = sql,
   ) => {
-    try {
-      return await on.query<R>(text, params)
-    } catch (error) {
-      throw unavailable(error)
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await on.query<R>(text, params)
+      } catch (error) {
+        const code = (error as { code?: unknown }).code
+        const retry = on === sql && attempt < 5 && typeof code === 'string'
+        if (retry && RETRYABLE_SQLSTATES.has(code)) continue
+        throw unavailable(error)
+      }
     }
+  }
+
+  const claimEvents = async (handler: string, payload: string) => {
+    const rows = await q<{ result: unknown }>(
+      `SELECT ${schema}.claim_events($1, $2, $3::jsonb, $4, $5) AS result`,
+      [handler, owner, payload, leaseMs, ownerTimeoutMs],
+    )
+    const raw = rows[0]?.result
+    return (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
+      event_id: string
+      outcome: ClaimOutcome
+    }[]
   }
 
   /** Operator's decision on failed or parked events: retry them, or skip them. */
@@ -203,16 +237,8 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
         aggregate_id: e.aggregateId,
         seq: e.seq,
       }))
-      const rows = await q<{ result: unknown }>(
-        `SELECT ${schema}.claim_events($1, $2, $3::jsonb, $4, $5) AS result`,
-        [handler, owner, JSON.stringify(payload), leaseMs, ownerTimeoutMs],
-      )
-      const raw = rows[0]?.result
-      const list = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
-        event_id: string
-        outcome: ClaimOutcome
-      }[]
-      for (const r of list) out.set(r.event_id, r.outcome)
+      for (const r of await claimEvents(handler, JSON.stringify(payload)))
+        out.set(r.event_id, r.outcome)
       return out
     },
     async heartbeat(handler, eventIds) {
@@ -233,6 +259,12 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
            UPDATE ${schema}.processed_events
               SET status = 'done', result = $4::jsonb, lease_until = NULL, updated_at = now()
             WHERE handler = $1 AND event_id = ANY ($2::text[]) AND owner = $3 AND status = 'processing'
+              -- Never applied after a newer one (claim_events keeps it so; rows of 002's claims).
+              AND NOT EXISTS (
+                SELECT 1 FROM ${schema}.aggregate_versions v
+                 WHERE v.handler = $1 AND v.aggregate_type = processed_events.aggregate_type
+                   AND v.aggregate_id = processed_events.aggregate_id
+                   AND v.last_sequence >= processed_events.sequence_number)
             RETURNING event_id, aggregate_type, aggregate_id, sequence_number
          ), versions AS (
            INSERT INTO ${schema}.aggregate_versions AS v (handler, aggregate_type, aggregate_id, last_sequence)
@@ -255,21 +287,37 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
         [handler, eventId, owner, retryable ? 'retrying' : 'failed', error.slice(0, 4000)],
       )
     },
+    async park(handler, eventId, reason) {
+      const rows = await q(
+        `UPDATE ${schema}.processed_events
+            SET status = 'parked', last_error = $4, owner = NULL, lease_until = NULL, updated_at = now()
+          WHERE handler = $1 AND event_id = $2 AND owner = $3 AND status = 'processing'
+          RETURNING event_id`,
+        [handler, eventId, owner, reason.slice(0, 4000)],
+      )
+      return rows.length > 0
+    },
     async claimRetries(handler, limit) {
+      const candidates = await q<{ payload: unknown }>(
+        `SELECT coalesce(jsonb_agg(jsonb_build_object('event_id', event_id,
+                  'aggregate_type', aggregate_type, 'aggregate_id', aggregate_id, 'seq', sequence_number)),
+                  '[]'::jsonb) AS payload
+           FROM (SELECT DISTINCT ON (aggregate_type, aggregate_id) * FROM ${schema}.processed_events
+                  WHERE handler = $1 AND status = 'retrying'
+                  ORDER BY aggregate_type, aggregate_id, sequence_number LIMIT $2) AS next`,
+        [handler, limit],
+      )
+      const payload = candidates[0]?.payload
+      const text = typeof payload === 'string' ? payload : JSON.stringify(payload ?? [])
+      if (text === '[]') return []
+      const claimed = (await claimEvents(handler, text))
+        .filter((r) => r.outcome === 'claimed')
+        .map((r) => r.event_id)
+      if (claimed.length === 0) return []
       const rows = await q<RawRow>(
-        `WITH next AS (
-           SELECT event_id FROM ${schema}.processed_events
-            WHERE handler = $1 AND status = 'retrying'
-            ORDER BY aggregate_type, aggregate_id, sequence_number
-            LIMIT $3 FOR UPDATE SKIP LOCKED
-         )
-         UPDATE ${schema}.processed_events p
-            SET status = 'processing', owner = $2, attempts = attempts + 1, heartbeat_at = now(),
-                lease_until = now() + make_interval(secs => $4::double precision / 1000), updated_at = now()
-           FROM next WHERE p.handler = $1 AND p.event_id = next.event_id
-         RETURNING p.handler, p.event_id, p.aggregate_type, p.aggregate_id, p.sequence_number, p.status,
-                   p.owner, p.attempts, p.last_error, p.result, p.updated_at`,
-        [handler, owner, limit, leaseMs],
+        `SELECT ${COLUMNS} FROM ${schema}.processed_events
+          WHERE handler = $1 AND event_id = ANY ($2::text[]) AND owner = $3 AND status = 'processing'`,
+        [handler, claimed, owner],
       )
       return rows.map(toRow).sort((a, b) => a.seq - b.seq)
     },

@@ -206,14 +206,102 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       )
       assert.equal(parked[0]?.lastError, 'boom')
 
-      // The operator retries them: they come back in sequence order.
+      // The operator retries them: they come back one at a time, in sequence order.
       assert.equal(await r.retryParked('h-p', [e1.eventId, e2.eventId, e3.eventId]), 3)
-      const retried = await r.claimRetries('h-p', 10)
+      for (const e of [e1, e2, e3]) {
+        const retried = await r.claimRetries('h-p', 10)
+        assert.deepEqual(
+          retried.map((x) => x.seq),
+          [e.seq],
+        )
+        assert.equal((await r.markDone('h-p', [e.eventId])).size, 1)
+      }
+      assert.deepEqual(await r.claimRetries('h-p', 10), [])
+    })
+
+    test('claims of one aggregate take turns: an older and a newer event claimed at once by two consumers are never both claimed (C3, C4)', async () => {
+      const a = registry('turns-a')
+      const b = createProcessedEventRegistry({
+        sql: world().secondSql,
+        schema: world().schema,
+        member: 'turns-b',
+      })
+      await a.start()
+      await b.start()
+      for (let round = 0; round < 3; round++) {
+        const [e1, e2] = events(2, `a-${randomUUID()}`)
+        assert.ok(e1 && e2)
+        // The older event heads a long batch, so its claim stays uncommitted for a while.
+        const filler = Array.from({ length: 300 }, () => events(1, `z-${randomUUID()}`)[0])
+        const [ra, rb] = await Promise.all([
+          a.claim('h-turns', [e1, ...(filler as ClaimInput[])]),
+          b.claim('h-turns', [e2]),
+        ])
+        const outcomes = [ra.get(e1.eventId), rb.get(e2.eventId)]
+        assert.equal(outcomes.filter((o) => o === 'claimed').length, 1, JSON.stringify(outcomes))
+        assert.ok(outcomes.includes('in_progress'))
+      }
+    })
+
+    test('an older event arriving while a newer one is processing waits, and is stale once the newer one is done (C3)', async () => {
+      const r = registry('late')
+      await r.start()
+      const [e1, e2] = events(2)
+      assert.ok(e1 && e2)
+      assert.equal((await r.claim('h-late', [e2])).get(e2.eventId), 'claimed')
+      assert.equal((await r.claim('h-late', [e1])).get(e1.eventId), 'in_progress')
+      assert.equal((await r.markDone('h-late', [e2.eventId])).size, 1)
+      assert.equal((await r.claim('h-late', [e1])).get(e1.eventId), 'stale')
+    })
+
+    test('an event released for a retry obeys the ordering rules: behind a failed predecessor it parks again (C3, C5)', async () => {
+      const r = registry('redrive')
+      await r.start()
+      const [e1, e2] = events(2)
+      assert.ok(e1 && e2)
+      await r.claim('h-rd', [e1])
+      await r.markFailed('h-rd', e1.eventId, 'poison', false)
+      assert.equal((await r.claim('h-rd', [e2])).get(e2.eventId), 'parked')
+      // The operator retries the newer one only: it must not overtake the failed older one.
+      assert.equal(await r.retryParked('h-rd', [e2.eventId]), 1)
+      assert.deepEqual(await r.claimRetries('h-rd', 10), [])
+      assert.equal((await r.status(e2.eventId))[0]?.status, 'parked')
+      assert.equal(await r.retryParked('h-rd', [e1.eventId, e2.eventId]), 2)
       assert.deepEqual(
-        retried.map((x) => x.seq),
-        [1, 2, 3],
+        (await r.claimRetries('h-rd', 10)).map((x) => x.seq),
+        [1],
       )
-      assert.equal((await r.markDone('h-p', [e1.eventId, e2.eventId, e3.eventId])).size, 3)
+      // A redelivery of the newer one waits too.
+      assert.equal((await r.claim('h-rd', [e2])).get(e2.eventId), 'in_progress')
+    })
+
+    test('the claims of an owner that never registered are freed by their lease only', async () => {
+      const unregistered = registry('unregistered')
+      const other = registry('other-3')
+      await other.start()
+      const [e] = events(1)
+      assert.ok(e)
+      assert.equal((await unregistered.claim('h-u', [e])).get(e.eventId), 'claimed')
+      assert.equal((await other.claim('h-u', [e])).get(e.eventId), 'in_progress')
+    })
+
+    test('park: a claim waits for an operator, and later events of its aggregate park behind it', async () => {
+      const r = registry('park')
+      await r.start()
+      const [e1, e2] = events(2)
+      assert.ok(e1 && e2)
+      await r.claim('h-pk', [e1])
+      assert.equal(await registry('not-owner').park('h-pk', e1.eventId, 'no'), false)
+      assert.equal(await r.park('h-pk', e1.eventId, 'needs a human'), true)
+      assert.equal((await r.claim('h-pk', [e1])).get(e1.eventId), 'parked')
+      assert.equal((await r.claim('h-pk', [e2])).get(e2.eventId), 'parked')
+      assert.deepEqual(
+        (await r.listParked('h-pk')).map((p) => [p.seq, p.lastError]),
+        [
+          [1, 'needs a human'],
+          [2, 'an earlier event of this aggregate failed or is parked'],
+        ],
+      )
     })
 
     test('a retryable failure releases the claim for the next delivery; skipping a parked event lets others flow', async () => {

@@ -6,8 +6,7 @@ import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
  * The processed-event registry in PostgreSQL (PGlite embedded): which handler processed which event
  * (C1), who holds a claim and until when (C2), the per-aggregate ordering guard (C3), a single
  * winner per claim (C4), failed and parked events (C5). The database's clock times every lease, so
- * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql and
- * 003_registry_ordering.sql (claim_events).
+ * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql.
  *
  * Claim rules, per (handler, event); claims of one (handler, aggregate) take turns under a lock:
  * 1. done, skipped_stale or skipped → `duplicate` (acknowledge, do not run the effect again);

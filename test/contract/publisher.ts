@@ -423,10 +423,11 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
               return w.ws.objectStore.putIfAbsent(key, body, ct)
             },
           }
-          // Writers acknowledge manifests durable within 300 ms; clocks may differ by 200 ms.
-          const store = w.ws.store({ objectStore: slow, maxManifestDelayMs: 300 })
+          // Writers acknowledge manifests durable within 1,000 ms (the 250 ms stall plus the PUTs on
+          // a loaded machine stay well within it); clocks may differ by 200 ms: settled after 1,200.
+          const store = w.ws.store({ objectStore: slow, maxManifestDelayMs: 1_000 })
           const publisher = startPublisher(w, {
-            settleMs: 500,
+            settleMs: 1_200,
             clock: { now: () => Date.now() + 200 },
             pollIntervalMs: 20,
           })

@@ -127,15 +127,15 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
     })
 
     test('heartbeats extend the lease of the holder only', async () => {
-      const a = registry('hb-a', { leaseMs: 300 })
-      const b = registry('hb-b', { leaseMs: 300 })
+      const a = registry('hb-a', { leaseMs: 1_500 })
+      const b = registry('hb-b', { leaseMs: 1_500 })
       await a.start()
       await b.start()
       const [e] = events(1)
       assert.ok(e)
       await a.claim('h-hb', [e])
       for (let i = 0; i < 3; i++) {
-        await new Promise((r) => setTimeout(r, 150))
+        await new Promise((r) => setTimeout(r, 600))
         assert.deepEqual([...(await a.heartbeat('h-hb', [e.eventId]))], [e.eventId])
         assert.equal((await b.claim('h-hb', [e])).get(e.eventId), 'in_progress')
       }

@@ -65,7 +65,10 @@ export type WorkerMetrics = {
 }
 
 export type Worker = {
-  /** Consumes until the signal aborts or `close`; resolves after a clean stop. */
+  /**
+   * Consumes until the signal aborts or `close`; resolves after a clean stop. Outages pause it;
+   * an error that waiting cannot fix at start (a misconfigured client) rejects.
+   */
   run(signal?: AbortSignal): Promise<void>
   metrics(): Readonly<WorkerMetrics>
   close(): Promise<void>
@@ -334,6 +337,17 @@ export const createWorker = (options: WorkerOptions): Worker => {
           failures = 0
         } catch (error) {
           if (isCairnError(error, ErrorCode.CLOSED) && signal.aborted) return
+          // A misconfiguration at start (not an outage, not a topic yet to be created) will not
+          // heal by waiting: stop and say why instead of pausing forever.
+          if (
+            consumer === undefined &&
+            isCairnError(error) &&
+            !error.retryable &&
+            error.code !== ErrorCode.BUS_UNKNOWN_TOPIC
+          ) {
+            log.error({ err: error.message }, 'worker cannot start')
+            throw error
+          }
           // Registry or bus unreachable: pause, keep the batch, commit nothing, try again.
           failures++
           m.pauses++

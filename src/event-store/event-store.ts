@@ -110,6 +110,8 @@ type Pending = {
   readonly aggregateId: string
   readonly handler: string
   readonly hashes: readonly (string | null)[]
+  /** Each envelope's canonical JSON with `sequence_number: null`, serialised once at validation. */
+  readonly templates: readonly string[]
   readonly resolve: (r: AppendResult) => void
   readonly reject: (e: unknown) => void
   attempt: number
@@ -135,6 +137,16 @@ type WriteResult =
 
 const decoder = new TextDecoder()
 const encoder = new TextEncoder()
+
+/**
+ * `sequence_number` sorts last among the envelope's fields, so the stored body is the template
+ * (serialised once, with `null`) with its tail replaced: no second serialisation per event.
+ */
+const SEQ_TAIL = '"sequence_number":null}'
+const withSequence = (template: string, envelope: StoredEnvelope): string =>
+  template.endsWith(SEQ_TAIL)
+    ? `${template.slice(0, -SEQ_TAIL.length)}"sequence_number":${envelope.sequence_number}}`
+    : canonicalJson(envelope)
 
 const appendFailed = (message: string, cause?: unknown): CairnError =>
   new CairnError(ErrorCode.APPEND_FAILED, message, { retryable: true, cause })
@@ -440,15 +452,15 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
             return
           }
           // An earlier attempt reserved these slots but never confirmed: finish its work.
-          for (const e of p.input.envelopes) {
+          p.input.envelopes.forEach((e, k) => {
             const row = byId.get(e.event_id)
-            if (row !== undefined) writes.push(makeWrite(p, e, row.seq, true, r.prevPending))
-          }
+            if (row !== undefined) writes.push(makeWrite(p, k, row.seq, true, r.prevPending))
+          })
           return
         }
         case 'reserved':
-          p.input.envelopes.forEach((e, k) =>
-            writes.push(makeWrite(p, e, r.firstSeq + k, false, k === 0 && r.prevPending)),
+          p.input.envelopes.forEach((_, k) =>
+            writes.push(makeWrite(p, k, r.firstSeq + k, false, k === 0 && r.prevPending)),
           )
           return
       }
@@ -533,17 +545,20 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
 
   const makeWrite = (
     pending: Pending,
-    e: EventEnvelope,
+    index: number,
     seq: number,
     duplicate: boolean,
     prevPending: boolean,
   ): Write => {
-    const envelope: StoredEnvelope = { ...e, sequence_number: seq }
+    const envelope: StoredEnvelope = {
+      ...(pending.input.envelopes[index] as EventEnvelope),
+      sequence_number: seq,
+    }
     return {
       pending,
       envelope,
       key: eventKey(pending.aggregateType, pending.aggregateId, seq),
-      body: canonicalJson(envelope),
+      body: withSequence(pending.templates[index] as string, envelope),
       duplicate,
       prevPending,
     }
@@ -733,6 +748,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     const errors: string[] = []
     const ids = new Set<string>()
     const valid: EventEnvelope[] = []
+    const templates: string[] = []
     input.envelopes.forEach((e, i) => {
       const v = validateEnvelope(e)
       if (!v.ok) errors.push(...v.errors.map((m) => `envelopes[${i}].${m}`))
@@ -740,7 +756,9 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
         valid.push(v.envelope)
         let size = 0
         try {
-          size = Buffer.byteLength(canonicalJson(v.envelope))
+          const template = canonicalJson({ ...v.envelope, sequence_number: null })
+          templates.push(template)
+          size = Buffer.byteLength(template)
         } catch (error) {
           errors.push(`envelopes[${i}].data: ${(error as Error).message}`)
         }
@@ -779,6 +797,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
         aggregateId: first.aggregate_id,
         handler: handlerOf(first.aggregate_type),
         hashes: valid.map((e) => (e.metadata.kind === 'command' ? idempotencyHash(e) : null)),
+        templates,
         resolve,
         reject,
         attempt: 0,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { test } from 'node:test'
-import { createEnvelope } from '../../src/core/envelope.ts'
+import { canonicalJson, createEnvelope } from '../../src/core/envelope.ts'
 import type { EventEnvelope } from '../../src/core/envelope.ts'
 import { CairnError, ErrorCode, isCairnError } from '../../src/core/errors.ts'
 import { listAll } from '../../src/core/ports/object-store.ts'
@@ -96,6 +96,11 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         dated.push(e.event_id)
       assert.ok(dated.includes(env.event_id))
       assert.equal(await store.currentSequence('Thing', agg), 1)
+      // The stored bytes are the envelope's canonical JSON, its sequence included.
+      const raw = await ws().objectStore.get(eventKey('Thing', agg, 1))
+      const text = new TextDecoder().decode(raw?.body)
+      assert.equal(text, canonicalJson(JSON.parse(text)))
+      assert.equal((JSON.parse(text) as { sequence_number: number }).sequence_number, 1)
     })
 
     test('50 concurrent appends to one aggregate from two allocator instances: sequences 1..50, each once', async () => {

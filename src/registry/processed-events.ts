@@ -33,6 +33,12 @@ export type ClaimInput = {
   readonly seq: number
 }
 
+/** An event to mark done with the handler's result (recorded as JSON; omitted: none). */
+export type DoneInput = {
+  readonly eventId: string
+  readonly result?: unknown
+}
+
 export type RegistryRow = {
   readonly handler: string
   readonly eventId: string
@@ -71,13 +77,15 @@ export type ProcessedEventRegistry = {
   /** Extends the leases of claims this owner holds; returns the ids still held. */
   heartbeat(handler: string, eventIds: readonly string[]): Promise<Set<string>>
   /**
-   * Marks claims of this owner done and moves the aggregates' versions up, in `tx` when given (so
-   * a projection's writes commit with it). Returns the ids it marked; an id missing from the
-   * result was not ours any more (its effect must not be committed: throw to roll back).
+   * Marks claims of this owner done and moves the aggregates' versions up, in one statement, in
+   * `tx` when given (so a projection's writes commit with it). An event given as `{ eventId,
+   * result }` records its own result; one given by id records `result`. Returns the ids it
+   * marked; an id missing from the result was not ours any more (its effect must not be
+   * committed: throw to roll back).
    */
   markDone(
     handler: string,
-    eventIds: readonly string[],
+    events: readonly (string | DoneInput)[],
     tx?: SqlQueryable,
     result?: unknown,
   ): Promise<Set<string>>
@@ -251,12 +259,22 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
       )
       return new Set(rows.map((r) => r.event_id))
     },
-    async markDone(handler, eventIds, tx, result) {
-      if (eventIds.length === 0) return new Set()
+    async markDone(handler, events, tx, result) {
+      if (events.length === 0) return new Set()
+      const eventIds: string[] = []
+      // Results by event id, one JSON object: an id without an entry records NULL.
+      const results = Object.create(null) as Record<string, unknown>
+      for (const e of events) {
+        const id = typeof e === 'string' ? e : e.eventId
+        const r = typeof e === 'string' ? result : e.result
+        eventIds.push(id)
+        if (r !== undefined) results[id] = r
+      }
       const rows = await q<{ event_id: string }>(
         `WITH done AS (
            UPDATE ${schema}.processed_events
-              SET status = 'done', result = $4::jsonb, lease_until = NULL, updated_at = now()
+              SET status = 'done', result = $4::jsonb -> processed_events.event_id,
+                  lease_until = NULL, updated_at = now()
             WHERE handler = $1 AND event_id = ANY ($2::text[]) AND owner = $3 AND status = 'processing'
               -- Never applied after a newer one (claim_events keeps it so; rows of 002's claims).
               AND NOT EXISTS (
@@ -273,7 +291,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
            DO UPDATE SET last_sequence = GREATEST(v.last_sequence, EXCLUDED.last_sequence), updated_at = now()
          )
          SELECT event_id FROM done`,
-        [handler, eventIds, owner, result === undefined ? null : JSON.stringify(result)],
+        [handler, eventIds, owner, JSON.stringify(results)],
         tx,
       )
       return new Set(rows.map((r) => r.event_id))

@@ -4,7 +4,7 @@ import type { Bus, BusConsumer, BusProducer, DeliveredMessage } from '../core/po
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
-import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
+import type { DoneInput, ProcessedEventRegistry } from '../registry/processed-events.ts'
 import { backoffMs } from './backoff.ts'
 import { decodeEnvelope } from './decode.ts'
 
@@ -76,6 +76,9 @@ export type Worker = {
 }
 
 class LostClaim extends Error {}
+
+const messageOf = (error: unknown): string =>
+  error instanceof Error ? error.message : String(error)
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
@@ -149,18 +152,68 @@ export const createWorker = (options: WorkerOptions): Worker => {
     m.deadLettered++
   }
 
-  /** Runs the side effect of a claimed event: retries, then dead-letter. Registry outages propagate. */
+  type Claimed = {
+    readonly envelope: StoredEnvelope
+    readonly value: Uint8Array
+    readonly source?: DeliveredMessage
+  }
+
+  /**
+   * How `execute` completes a successful try of a non-transactional handler in a batch: the
+   * result waits for the batch's one mark_done (`defer`), and what waits is marked done before any
+   * backoff (`flush`) so that a retry does not hold the others' claims.
+   */
+  type Deferral = {
+    defer(eventId: string, result: unknown): void
+    pendingIds(): readonly string[]
+    flush(): Promise<void>
+  }
+
+  const retryBackoff = (attempt: number): number =>
+    backoffMs(attempt, {
+      ...(options.backoffBaseMs === undefined ? {} : { baseMs: options.backoffBaseMs }),
+      ...(options.backoffMaxMs === undefined ? {} : { maxMs: options.backoffMaxMs }),
+    })
+
+  const lostClaim = (eventId: string): void => {
+    log.warn(
+      { event_id: eventId },
+      'claim was taken over meanwhile; leaving the event to its new owner',
+    )
+  }
+
+  /**
+   * Runs the side effect of a claimed event: retries, then dead-letter. Registry outages
+   * propagate. `from` continues after tries already made (a batch's failed try counts as one).
+   */
   const execute = async (
-    envelope: StoredEnvelope,
-    value: Uint8Array,
-    source?: DeliveredMessage,
+    { envelope, value, source }: Claimed,
+    from: { readonly attempt: number; readonly lastError: string } = { attempt: 1, lastError: '' },
+    deferral?: Deferral,
   ): Promise<void> => {
-    let lastError = ''
-    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+    let lastError = from.lastError
+    for (let attempt = from.attempt; attempt <= maxAttempts; attempt++) {
+      if (attempt > 1) {
+        await deferral?.flush()
+        m.retries++
+        await sleep(retryBackoff(attempt - 1), stop.signal)
+        if (stop.signal.aborted) {
+          // Leave it claimable for whoever comes next; nothing is committed for it.
+          await registry.markFailed(
+            handler,
+            envelope.event_id,
+            `stopped while retrying: ${lastError}`,
+            true,
+          )
+          throw new CairnError(ErrorCode.CLOSED, 'worker stopped')
+        }
+      }
       const beat = setInterval(() => {
-        registry.heartbeat(handler, [envelope.event_id]).catch((error: unknown) => {
-          log.warn({ err: String(error), event_id: envelope.event_id }, 'heartbeat failed')
-        })
+        registry
+          .heartbeat(handler, [envelope.event_id, ...(deferral?.pendingIds() ?? [])])
+          .catch((error: unknown) => {
+            log.warn({ err: String(error), event_id: envelope.event_id }, 'heartbeat failed')
+          })
       }, heartbeatMs)
       try {
         const ctxBase = { attempt, signal: stop.signal }
@@ -173,46 +226,25 @@ export const createWorker = (options: WorkerOptions): Worker => {
           })
         } else {
           const result = await options.handle(envelope, { ...ctxBase, tx: undefined })
+          if (deferral !== undefined) {
+            deferral.defer(envelope.event_id, result)
+            return
+          }
           const marked = await registry.markDone(handler, [envelope.event_id], undefined, result)
           if (!marked.has(envelope.event_id)) throw new LostClaim()
         }
         m.processed++
         return
       } catch (error) {
-        if (error instanceof LostClaim) {
-          log.warn(
-            { event_id: envelope.event_id },
-            'claim was taken over meanwhile; leaving the event to its new owner',
-          )
-          return
-        }
+        if (error instanceof LostClaim) return lostClaim(envelope.event_id)
         if (isCairnError(error, ErrorCode.REGISTRY_UNAVAILABLE)) throw error
-        lastError = error instanceof Error ? error.message : String(error)
+        lastError = messageOf(error)
         log.warn({ event_id: envelope.event_id, attempt, err: lastError }, 'handler failed')
-        if (attempt < maxAttempts) {
-          m.retries++
-          await sleep(
-            backoffMs(attempt, {
-              ...(options.backoffBaseMs === undefined ? {} : { baseMs: options.backoffBaseMs }),
-              ...(options.backoffMaxMs === undefined ? {} : { maxMs: options.backoffMaxMs }),
-            }),
-            stop.signal,
-          )
-          if (stop.signal.aborted) {
-            // Leave it claimable for whoever comes next; nothing is committed for it.
-            await registry.markFailed(
-              handler,
-              envelope.event_id,
-              `stopped while retrying: ${lastError}`,
-              true,
-            )
-            throw new CairnError(ErrorCode.CLOSED, 'worker stopped')
-          }
-        }
       } finally {
         clearInterval(beat)
       }
     }
+    await deferral?.flush()
     const reason = `failed ${maxAttempts} times: ${lastError}`
     await deadLetter(
       value,
@@ -226,6 +258,88 @@ export const createWorker = (options: WorkerOptions): Worker => {
       { event_id: envelope.event_id, reason },
       'event dead-lettered; later events of its aggregate are parked',
     )
+  }
+
+  /**
+   * Runs the claimed events of one batch (sequence order, at most one per aggregate: the claim
+   * rules keep it so) and marks them done with one statement.
+   * Transactional: every handler and the one mark_done in ONE transaction; if a handler throws or
+   * a claim was lost, the batch rolls back and its events run one by one (the thrower's try counts
+   * as its first attempt), so a poison event gets its retries and dead letter and the others
+   * commit. Non-transactional: side effects one by one (they are external), successes marked done
+   * together.
+   */
+  const executeBatch = async (items: readonly Claimed[]): Promise<void> => {
+    const tx = options.transactional
+    if (items.length === 1 && items[0] !== undefined) return execute(items[0])
+    if (tx === undefined) {
+      const waiting: DoneInput[] = []
+      const deferral: Deferral = {
+        defer: (eventId, result) => waiting.push({ eventId, result }),
+        pendingIds: () => waiting.map((w) => w.eventId),
+        async flush() {
+          if (waiting.length === 0) return
+          const marked = await registry.markDone(handler, waiting)
+          for (const w of waiting.splice(0)) {
+            if (marked.has(w.eventId)) m.processed++
+            else lostClaim(w.eventId)
+          }
+        },
+      }
+      for (const item of items) await execute(item, undefined, deferral)
+      await deferral.flush()
+      return
+    }
+    const ids = items.map((i) => i.envelope.event_id)
+    let thrower: { readonly eventId: string; readonly error: unknown } | undefined
+    const beat = setInterval(() => {
+      registry.heartbeat(handler, ids).catch((error: unknown) => {
+        log.warn({ err: String(error), events: ids.length }, 'heartbeat failed')
+      })
+    }, heartbeatMs)
+    try {
+      await tx.transaction(async (t) => {
+        const done: DoneInput[] = []
+        for (const { envelope } of items) {
+          try {
+            const result = await options.handle(envelope, {
+              tx: t,
+              attempt: 1,
+              signal: stop.signal,
+            })
+            done.push({ eventId: envelope.event_id, result })
+          } catch (error) {
+            thrower = { eventId: envelope.event_id, error }
+            throw error
+          }
+        }
+        const marked = await registry.markDone(handler, done, t)
+        if (marked.size !== ids.length) throw new LostClaim()
+      })
+      m.processed += items.length
+      return
+    } catch (error) {
+      log.warn(
+        {
+          events: ids.length,
+          event_id: thrower?.eventId,
+          err: messageOf(error),
+        },
+        'batch rolled back; running its events one by one',
+      )
+    } finally {
+      clearInterval(beat)
+    }
+    for (const item of items) {
+      const failed = thrower?.eventId === item.envelope.event_id ? thrower.error : undefined
+      if (failed === undefined || isCairnError(failed, ErrorCode.REGISTRY_UNAVAILABLE)) {
+        await execute(item)
+      } else {
+        const lastError = messageOf(failed)
+        log.warn({ event_id: item.envelope.event_id, attempt: 1, err: lastError }, 'handler failed')
+        await execute(item, { attempt: 2, lastError })
+      }
+    }
   }
 
   /** Settles every message of a batch; throws (without committing) when the registry is unreachable. */
@@ -268,10 +382,14 @@ export const createWorker = (options: WorkerOptions): Worker => {
         else if (outcome === 'parked' || outcome === 'failed') m.parked++
         if (outcome !== 'claimed' && outcome !== 'in_progress') pending.delete(envelope.event_id)
       }
-      for (const { envelope, message } of claimed) {
-        await execute(envelope, message.value, message)
-        pending.delete(envelope.event_id)
-      }
+      await executeBatch(
+        claimed.map(({ envelope, message }) => ({
+          envelope,
+          value: message.value,
+          source: message,
+        })),
+      )
+      for (const { envelope } of claimed) pending.delete(envelope.event_id)
       // What is left waits for an older event of its aggregate (here or elsewhere) to finish.
       if (pending.size > 0 && claimed.length === 0) await sleep(inProgressWaitMs, stop.signal)
     }
@@ -292,7 +410,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
         )
         continue
       }
-      await execute(envelope, new TextEncoder().encode(JSON.stringify(envelope)))
+      await execute({ envelope, value: new TextEncoder().encode(JSON.stringify(envelope)) })
       m.redriven++
     }
   }

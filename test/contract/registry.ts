@@ -353,6 +353,32 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       assert.equal((await r.status(e.eventId))[0]?.status, 'done')
     })
 
+    test('mark_done of a batch records each event its own result; ids alone share one', async () => {
+      const r = registry('results')
+      await r.start()
+      const batch = Array.from({ length: 4 }, () => events(1)[0] as ClaimInput)
+      const [a, b, c, d] = batch
+      assert.ok(a && b && c && d)
+      await r.claim('h-res', batch)
+      const marked = await r.markDone('h-res', [
+        { eventId: a.eventId, result: { n: 1 } },
+        { eventId: b.eventId, result: null },
+        { eventId: c.eventId },
+      ])
+      assert.equal(marked.size, 3)
+      assert.deepEqual((await r.markDone('h-res', [d.eventId], undefined, ['shared'])).size, 1)
+      const results = await Promise.all(batch.map(async (e) => (await r.status(e.eventId))[0]))
+      assert.deepEqual(
+        results.map((row) => [row?.status, row?.result]),
+        [
+          ['done', { n: 1 }],
+          ['done', null],
+          ['done', null],
+          ['done', ['shared']],
+        ],
+      )
+    })
+
     test('a batch of 1,000 events is claimed and marked done in one statement each', async () => {
       const r = registry('batch')
       await r.start()

@@ -7,6 +7,7 @@ import { CairnError, ErrorCode } from '../../src/core/errors.ts'
 import type { Bus } from '../../src/core/ports/bus.ts'
 import type { Sql } from '../../src/core/ports/sql.ts'
 import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
+import type { ProcessedEventRegistry } from '../../src/registry/processed-events.ts'
 import { createWorker } from '../../src/worker/worker.ts'
 import type { Handle, Worker, WorkerOptions } from '../../src/worker/worker.ts'
 import { collect, eventually } from '../support/collect.ts'
@@ -61,7 +62,10 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
     void describe(`worker on ${c.name}`, () => {
       const withWorld = (
         name: string,
-        fn: (w: WorkerWorld, start: (o: Partial<WorkerOptions>) => Worker) => Promise<void>,
+        fn: (
+          w: WorkerWorld,
+          start: (o: Partial<WorkerOptions>, mode?: 'transactional' | 'external') => Worker,
+        ) => Promise<void>,
       ): void =>
         void test(name, async () => {
           const w = await c.create()
@@ -70,7 +74,10 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
           await w.sql.exec(
             `CREATE TABLE ${w.schema}.effects (event_id text NOT NULL, aggregate_id text, seq bigint)`,
           )
-          const start = (o: Partial<WorkerOptions>): Worker => {
+          const start = (
+            o: Partial<WorkerOptions>,
+            mode: 'transactional' | 'external' = 'transactional',
+          ): Worker => {
             const registry = createProcessedEventRegistry({
               sql: w.sql,
               schema: w.schema,
@@ -83,7 +90,7 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
               handler: 'projection',
               topics: [],
               groupId: 'g',
-              transactional: w.sql,
+              ...(mode === 'transactional' ? { transactional: w.sql } : {}),
               handle: project(w),
               heartbeatMs: 1_000,
               pollWaitMs: 100,
@@ -268,6 +275,155 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
             )
           ).map((r) => Number(r.seq))
           assert.deepEqual(seqs, [1, 2, 3])
+        },
+      )
+
+      /** A registry whose markDone calls are recorded (ids per call). */
+      const countingRegistry = (w: WorkerWorld, member: string) => {
+        const inner = createProcessedEventRegistry({
+          sql: w.sql,
+          schema: w.schema,
+          member,
+          leaseMs: 5_000,
+        })
+        const calls: number[] = []
+        const registry: ProcessedEventRegistry = {
+          ...inner,
+          markDone: (handler, events, tx, result) => {
+            calls.push(events.length)
+            return inner.markDone(handler, events, tx, result)
+          },
+        }
+        return { registry, calls }
+      }
+
+      const statuses = async (w: WorkerWorld): Promise<Record<string, number>> => {
+        const rows = await w.sql.query<{ status: string; n: string }>(
+          `SELECT status, count(*) AS n FROM ${w.schema}.processed_events
+            WHERE handler = 'projection' GROUP BY status`,
+        )
+        return Object.fromEntries(rows.map((r) => [r.status, Number(r.n)]))
+      }
+
+      withWorld(
+        'a fetched batch is applied in one transaction and marked done with one statement, each event with its own result, in per-aggregate order',
+        async (w, start) => {
+          const topic = uniqueName('batch')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          // 60 aggregates, 2 events each, published sequence-major (as a backlog arrives).
+          const envs = [1, 2].flatMap((seq) =>
+            Array.from({ length: 60 }, (_, a) => stored(`bt-${a}-${topic}`, seq)),
+          )
+          await publish(w.bus, topic, envs)
+          const { registry, calls } = countingRegistry(w, 'batch')
+          const worker = start({ topics: [topic], registry })
+          await eventually(async () => (await effects(w)).length >= 120, 'all applied', 30_000)
+          await new Promise((r) => setTimeout(r, 300))
+          const rows = await effects(w)
+          assert.equal(rows.length, 120)
+          assert.equal(new Set(rows.map((r) => r.event_id)).size, 120, 'each effect once')
+          assert.deepEqual(await statuses(w), { done: 120 })
+          assert.equal(worker.metrics().processed, 120)
+          // Batched: far fewer mark_done statements than events.
+          assert.ok(calls.length < 120, `${calls.length} mark_done calls for 120 events`)
+          assert.ok(Math.max(...calls) > 1, `largest mark_done ${Math.max(...calls)}`)
+          for (let a = 0; a < 60; a++) {
+            const seqs = rows
+              .filter((r) => r.aggregate_id === `bt-${a}-${topic}`)
+              .map((r) => Number(r.seq))
+            assert.deepEqual(seqs, [1, 2], 'applied in sequence order')
+          }
+          for (const e of [envs[0], envs[61], envs[119]]) {
+            assert.ok(e)
+            const [row] = await registry.status(e.event_id)
+            assert.deepEqual(row?.result, { applied: e.sequence_number }, 'its own result')
+          }
+        },
+      )
+
+      withWorld(
+        'a poison event in a batch rolls the batch back; it gets exactly its retries and dead letter, the others commit once',
+        async (w, start) => {
+          const topic = uniqueName('bpoison')
+          const dlq = `${topic}-dlq`
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          const envs = Array.from({ length: 40 }, (_, i) =>
+            stored(`bp-${i}-${topic}`, 1, i === 10 ? { poison: true } : {}),
+          )
+          await publish(w.bus, topic, envs)
+          let poisonAttempts = 0
+          const tries = new Map<string, number>()
+          const worker = start({
+            topics: [topic],
+            dlqTopic: dlq,
+            maxAttempts: 3,
+            handle: async (e, ctx) => {
+              tries.set(e.event_id, (tries.get(e.event_id) ?? 0) + 1)
+              if (e.data.poison === true) {
+                poisonAttempts++
+                assert.equal(ctx.attempt, poisonAttempts, 'attempts are numbered across the batch')
+                throw new Error('cannot apply this one')
+              }
+              await project(w)(e, ctx)
+            },
+          })
+          await eventually(
+            async () => worker.metrics().deadLettered >= 1 && (await effects(w)).length >= 39,
+            'dead-lettered, others applied',
+            30_000,
+          )
+          await new Promise((r) => setTimeout(r, 300))
+          assert.equal(poisonAttempts, 3, 'maxAttempts tries, no more')
+          const rows = await effects(w)
+          assert.equal(rows.length, 39)
+          assert.equal(new Set(rows.map((r) => r.event_id)).size, 39, 'each effect once')
+          assert.ok(!rows.some((r) => r.event_id === envs[10]?.event_id))
+          assert.deepEqual(await statuses(w), { done: 39, failed: 1 })
+          assert.ok(
+            [...tries.values()].some((n) => n > 1),
+            'the batch ran once, was rolled back and ran again one by one',
+          )
+          const dead = await collect(w.bus, dlq, (ms) => ms.length >= 1, 10_000)
+          assert.equal(dead[0]?.headers.event_id, envs[10]?.event_id)
+          assert.match(dead[0]?.headers.dlq_reason ?? '', /failed 3 times: cannot apply this one/)
+        },
+      )
+
+      withWorld(
+        'a non-transactional handler: side effects one by one with the idempotency key, successes marked done together, a failing one retried alone',
+        async (w, start) => {
+          const topic = uniqueName('external')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          const envs = Array.from({ length: 30 }, (_, i) => stored(`ex-${i}-${topic}`, 1, { i }))
+          await publish(w.bus, topic, envs)
+          // The outside system: records each idempotency key once, counts calls.
+          const outside = new Map<string, number>()
+          let flaky = 2
+          const { registry, calls } = countingRegistry(w, 'external')
+          const worker = start(
+            {
+              topics: [topic],
+              registry,
+              handle: (e, ctx) => {
+                assert.equal(ctx.tx, undefined)
+                if (e.data.i === 7 && flaky-- > 0) return Promise.reject(new Error('timeout'))
+                outside.set(e.event_id, (outside.get(e.event_id) ?? 0) + 1)
+                return Promise.resolve({ sent: e.data.i })
+              },
+            },
+            'external',
+          )
+          await eventually(async () => ((await statuses(w)).done ?? 0) >= 30, 'all done', 30_000)
+          assert.equal(outside.size, 30)
+          assert.ok(
+            [...outside.values()].every((n) => n === 1),
+            'each effect once',
+          )
+          assert.equal(worker.metrics().retries, 2)
+          assert.equal(worker.metrics().processed, 30)
+          assert.ok(calls.length < 30, `${calls.length} mark_done calls for 30 events`)
+          const [row] = await registry.status(envs[29]?.event_id ?? '')
+          assert.deepEqual(row?.result, { sent: 29 })
         },
       )
 

@@ -1,0 +1,99 @@
+import { execFileSync } from 'node:child_process'
+import os from 'node:os'
+import type { ResultRow } from './harness.ts'
+
+/** Fills each row's ratios to the rows it names in `compareTo` (throughput ÷ theirs). */
+export const computeRatios = (rows: ResultRow[]): void => {
+  const byKey = new Map(rows.map((r) => [`${r.scenario} ${r.variant}`, r]))
+  for (const row of rows) {
+    if (row.compareTo === undefined) continue
+    const ratios: Record<string, number> = {}
+    for (const key of row.compareTo) {
+      const other = byKey.get(key)
+      if (other !== undefined && other.throughput > 0) {
+        ratios[key] = Math.round((row.throughput / other.throughput) * 100) / 100
+      }
+    }
+    row.ratios = ratios
+  }
+}
+
+export type Machine = {
+  readonly nproc: number
+  readonly cpuModel: string
+  readonly memoryGiB: number
+  readonly node: string
+  readonly platform: string
+  readonly commit: string
+  readonly loadAverageAtStart: readonly number[]
+}
+
+export const describeMachine = (loadAverageAtStart: readonly number[]): Machine => {
+  let commit = 'unknown'
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()
+  } catch {
+    // Not a checkout: the commit stays unknown.
+  }
+  return {
+    nproc: os.availableParallelism(),
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    commit,
+    loadAverageAtStart,
+  }
+}
+
+const fmt = (n: number | undefined, digits = 1): string =>
+  n === undefined ? '' : n.toLocaleString('en-US', { maximumFractionDigits: digits })
+
+/** The results as a fixed-width text table. */
+export const formatTable = (rows: readonly ResultRow[]): string => {
+  const header = [
+    'scenario',
+    'variant',
+    'events/s',
+    'p50 ms',
+    'p99 ms',
+    'p99.9 ms',
+    'cpu µs/ev bench',
+    'pg',
+    'kafka',
+    'minio',
+    'store req/ev put',
+    'get',
+    'list',
+    'ratio',
+  ]
+  const lines = rows.map((r) => [
+    r.scenario,
+    r.variant,
+    fmt(r.throughput, 0),
+    fmt(r.latency?.p50, 2),
+    fmt(r.latency?.p99, 2),
+    fmt(r.latency?.p999, 2),
+    fmt(r.cpuUsPerEvent.bench, 0),
+    fmt(r.cpuUsPerEvent.postgres, 0),
+    fmt(r.cpuUsPerEvent.kafka, 0),
+    fmt(r.cpuUsPerEvent.minio, 0),
+    r.objectStorePerEvent === null
+      ? ''
+      : fmt((r.objectStorePerEvent.put ?? 0) + (r.objectStorePerEvent.putIfMatch ?? 0), 3),
+    r.objectStorePerEvent === null ? '' : fmt(r.objectStorePerEvent.get, 3),
+    r.objectStorePerEvent === null ? '' : fmt(r.objectStorePerEvent.list, 3),
+    Object.entries(r.ratios ?? {})
+      .map(([k, v]) => `${v}× ${k}`)
+      .join(', '),
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)))
+  const render = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) =>
+        i < 2 || i === cells.length - 1 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0),
+      )
+      .join('  ')
+      .trimEnd()
+  return [render(header), ...lines.map(render)].join('\n')
+}

@@ -12,9 +12,12 @@ import type { Scenario } from './lib/scenario.ts'
 import { provisionServices, REPO_ROOT, servicePids } from './lib/services.ts'
 import { appendLib } from './scenarios/append-lib.ts'
 import { claimDone } from './scenarios/claim-done.ts'
+import { consume } from './scenarios/consume.ts'
 import { emmett } from './scenarios/emmett.ts'
+import { idle } from './scenarios/idle.ts'
 import { kafkaProduce } from './scenarios/kafka-produce.ts'
 import { pgInsert } from './scenarios/pg-insert.ts'
+import { publish } from './scenarios/publish.ts'
 import { rawPut } from './scenarios/raw-put.ts'
 
 /** In run order: the baselines first, so that a scenario can size its load from them. */
@@ -25,6 +28,9 @@ const SCENARIOS: readonly Scenario[] = [
   claimDone,
   emmett,
   appendLib,
+  publish,
+  consume,
+  idle,
 ]
 
 const USAGE = `usage: npm run bench -- [--quick] [--only <name,...>] [--seed <n>]

@@ -53,13 +53,12 @@ export type Snapshot = {
 }
 
 export const snapshot = async (ctx: BenchContext, store?: CountingStore): Promise<Snapshot> => {
+  // Reading /proc takes a few milliseconds: the snapshot's time is the middle of it.
+  const start = nowNs()
+  const cpu = process.cpuUsage()
+  const counts = store === undefined ? null : store.counts()
   const services = await sampleServiceCpu(ctx.pids)
-  return {
-    ns: nowNs(),
-    cpu: process.cpuUsage(),
-    services,
-    counts: store === undefined ? null : store.counts(),
-  }
+  return { ns: (start + nowNs()) / 2, cpu, services, counts }
 }
 
 const round = (n: number, digits = 2): number => {
@@ -212,16 +211,23 @@ export const openLoop = async (ctx: BenchContext, o: OpenLoopOptions): Promise<O
   const pending = new Set<Promise<void>>()
   const t0 = nowNs()
   const warmEnd = t0 + o.warmupMs * 1e6
-  const end = warmEnd + o.measureMs * 1e6
   let before: Snapshot | undefined
+  let end = Number.POSITIVE_INFINITY
+  // Operation i is due at t0 + i / rate; it is measured when that time falls inside the window,
+  // however late a busy event loop starts it.
+  const dueAt = (n: number): number => t0 + (n / o.rate) * 1e9
   for (;;) {
     const now = nowNs()
     if (now >= end) break
-    if (before === undefined && now >= warmEnd) before = await snapshot(ctx, o.store)
+    if (before === undefined && now >= warmEnd) {
+      before = await snapshot(ctx, o.store)
+      end = before.ns + o.measureMs * 1e6
+    }
     const due = Math.floor(((now - t0) / 1e9) * o.rate)
     while (i < due) {
-      const measured = before !== undefined
       i++
+      const at = dueAt(i)
+      const measured = before !== undefined && at >= before.ns && at < end
       if (inFlight >= o.maxInFlight) {
         skipped++
         continue

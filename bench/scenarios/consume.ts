@@ -1,0 +1,152 @@
+import { createKafkaBus } from '../../src/adapters/bus/kafka-bus.ts'
+import { migrate } from '../../src/adapters/sql/migrations.ts'
+import { canonicalJson } from '../../src/core/envelope.ts'
+import type { StoredEnvelope } from '../../src/core/envelope.ts'
+import type { BusMessage } from '../../src/core/ports/bus.ts'
+import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
+import { createWorker } from '../../src/worker/worker.ts'
+import { rowBetween, snapshot } from '../lib/harness.ts'
+import type { Snapshot } from '../lib/harness.ts'
+import { kafkaBrokers, payloads, pgSql, runName } from '../lib/scenario.ts'
+import type { Scenario } from '../lib/scenario.ts'
+import { sleep } from '../lib/stats.ts'
+import { benchEnvelope } from '../lib/write-side.ts'
+import { deleteTopics } from './kafka-admin.ts'
+
+const encoder = new TextEncoder()
+const BATCH = 1_000
+
+/**
+ * A backlog of stored envelopes on a Kafka topic (10,000 aggregates, sequences in order),
+ * drained by one worker of cairn's runtime with a transactional projection: each event's
+ * projection row commits with its mark_done. The window runs from 5 % of the backlog (after the
+ * group join and the first batches) to the last event.
+ */
+export const consume: Scenario = {
+  name: 'consume',
+  kind: 'scenario',
+  summary:
+    'a backlog on Kafka drained by one createWorker (exactly-once claims, transactional projection insert per event); events/s from 5 % to 100 % of the backlog',
+  async run(ctx) {
+    const backlog = ctx.quick ? 20_000 : 100_000
+    const topic = runName(ctx, 'cairn-bench-consume')
+    const groupId = runName(ctx, 'cairn-bench-consume-worker')
+    ctx.defer(`topic ${topic}`, () => deleteTopics([topic, `${topic}-dlq`], [groupId]))
+    const bus = createKafkaBus({
+      brokers: kafkaBrokers(),
+      clientId: 'cairn-bench',
+      logger: ctx.logger,
+    })
+    const sql = pgSql(ctx, 'consume')
+    const schema = runName(ctx, 'bench_consume', '_')
+    const abort = new AbortController()
+    try {
+      await bus.ensureTopics([
+        { name: topic, partitions: 3 },
+        { name: `${topic}-dlq`, partitions: 1 },
+      ])
+      const producer = bus.producer({ clientId: 'cairn-bench-backlog' })
+      const next = payloads(ctx, 8)
+      const t0 = Date.now()
+      for (let start = 0; start < backlog; start += BATCH) {
+        const messages: BusMessage[] = []
+        for (let i = start; i < Math.min(backlog, start + BATCH); i++) {
+          const index = i % ctx.aggregates
+          const envelope: StoredEnvelope = {
+            ...benchEnvelope('BenchConsume', index, next()),
+            sequence_number: Math.floor(i / ctx.aggregates) + 1,
+          }
+          messages.push({
+            topic,
+            key: envelope.aggregate_id,
+            value: encoder.encode(canonicalJson(envelope)),
+            headers: { event_id: envelope.event_id },
+          })
+        }
+        await producer.send(messages)
+      }
+      await producer.close()
+      ctx.log(
+        `  backlog of ${backlog} events produced in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      )
+
+      await migrate(sql, schema)
+      await sql.exec(
+        `CREATE TABLE ${schema}.projection (event_id text PRIMARY KEY, aggregate_id text NOT NULL, seq bigint NOT NULL, bytes int NOT NULL)`,
+      )
+      const registry = createProcessedEventRegistry({ sql, schema, member: 'bench-consume' })
+      const worker = createWorker({
+        bus,
+        registry,
+        handler: 'projection:bench',
+        topics: [topic],
+        groupId,
+        transactional: sql,
+        logger: ctx.logger,
+        handle: async (e, hctx) => {
+          if (hctx.tx === undefined) throw new Error('the projection needs the transaction')
+          const payload = e.data.payload
+          await hctx.tx.query(
+            `INSERT INTO ${schema}.projection (event_id, aggregate_id, seq, bytes) VALUES ($1, $2, $3, $4)`,
+            [
+              e.event_id,
+              e.aggregate_id,
+              e.sequence_number,
+              typeof payload === 'string' ? payload.length : 0,
+            ],
+          )
+        },
+      })
+      const running = worker.run(abort.signal)
+      const from = Math.ceil(backlog * 0.05)
+      const deadline = Date.now() + (ctx.quick ? 90_000 : 300_000)
+      let before: { snap: Snapshot; processed: number } | undefined
+      let after: { snap: Snapshot; processed: number } | undefined
+      while (Date.now() < deadline) {
+        const processed = worker.metrics().processed
+        if (before === undefined && processed >= from)
+          before = { snap: await snapshot(ctx), processed }
+        if (processed >= backlog) {
+          after = { snap: await snapshot(ctx), processed }
+          break
+        }
+        await sleep(10)
+      }
+      abort.abort()
+      await running
+      const m = worker.metrics()
+      await worker.close()
+      if (before === undefined || after === undefined) {
+        throw new Error(
+          `the worker processed ${m.processed} of ${backlog} events before the deadline`,
+        )
+      }
+      const [counts] = await sql.query<{ rows: string; ids: string }>(
+        `SELECT count(*) AS rows, count(DISTINCT event_id) AS ids FROM ${schema}.projection`,
+      )
+      const rows = Number(counts?.rows ?? 0)
+      const ids = Number(counts?.ids ?? 0)
+      return [
+        rowBetween(before.snap, after.snap, {
+          scenario: 'consume',
+          variant: `${backlog} backlog`,
+          kind: 'scenario',
+          events: after.processed - before.processed,
+          latency: null,
+          compareTo: ['claim-done c=1', 'claim-done c=64'],
+          notes: [
+            rows === backlog && ids === backlog
+              ? `exactly once: ${rows} projection rows, one per event`
+              : `NOT exactly once: ${rows} projection rows, ${ids} distinct events, ${backlog} produced`,
+          ],
+          extra: { backlog, projectionRows: rows, distinctEvents: ids, worker: m },
+        }),
+      ]
+    } finally {
+      abort.abort()
+      await bus.close()
+      await sql.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {})
+      await sql.close()
+    }
+  },
+}

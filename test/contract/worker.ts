@@ -499,3 +499,138 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
     })
   }
 }
+
+/**
+ * A 100,000-event backlog drained with batch claims and batched completion (issue #5), counted:
+ * every event done exactly once, one effect row each, per-aggregate order kept.
+ */
+export const workerBacklogContract = (
+  cases: readonly AdapterCase<WorkerWorld>[],
+  options: { readonly events: number; readonly timeoutMs: number },
+): void => {
+  const PER_AGGREGATE = 5
+  for (const c of cases) {
+    void test(
+      `a ${options.events.toLocaleString('en')}-event backlog on ${c.name} is drained with batch claims: every event done exactly once`,
+      { timeout: options.timeoutMs },
+      async () => {
+        const w = await c.create()
+        let worker: Worker | undefined
+        try {
+          await migrate(w.sql, w.schema)
+          await w.sql.exec(
+            `CREATE TABLE ${w.schema}.effects (event_id text NOT NULL, aggregate_id text, seq bigint)`,
+          )
+          const topic = uniqueName('backlog')
+          await w.bus.ensureTopics([{ name: topic, partitions: 4 }])
+          const aggregates = options.events / PER_AGGREGATE
+          // Sequence-major, as a backlog of many aggregates arrives; each level is sent in parallel
+          // batches (different aggregates), and awaited before the next keeps per-key order.
+          const producer = w.bus.producer()
+          const encoder = new TextEncoder()
+          try {
+            for (let seq = 1; seq <= PER_AGGREGATE; seq++) {
+              const level = Array.from({ length: aggregates }, (_, a) => {
+                const e = stored(`bl-${a}`, seq, { a })
+                return {
+                  topic,
+                  key: e.aggregate_id,
+                  value: encoder.encode(canonicalJson(e)),
+                  headers: { event_id: e.event_id },
+                }
+              })
+              const chunks: (typeof level)[] = []
+              for (let i = 0; i < level.length; i += 2_000) chunks.push(level.slice(i, i + 2_000))
+              await Promise.all(chunks.map((chunk) => producer.send(chunk)))
+            }
+          } finally {
+            await producer.close()
+          }
+
+          const inner = createProcessedEventRegistry({
+            sql: w.sql,
+            schema: w.schema,
+            member: 'backlog',
+          })
+          let claimCalls = 0
+          let markDoneCalls = 0
+          const registry: ProcessedEventRegistry = {
+            ...inner,
+            claim: (handler, events) => (claimCalls++, inner.claim(handler, events)),
+            markDone: (handler, events, tx, result) => (
+              markDoneCalls++,
+              inner.markDone(handler, events, tx, result)
+            ),
+          }
+          worker = createWorker({
+            bus: w.bus,
+            registry,
+            handler: 'projection',
+            topics: [topic],
+            groupId: uniqueName('backlog-group'),
+            transactional: w.sql,
+            handle: async (e, ctx) => {
+              await ctx.tx?.query(`INSERT INTO ${w.schema}.effects VALUES ($1, $2, $3)`, [
+                e.event_id,
+                e.aggregate_id,
+                e.sequence_number,
+              ])
+            },
+            pollWaitMs: 200,
+          })
+          void worker.run()
+          const doneCount = async () =>
+            Number(
+              (
+                await w.sql.query<{ n: string }>(
+                  `SELECT count(*) AS n FROM ${w.schema}.processed_events WHERE status = 'done'`,
+                )
+              )[0]?.n,
+            )
+          const deadline = Date.now() + options.timeoutMs - 30_000
+          let done = 0
+          // Counting 100,000 rows is not free: ask once a second.
+          while ((done = await doneCount()) < options.events) {
+            if (Date.now() > deadline) {
+              throw new Error(
+                `backlog not drained: ${done} of ${options.events} done, ${JSON.stringify(worker.metrics())}`,
+              )
+            }
+            await new Promise((r) => setTimeout(r, 1_000))
+          }
+          await worker.close()
+
+          const [effects] = await w.sql.query<{ n: string; distinct: string }>(
+            `SELECT count(*) AS n, count(DISTINCT event_id) AS distinct FROM ${w.schema}.effects`,
+          )
+          assert.equal(Number(effects?.n), options.events, 'one effect row per event')
+          assert.equal(Number(effects?.distinct), options.events, 'no duplicate effects')
+          const statuses = await w.sql.query<{ status: string; n: string }>(
+            `SELECT status, count(*) AS n FROM ${w.schema}.processed_events GROUP BY status`,
+          )
+          assert.deepEqual(
+            statuses.map((s) => [s.status, Number(s.n)]),
+            [['done', options.events]],
+          )
+          const [order] = await w.sql.query<{ n: string }>(
+            `SELECT count(*) AS n FROM ${w.schema}.aggregate_versions WHERE last_sequence = $1`,
+            [PER_AGGREGATE],
+          )
+          assert.equal(Number(order?.n), aggregates, 'every aggregate reached its last sequence')
+          const m = worker.metrics()
+          assert.equal(m.processed, options.events)
+          assert.equal(m.retries + m.stale + m.deadLettered + m.parked, 0)
+          // Batch claims and batched completion: far fewer statements than events.
+          assert.ok(
+            claimCalls * 20 < options.events && markDoneCalls * 20 < options.events,
+            `${claimCalls} claims and ${markDoneCalls} mark_done for ${options.events} events`,
+          )
+        } finally {
+          await worker?.close()
+          await w.close()
+          await c.cleanup?.()
+        }
+      },
+    )
+  }
+}

@@ -6,12 +6,16 @@ import type { StoredEnvelope } from '../../src/core/envelope.ts'
 import { CairnError, ErrorCode } from '../../src/core/errors.ts'
 import type { Bus } from '../../src/core/ports/bus.ts'
 import type { Sql } from '../../src/core/ports/sql.ts'
+import { CHECKPOINT_KEY, eventKey } from '../../src/event-store/keys.ts'
+import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
+import { createPublisher } from '../../src/publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../../src/registry/processed-events.ts'
 import { createWorker } from '../../src/worker/worker.ts'
 import type { Handle, Worker, WorkerOptions } from '../../src/worker/worker.ts'
 import { collect, eventually } from '../support/collect.ts'
 import type { AdapterCase } from '../support/contract.ts'
+import type { PublisherWorld } from './publisher.ts'
 import { uniqueName } from '../support/services.ts'
 
 export type WorkerWorld = {
@@ -629,6 +633,217 @@ export const workerBacklogContract = (
           await worker?.close()
           await w.close()
           await c.cleanup?.()
+        }
+      },
+    )
+  }
+}
+
+/**
+ * Checklist 1 of issue #5, end to end: events appended through the event store, published by the
+ * real publisher, consumed by a projection (transactional) and a mailer (external effect); then
+ * the publisher's checkpoint is rolled back to an older one, as an operator would, so it
+ * republishes, and some envelopes are published twice more by hand. Every effect happens once and
+ * every extra delivery is counted as a duplicate.
+ */
+export const duplicatePublishContract = (cases: readonly AdapterCase<PublisherWorld>[]): void => {
+  for (const c of cases) {
+    void test(
+      `Duplicate publish and checkpoint rollback → side effects happen once (checklist 1), on ${c.name}`,
+      { timeout: 240_000 },
+      async () => {
+        const w = await c.create()
+        const { ws, bus } = w
+        const { sql, schema, objectStore } = ws
+        const closers: { close(): Promise<void> }[] = []
+        try {
+          await sql.exec(
+            `CREATE TABLE ${schema}.effects (n bigserial, event_id text NOT NULL, aggregate_id text, seq bigint)`,
+          )
+          const topic = uniqueName('checklist-1')
+          await bus.ensureTopics([{ name: topic, partitions: 3 }])
+          const store = ws.store()
+          const publisher = createPublisher({
+            objectStore,
+            bus,
+            pollIntervalMs: 100,
+            settleMs: 400,
+            heartbeatMs: 200,
+            takeoverAfterMs: 1_000,
+            metricsLogIntervalMs: 60_000,
+          })
+          closers.push(publisher)
+          store.onCommit((n) => publisher.noteCommit(n))
+          void publisher.run()
+
+          const mailed = new Map<string, number>()
+          const worker = (handler: string, o: Partial<WorkerOptions>): Worker => {
+            const wk = createWorker({
+              bus,
+              registry: createProcessedEventRegistry({ sql, schema, member: handler }),
+              handler,
+              topics: [topic],
+              groupId: uniqueName(handler),
+              handle: async () => {},
+              heartbeatMs: 1_000,
+              pollWaitMs: 100,
+              ...o,
+            })
+            closers.push(wk)
+            void wk.run()
+            return wk
+          }
+          const projection = worker('projection', {
+            transactional: sql,
+            handle: async (e, ctx) => {
+              await ctx.tx?.query(
+                `INSERT INTO ${schema}.effects (event_id, aggregate_id, seq) VALUES ($1, $2, $3)`,
+                [e.event_id, e.aggregate_id, e.sequence_number],
+              )
+            },
+          })
+          // An external effect keyed by event_id; counted here, so a second call would show.
+          const mailer = worker('mailer', {
+            handle: (e) => {
+              mailed.set(e.event_id, (mailed.get(e.event_id) ?? 0) + 1)
+              return Promise.resolve()
+            },
+          })
+
+          const aggregates = Array.from({ length: 4 }, (_, a) => `c1-${a}-${topic}`)
+          const append = async (round: number): Promise<void> => {
+            for (let i = 0; i < 5; i++) {
+              await Promise.all(
+                aggregates.map((agg) =>
+                  store.append({
+                    envelopes: [
+                      createEnvelope({
+                        event_type: 'THING_HAPPENED',
+                        aggregate_type: 'Thing',
+                        aggregate_id: agg,
+                        data: { round, i },
+                        metadata: { kind: 'domain', kafka_topic: topic },
+                      }),
+                    ],
+                  }),
+                ),
+              )
+            }
+          }
+          const effectCount = async () =>
+            Number(
+              (await sql.query<{ n: string }>(`SELECT count(*) AS n FROM ${schema}.effects`))[0]?.n,
+            )
+          const checkpointCovers = async (n: number) => {
+            const { checkpoint } = await loadCheckpoint(objectStore)
+            return (
+              checkpoint !== null &&
+              checkpoint.last_index_key !== null &&
+              checkpoint.recent_event_ids.length >= n
+            )
+          }
+
+          // Round 1: 20 events published, applied, and under the checkpoint. Keep that checkpoint.
+          await append(1)
+          await eventually(async () => (await effectCount()) >= 20, 'round 1 applied', 60_000)
+          await eventually(() => checkpointCovers(20), 'round 1 checkpointed', 30_000)
+          const older = await objectStore.get(CHECKPOINT_KEY)
+          assert.ok(older)
+          // Round 2: 20 more, and the checkpoint moves past them.
+          await append(2)
+          await eventually(async () => (await effectCount()) >= 40, 'round 2 applied', 60_000)
+          await eventually(() => checkpointCovers(40), 'round 2 checkpointed', 30_000)
+          const publishedBefore = publisher.metrics().published
+
+          // The operator writes the older checkpoint back: round 2 is published again.
+          const current = await objectStore.get(CHECKPOINT_KEY)
+          const wrote = await objectStore.putIfMatch(
+            CHECKPOINT_KEY,
+            older.body,
+            current?.etag ?? null,
+          )
+          assert.equal(wrote.outcome, 'written')
+          await eventually(
+            () => publisher.metrics().published >= publishedBefore + 20,
+            'republication after the rollback',
+            60_000,
+          )
+          // And a duplicate publish by hand: the stored bytes of 5 events, twice each.
+          const stream = await store.readStream('Thing', aggregates[0] ?? '')
+          const again = await Promise.all(
+            stream.slice(0, 5).map(async (e) => {
+              const body = await objectStore.get(
+                eventKey('Thing', e.aggregate_id, e.sequence_number),
+              )
+              assert.ok(body)
+              return {
+                topic,
+                key: e.aggregate_id,
+                value: body.body,
+                headers: { event_id: e.event_id },
+              }
+            }),
+          )
+          const producer = bus.producer()
+          await producer.send([...again, ...again])
+          await producer.close()
+          await publisher.close()
+
+          // Every delivery on the topic, read by an independent group.
+          const sent = publisher.metrics().published + again.length * 2
+          const deliveries = await collect(bus, topic, (ms) => ms.length >= sent, 30_000)
+          assert.equal(deliveries.length, sent)
+          assert.equal(new Set(deliveries.map((d) => d.headers.event_id)).size, 40)
+          const extra = deliveries.length - 40
+          assert.ok(extra >= 20 + 10, `${extra} extra deliveries: the rollback republished`)
+          for (const wk of [projection, mailer]) {
+            await eventually(
+              () => wk.metrics().duplicates >= extra,
+              'every extra delivery acknowledged as a duplicate',
+              60_000,
+            )
+          }
+          await new Promise((r) => setTimeout(r, 300))
+
+          for (const wk of [projection, mailer]) {
+            const m = wk.metrics()
+            assert.equal(m.processed, 40)
+            assert.equal(m.duplicates, extra, 'each extra delivery counted once as a duplicate')
+            assert.equal(m.stale, 0, 'no legitimate event is ever stale')
+          }
+          // Every effect once, in per-aggregate order.
+          const rows = await sql.query<{ event_id: string; aggregate_id: string; seq: string }>(
+            `SELECT event_id, aggregate_id, seq FROM ${schema}.effects ORDER BY n`,
+          )
+          assert.equal(rows.length, 40)
+          assert.equal(new Set(rows.map((r) => r.event_id)).size, 40)
+          for (const agg of aggregates) {
+            assert.deepEqual(
+              rows.filter((r) => r.aggregate_id === agg).map((r) => Number(r.seq)),
+              Array.from({ length: 10 }, (_, i) => i + 1),
+            )
+          }
+          assert.equal(mailed.size, 40)
+          assert.ok(
+            [...mailed.values()].every((n) => n === 1),
+            'each mail sent once',
+          )
+          const statuses = await sql.query<{ handler: string; status: string; n: string }>(
+            `SELECT handler, status, count(*) AS n FROM ${schema}.processed_events
+              GROUP BY handler, status ORDER BY handler`,
+          )
+          assert.deepEqual(
+            statuses.map((s) => [s.handler, s.status, Number(s.n)]),
+            [
+              ['mailer', 'done', 40],
+              ['projection', 'done', 40],
+            ],
+          )
+        } finally {
+          for (const x of closers.reverse()) {
+            await Promise.race([x.close(), new Promise((r) => setTimeout(r, 5_000))])
+          }
+          await w.close()
         }
       },
     )

@@ -3,6 +3,7 @@ import { Command } from 'commander'
 import { registerAppend } from './append.ts'
 import { registerConfig } from './config.ts'
 import { registerHistory } from './history.ts'
+import { registerMigrate } from './migrate.ts'
 import { registerProbe } from './probe.ts'
 import { registerQuarantine } from './quarantine.ts'
 import { registerStart } from './start.ts'
@@ -17,6 +18,7 @@ const program = new Command()
   .showHelpAfterError()
 
 registerStart(program)
+registerMigrate(program)
 registerAppend(program)
 registerHistory(program)
 registerProbe(program)

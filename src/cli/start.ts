@@ -1,64 +1,97 @@
-import http from 'node:http'
 import type { Command } from 'commander'
-import { closeAll, openBus, openPublisher, openWriteSide } from '../config/compose.ts'
-import { cliContext } from './context.ts'
+import type { CairnConfig } from '../config/env.ts'
+import { WORKER_ROLES } from '../config/runtime.ts'
+import type { WorkerRole } from '../config/runtime.ts'
+import { CairnError, ErrorCode } from '../core/errors.ts'
+import { runService } from './service.ts'
+
+const banner = (url: string): string =>
+  [
+    `cairn is running at ${url} (OpenAPI: ${url}/openapi.json). Try:`,
+    `  curl -s -X POST ${url}/api/v1/databases -H 'content-type: application/json' -d '{"name":"demo"}'`,
+    `  curl -s ${url}/api/v1/databases`,
+    'Press Ctrl+C to stop.',
+  ].join('\n')
+
+const requireAuth = (config: CairnConfig): void => {
+  if (config.mode === 'distributed' && config.oms.tokens.length === 0 && !config.oms.authDisabled) {
+    throw new CairnError(
+      ErrorCode.INVALID_CONFIG,
+      'the OMS refuses to start in distributed mode without OMS_API_TOKENS (comma-separated bearer tokens); ' +
+        'set OMS_AUTH_DISABLED=true to run it without authentication on purpose',
+    )
+  }
+}
+
+const requireDistributed =
+  (command: string, more?: (config: CairnConfig) => void) =>
+  (config: CairnConfig): void => {
+    if (config.mode !== 'distributed') {
+      throw new CairnError(
+        ErrorCode.INVALID_CONFIG,
+        `cairn ${command} runs one component of the distributed deployment (CAIRN_MODE=distributed); ` +
+          'in embedded mode everything runs in one process: use `cairn start`',
+      )
+    }
+    more?.(config)
+  }
 
 /**
- * `cairn start`: runs cairn with the configured backends (embedded by default: a filesystem bucket,
- * PGlite under CAIRN_DATA_DIR and the in-process bus): the write side and the publisher, with health
- * on CAIRN_HTTP_HOST:CAIRN_HTTP_PORT, until SIGINT or SIGTERM; then closes in reverse order.
+ * `cairn start` runs everything in one process (embedded mode by default: no services); `cairn
+ * oms`, `cairn publisher` and `cairn worker <roles…>` run one component each (distributed mode).
  */
 export const registerStart = (program: Command): void => {
   program
     .command('start')
-    .description('run cairn (embedded mode by default: no services needed) until interrupted')
-    .action(async () => {
-      const { config, logger } = cliContext()
-      const ws = await openWriteSide(config, logger)
-      const bus = openBus(config, logger)
-      const publisher = openPublisher(config, ws, bus, logger)
-      const publishing = publisher.run()
-      let ready = true
-      const server = http.createServer((req, res) => {
-        const reply = (status: number, body: unknown) => {
-          res.writeHead(status, { 'content-type': 'application/json' })
-          res.end(JSON.stringify(body))
-        }
-        if (req.url === '/healthz') return reply(200, { status: 'ok' })
-        if (req.url === '/readyz')
-          return reply(ready ? 200 : 503, { status: ready ? 'ready' : 'stopping' })
-        reply(404, { type: 'about:blank', title: 'Not Found', status: 404 })
-      })
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject)
-        server.listen(config.http.port, config.http.host, resolve)
-      })
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : config.http.port
-      logger.info(
-        {
-          mode: config.mode,
-          bucket: ws.objectStore.describe,
-          registry: ws.sql.describe,
-          http: `http://${config.http.host}:${port}`,
-        },
-        'cairn is running; press Ctrl+C to stop',
+    .description(
+      'run all of cairn in one process: OMS, publisher, workers, projection (embedded mode by default: no services needed)',
+    )
+    .action(() =>
+      runService(
+        'cairn',
+        { oms: true, publisher: true, workers: WORKER_ROLES },
+        { check: requireAuth, banner },
+      ),
+    )
+
+  program
+    .command('oms')
+    .description('run the OMS, the HTTP command and query API (distributed mode)')
+    .action(() =>
+      runService(
+        'oms',
+        { oms: true, publisher: false, workers: [] },
+        { check: requireDistributed('oms', requireAuth) },
+      ),
+    )
+
+  program
+    .command('publisher')
+    .description('run the event publisher, bucket to Kafka (distributed mode)')
+    .action(() =>
+      runService(
+        'publisher',
+        { oms: false, publisher: true, workers: [] },
+        { check: requireDistributed('publisher') },
+      ),
+    )
+
+  program
+    .command('worker')
+    .description('run workers of the reference domain (distributed mode)')
+    .argument('<roles...>', `one or more of ${WORKER_ROLES.join(', ')}`)
+    .action((roles: string[]) => {
+      const unknown = roles.filter((r) => !(WORKER_ROLES as readonly string[]).includes(r))
+      if (unknown.length > 0) {
+        throw new CairnError(
+          ErrorCode.INVALID_CONFIG,
+          `unknown worker role ${unknown.join(', ')}: use ${WORKER_ROLES.join(', ')}`,
+        )
+      }
+      return runService(
+        'worker',
+        { oms: false, publisher: false, workers: [...new Set(roles)] as WorkerRole[] },
+        { check: requireDistributed('worker') },
       )
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve)
-        process.once('SIGTERM', resolve)
-      })
-      ready = false
-      logger.info({}, 'stopping')
-      await new Promise<void>((resolve) => server.close(() => resolve()))
-      await closeAll(
-        [
-          { name: 'write side', close: () => ws.close() },
-          { name: 'bus', close: () => bus.close() },
-          { name: 'publisher', close: () => publisher.close().then(() => publishing) },
-        ],
-        logger,
-      )
-      logger.info({}, 'stopped')
     })
 }

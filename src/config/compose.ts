@@ -131,6 +131,7 @@ export const openPublisher = (
     logger,
     routes: p.routes,
     defaultTopic: p.defaultTopic,
+    topicPrefix: p.topicPrefix,
     partitions: p.topicPartitions,
     batchSize: p.batchSize,
     flushBatchSize: p.kafkaFlushBatchSize,

@@ -12,6 +12,14 @@ export type CairnConfig = {
   readonly dataDir: string
   readonly logLevel: LogLevel
   readonly http: { readonly host: string; readonly port: number }
+  /** This process's stable member name in the registry (restarts re-claim their own work at once). */
+  readonly memberName: string | undefined
+  readonly oms: {
+    readonly tokens: readonly string[]
+    readonly authDisabled: boolean
+    readonly maxBodyBytes: number
+  }
+  readonly worker: { readonly maxAttempts: number }
   readonly eventStore: {
     readonly bucket: string
     readonly idempotencyMismatchMode: 'error' | 'warn'
@@ -39,6 +47,8 @@ export type CairnConfig = {
     readonly routes: Readonly<Record<string, string>>
     readonly defaultTopic: string
     readonly topicPartitions: number
+    /** Prepended to every topic and consumer group name (several deployments on one cluster). */
+    readonly topicPrefix: string
   }
   readonly s3?: {
     readonly endpoint: string
@@ -60,7 +70,11 @@ const REMOVED: Record<string, string> = {
 }
 
 /** Names whose values never reach a log line or an error message. */
-export const SECRET_NAMES = new Set(['CAIRN_S3_SECRET_ACCESS_KEY', 'CAIRN_DATABASE_URL'])
+export const SECRET_NAMES = new Set([
+  'CAIRN_S3_SECRET_ACCESS_KEY',
+  'CAIRN_DATABASE_URL',
+  'OMS_API_TOKENS',
+])
 
 export const loadConfig = (env: Env = process.env): CairnConfig => {
   const problems: string[] = []
@@ -159,7 +173,27 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
   }
   const batchSize = int('EVENT_PUBLISHER_BATCH_SIZE', 200, 1, 100_000)
 
-  const httpPort = int('CAIRN_HTTP_PORT', 8080, 0, 65_535)
+  if (raw('CAIRN_HTTP_PORT') !== undefined) {
+    problems.push('CAIRN_HTTP_PORT was renamed: set PORT (default 8000) instead.')
+  }
+  const httpPort = int('PORT', 8000, 0, 65_535)
+  const httpHost = str('CAIRN_HTTP_HOST', '127.0.0.1')
+  if (mode === 'embedded' && !/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(httpHost)) {
+    problems.push(
+      `CAIRN_HTTP_HOST=${httpHost}: embedded mode listens on the loopback interface only (it has no production security); use CAIRN_MODE=distributed to serve other hosts`,
+    )
+  }
+  const tokens = (raw('OMS_API_TOKENS') ?? '')
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '')
+  if (tokens.some((t) => t.length < 16)) {
+    problems.push('OMS_API_TOKENS: every token must have at least 16 characters')
+  }
+  const member = raw('CAIRN_MEMBER_NAME')
+  if (member !== undefined && !/^[A-Za-z0-9@._:-]{1,128}$/.test(member)) {
+    problems.push(`CAIRN_MEMBER_NAME=${member}: use 1–128 of A-Z a-z 0-9 @ . _ : -`)
+  }
   const config: {
     -readonly [K in keyof CairnConfig]: CairnConfig[K]
   } = {
@@ -172,7 +206,14 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
       error: 'error',
       silent: 'silent',
     }),
-    http: { host: str('CAIRN_HTTP_HOST', '127.0.0.1'), port: httpPort },
+    http: { host: httpHost, port: httpPort },
+    memberName: member,
+    oms: {
+      tokens,
+      authDisabled: bool('OMS_AUTH_DISABLED', false),
+      maxBodyBytes: int('OMS_MAX_BODY_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    },
+    worker: { maxAttempts: int('WORKER_MAX_ATTEMPTS', 5, 1, 1000) },
     eventStore: {
       bucket,
       idempotencyMismatchMode: oneOf<'error' | 'warn'>(
@@ -211,6 +252,7 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
         problems,
       ),
       topicPartitions: int('EVENT_PUBLISHER_TOPIC_PARTITIONS', 3, 1, 10_000),
+      topicPrefix: topicPrefix(raw('CAIRN_KAFKA_TOPIC_PREFIX') ?? '', problems),
     },
   }
 
@@ -274,9 +316,17 @@ const parseRoutes = (value: string | undefined, problems: string[]): Record<stri
   return routes
 }
 
+const topicPrefix = (prefix: string, problems: string[]): string => {
+  if (!/^[A-Za-z0-9._-]{0,100}$/.test(prefix)) {
+    problems.push(`CAIRN_KAFKA_TOPIC_PREFIX=${prefix}: use at most 100 of [A-Za-z0-9._-]`)
+  }
+  return prefix
+}
+
 /** The configuration for display: secrets replaced. */
 export const redactedConfig = (config: CairnConfig): Record<string, unknown> => ({
   ...config,
+  oms: { ...config.oms, tokens: config.oms.tokens.map(() => '***') },
   ...(config.s3 === undefined ? {} : { s3: { ...config.s3, secretAccessKey: '***' } }),
   ...(config.databaseUrl === undefined
     ? {}

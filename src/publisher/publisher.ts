@@ -29,6 +29,8 @@ export type PublisherOptions = {
   readonly defaultTopic?: string
   /** Partitions of the topics the publisher creates (default 3). */
   readonly partitions?: number
+  /** Prepended to every topic name (`CAIRN_KAFKA_TOPIC_PREFIX`: several deployments on one cluster). */
+  readonly topicPrefix?: string
   /** Manifests read per cycle (`EVENT_PUBLISHER_BATCH_SIZE`, default 200). */
   readonly batchSize?: number
   /** Messages per producer flush (`EVENT_PUBLISHER_KAFKA_FLUSH_BATCH_SIZE`, default batchSize). */
@@ -178,8 +180,9 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   let producer: BusProducer | null = null
 
   const aggKey = (e: ManifestEntry): string => `${e.aggregate_type}\u0000${e.aggregate_id}`
+  const topicPrefix = options.topicPrefix ?? ''
   const topicOf = (e: ManifestEntry): string =>
-    e.kafka_topic ?? routes[e.aggregate_type] ?? defaultTopic
+    topicPrefix + (e.kafka_topic ?? routes[e.aggregate_type] ?? defaultTopic)
 
   const checkpointBody = (): Checkpoint => ({
     last_index_key: position,
@@ -489,7 +492,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     // The topics it knows of are created at start (others on first use).
     for (;;) {
       try {
-        await ensureTopics([defaultTopic, ...Object.values(routes)])
+        await ensureTopics([defaultTopic, ...Object.values(routes)].map((t) => topicPrefix + t))
         break
       } catch (error) {
         backoffMs = Math.min(Math.max(backoffMs * 2, 100), pollIntervalMs)

@@ -1,0 +1,97 @@
+import http from 'node:http'
+import type { Logger } from '../core/ports/logger.ts'
+import type { HttpApp, HttpRequest } from '../http/app.ts'
+
+export type Served = {
+  readonly url: string
+  /** Stops accepting, lets requests in flight finish (up to the deadline), then closes. */
+  close(deadlineMs?: number): Promise<void>
+}
+
+/**
+ * Serves an app (a function of a request) over node:http. Reads the body up to the app's limit;
+ * beyond it the app answers 413 and the connection is closed rather than read to the end.
+ */
+export const serveHttp = async (
+  app: HttpApp,
+  host: string,
+  port: number,
+  logger: Logger,
+): Promise<Served> => {
+  const server = http.createServer((req, res) => {
+    const headers: Record<string, string> = {}
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (typeof v === 'string') headers[k] = v
+      else if (Array.isArray(v)) headers[k] = v.join(', ')
+    }
+    const declared = Number(req.headers['content-length'] ?? '0')
+    const chunks: Buffer[] = []
+    let size = 0
+    let tooLarge = Number.isFinite(declared) && declared > app.maxBodyBytes
+    const respond = () => {
+      const body: HttpRequest['body'] = tooLarge
+        ? 'too_large'
+        : chunks.length === 0
+          ? null
+          : Buffer.concat(chunks, size)
+      app
+        .handle({ method: req.method ?? 'GET', url: req.url ?? '/', headers, body })
+        .then((r) => {
+          res.writeHead(r.status, tooLarge ? { ...r.headers, connection: 'close' } : r.headers)
+          res.end(r.body)
+        })
+        .catch((error: unknown) => {
+          logger.error({ err: String(error) }, 'http handler failed')
+          if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/problem+json' })
+          res.end(
+            '{"type":"urn:cairn:problem:internal_error","status":500,"code":"internal_error","title":"Internal error"}',
+          )
+        })
+    }
+    if (tooLarge) {
+      respond()
+      return
+    }
+    req.on('data', (chunk: Buffer) => {
+      if (tooLarge) return
+      size += chunk.length
+      if (size > app.maxBodyBytes) {
+        tooLarge = true
+        chunks.length = 0
+        respond()
+        req.pause()
+        return
+      }
+      chunks.push(chunk)
+    })
+    req.on('end', () => {
+      if (!tooLarge) respond()
+    })
+    req.on('error', () => res.destroy())
+  })
+  server.keepAliveTimeout = 65_000
+  server.headersTimeout = 66_000
+  server.requestTimeout = 120_000
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const address = server.address()
+  const actualPort = typeof address === 'object' && address !== null ? address.port : port
+  const shown = host.includes(':') ? `[${host}]` : host
+  return {
+    url: `http://${shown}:${actualPort}`,
+    close: (deadlineMs = 10_000) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => server.closeAllConnections(), deadlineMs)
+        server.close(() => {
+          clearTimeout(timer)
+          resolve()
+        })
+        server.closeIdleConnections()
+      }),
+  }
+}

@@ -1,0 +1,228 @@
+import { hostname } from 'node:os'
+import { createPrometheusMetrics } from '../adapters/metrics/prometheus.ts'
+import type { PrometheusMetrics } from '../adapters/metrics/prometheus.ts'
+import type { Bus } from '../core/ports/bus.ts'
+import type { Logger } from '../core/ports/logger.ts'
+import { createCommandHandler } from '../domain/command-handler.ts'
+import { GROUPS, HANDLERS, TOPICS } from '../domain/model.ts'
+import { createProjectionHandler } from '../domain/projection.ts'
+import { createOmsApp } from '../http/app.ts'
+import type { HttpApp, OmsApp, ReadyReport } from '../http/app.ts'
+import { createOpsApp } from '../http/ops.ts'
+import { createProcessedEventRegistry } from '../registry/processed-events.ts'
+import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
+import { createWorker } from '../worker/worker.ts'
+import type { Handle, Worker } from '../worker/worker.ts'
+import { closeAll, openBus, openPublisher, openWriteSide } from './compose.ts'
+import type { WriteSide } from './compose.ts'
+import type { CairnConfig } from './env.ts'
+
+/** The reference domain's workers: which topics, group, handler and side effect each runs. */
+export const WORKER_ROLES = ['ontology', 'instance', 'projection'] as const
+export type WorkerRole = (typeof WORKER_ROLES)[number]
+
+type RoleSpec = {
+  readonly handler: string
+  readonly group: string
+  readonly topics: readonly string[]
+  readonly dlq: string
+  readonly transactional: boolean
+  readonly handle: (ws: WriteSide, config: CairnConfig, logger: Logger) => Handle
+}
+
+const ROLES: Readonly<Record<WorkerRole, RoleSpec>> = {
+  ontology: {
+    handler: HANDLERS.ontology,
+    group: GROUPS.ontology,
+    topics: [TOPICS.databaseCommands, TOPICS.ontologyCommands],
+    dlq: 'ontology-commands-dlq',
+    transactional: false,
+    handle: (ws, _c, logger) => createCommandHandler({ eventStore: ws.eventStore, logger }),
+  },
+  instance: {
+    handler: HANDLERS.instance,
+    group: GROUPS.instance,
+    topics: [TOPICS.instanceCommands],
+    dlq: 'instance-commands-dlq',
+    transactional: false,
+    handle: (ws, _c, logger) => createCommandHandler({ eventStore: ws.eventStore, logger }),
+  },
+  projection: {
+    handler: HANDLERS.projection,
+    group: GROUPS.projection,
+    topics: [TOPICS.ontologyEvents, TOPICS.instanceEvents],
+    dlq: 'projection_failures_dlq',
+    transactional: true,
+    handle: (_ws, config) => createProjectionHandler({ schema: config.sequencing.schema }),
+  },
+}
+
+/** Every topic the domain uses, so workers can subscribe before the first event is published. */
+export const domainTopics = (prefix = ''): string[] => [
+  ...new Set(Object.values(ROLES).flatMap((r) => [...r.topics, r.dlq].map((t) => prefix + t))),
+]
+
+/** The registry of one process; its member name is stable across restarts (fast recovery, C2). */
+export const openRegistry = (
+  config: CairnConfig,
+  ws: WriteSide,
+  role: string,
+): ProcessedEventRegistry =>
+  createProcessedEventRegistry({
+    sql: ws.sql,
+    schema: config.sequencing.schema,
+    member: config.memberName ?? `${role}@${hostname()}`,
+    leaseMs: config.registry.leaseTimeoutSeconds * 1000,
+    ownerTimeoutMs: config.registry.heartbeatIntervalSeconds * 3 * 1000,
+  })
+
+export const openWorkers = async (
+  config: CairnConfig,
+  ws: WriteSide,
+  bus: Bus,
+  logger: Logger,
+  roles: readonly WorkerRole[],
+  metrics?: PrometheusMetrics,
+): Promise<Worker[]> => {
+  const prefix = config.publisher.topicPrefix
+  await bus.ensureTopics(
+    domainTopics(prefix).map((name) => ({ name, partitions: config.publisher.topicPartitions })),
+  )
+  return roles.map((role) => {
+    const spec = ROLES[role]
+    const worker = createWorker({
+      bus,
+      registry: openRegistry(config, ws, `${role}-worker`),
+      handler: spec.handler,
+      topics: spec.topics.map((t) => prefix + t),
+      groupId: prefix + spec.group,
+      dlqTopic: prefix + spec.dlq,
+      handle: spec.handle(ws, config, logger),
+      ...(spec.transactional ? { transactional: ws.sql } : {}),
+      maxAttempts: config.worker.maxAttempts,
+      heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,
+      loadEnvelope: (id) => ws.eventStore.getByEventId(id),
+      logger,
+    })
+    metrics?.addSource({
+      component: 'worker',
+      labels: { handler: spec.handler },
+      read: () => worker.metrics(),
+    })
+    return worker
+  })
+}
+
+/** The OMS app over the write side (the read model and the registry live in the same database). */
+export const openOmsApp = (
+  config: CairnConfig,
+  ws: WriteSide,
+  logger: Logger,
+  metrics: PrometheusMetrics,
+  ready: () => Promise<ReadyReport>,
+): OmsApp => {
+  const registry = openRegistry(config, ws, 'oms')
+  return createOmsApp({
+    eventStore: ws.eventStore,
+    readModel: ws.sql,
+    schema: config.sequencing.schema,
+    commandRecords: (id) => registry.status(id),
+    auth: config.oms.tokens.length > 0 ? { tokens: config.oms.tokens } : 'disabled',
+    maxBodyBytes: config.oms.maxBodyBytes,
+    ready,
+    metrics,
+    logger,
+  })
+}
+
+/** Readiness: the registry's database answers and the bucket can be listed. */
+export const writeSideReady = (ws: WriteSide) => async (): Promise<ReadyReport> => {
+  const checks: Record<string, string> = {}
+  const probe = async (name: string, fn: () => Promise<unknown>) => {
+    try {
+      await Promise.race([
+        fn(),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 2_000).unref()),
+      ])
+      checks[name] = 'ok'
+    } catch (error) {
+      checks[name] = `unavailable: ${(error as Error).message.slice(0, 200)}`
+    }
+  }
+  await Promise.all([
+    probe('database', () => ws.sql.query('SELECT 1')),
+    probe('bucket', () => ws.objectStore.list('checkpoints/', { limit: 1 })),
+  ])
+  return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
+}
+
+export type CairnComponents = {
+  readonly oms: boolean
+  readonly publisher: boolean
+  readonly workers: readonly WorkerRole[]
+}
+
+export type CairnRuntime = {
+  readonly ws: WriteSide
+  /** The OMS when it runs here, else the operations endpoints (health, readiness, metrics). */
+  readonly app: HttpApp
+  /** The long-running loops (publisher, workers); one that rejects has failed. */
+  readonly loops: readonly { readonly name: string; readonly done: Promise<void> }[]
+  /** Stops the loops at their next safe point and closes everything in reverse order. */
+  close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/**
+ * The composition root of a cairn process: the write side, and as asked the publisher, the
+ * domain's workers and the OMS. `cairn start` opens all of them in one process; the distributed
+ * commands one each. Readiness turns 503 as soon as `running()` is false.
+ */
+export const openCairn = async (
+  config: CairnConfig,
+  logger: Logger,
+  components: CairnComponents,
+  options: { readonly metrics?: PrometheusMetrics; readonly running?: () => boolean } = {},
+): Promise<CairnRuntime> => {
+  const metrics = options.metrics ?? createPrometheusMetrics()
+  const running = options.running ?? (() => true)
+  const parts: { name: string; close(): Promise<void> }[] = []
+  const loops: { name: string; done: Promise<void> }[] = []
+  const close = () => closeAll(parts, logger)
+  try {
+    const ws = await openWriteSide(config, logger)
+    parts.push({ name: 'write side', close: () => ws.close() })
+    let bus: Bus | undefined
+    if (components.publisher || components.workers.length > 0) {
+      const opened = openBus(config, logger)
+      parts.push({ name: 'bus', close: () => opened.close() })
+      bus = opened
+    }
+    if (components.publisher && bus !== undefined) {
+      const publisher = openPublisher(config, ws, bus, logger)
+      metrics.addSource({ component: 'publisher', read: () => publisher.metrics() })
+      const done = publisher.run()
+      loops.push({ name: 'publisher', done })
+      parts.push({ name: 'publisher', close: () => publisher.close().then(() => done) })
+    }
+    if (components.workers.length > 0 && bus !== undefined) {
+      const workers = await openWorkers(config, ws, bus, logger, components.workers, metrics)
+      workers.forEach((w, i) => {
+        const done = w.run()
+        const name = `${components.workers[i] ?? 'unknown'} worker`
+        loops.push({ name, done })
+        parts.push({ name, close: () => w.close().then(() => done) })
+      })
+    }
+    const wsReady = writeSideReady(ws)
+    const ready = async (): Promise<ReadyReport> =>
+      running() ? wsReady() : { ready: false, checks: { process: 'stopping' } }
+    const app = components.oms
+      ? openOmsApp(config, ws, logger, metrics, ready)
+      : createOpsApp({ ready, metrics })
+    return { ws, app, loops, close, [Symbol.asyncDispose]: close }
+  } catch (error) {
+    await close()
+    throw error
+  }
+}

@@ -1,0 +1,42 @@
+import type { HttpApp, HttpObserver, HttpRequest, ReadyReport } from './app.ts'
+import { problem } from './problem.ts'
+import type { HttpResponse } from './problem.ts'
+
+/**
+ * The operations endpoints of a process without the OMS (a publisher or a worker):
+ * /healthz, /readyz and /metrics.
+ */
+export const createOpsApp = (options: {
+  readonly ready: () => Promise<ReadyReport>
+  readonly metrics: HttpObserver
+}): HttpApp => ({
+  maxBodyBytes: 0,
+  async handle(req: HttpRequest): Promise<HttpResponse> {
+    const path = req.url.split('?')[0]
+    if (req.method === 'GET' && path === '/healthz') {
+      return {
+        status: 200,
+        headers: { 'content-type': 'application/json' },
+        body: '{"status":"ok"}',
+      }
+    }
+    if (req.method === 'GET' && path === '/readyz') {
+      const r = await options.ready()
+      return {
+        status: r.ready ? 200 : 503,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ status: r.ready ? 'ready' : 'not ready', checks: r.checks }),
+      }
+    }
+    if (req.method === 'GET' && path === '/metrics') {
+      const m = await options.metrics.render()
+      return { status: 200, headers: { 'content-type': m.contentType }, body: m.body }
+    }
+    return problem({
+      status: 404,
+      code: 'not_found',
+      title: 'Not found',
+      detail: 'try /healthz, /readyz or /metrics',
+    })
+  },
+})

@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { createS3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
+import type { S3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
+import { startCairn } from '../support/cairn-process.ts'
+import type { CairnProcess } from '../support/cairn-process.ts'
+import { FAST_ENV } from '../support/embedded.ts'
+import { httpClient } from '../support/oms-client.ts'
+import { omsFlow } from '../support/oms-flow.ts'
+import { databaseUrl, kafkaBrokers, s3Targets, uniqueName } from '../support/services.ts'
+
+const TOKEN = 'e2e-token-0123456789abcdef'
+
+describe('distributed: oms, publisher and workers as separate processes on MinIO, Kafka and PostgreSQL', () => {
+  const bucketName = uniqueName('cairn-e2e')
+  const minio = s3Targets()[0] as NonNullable<ReturnType<typeof s3Targets>[0]>
+  const env: Record<string, string> = {
+    ...FAST_ENV,
+    LOG_LEVEL: 'info',
+    CAIRN_MODE: 'distributed',
+    CAIRN_S3_ENDPOINT: minio.endpoint,
+    CAIRN_S3_ACCESS_KEY_ID: minio.accessKeyId,
+    CAIRN_S3_SECRET_ACCESS_KEY: minio.secretAccessKey,
+    CAIRN_DATABASE_URL: databaseUrl(),
+    CAIRN_KAFKA_BROKERS: kafkaBrokers().join(','),
+    CAIRN_KAFKA_TOPIC_PREFIX: `${uniqueName('e2e')}.`,
+    EVENT_STORE_BUCKET: bucketName,
+    EVENT_STORE_SEQUENCE_SCHEMA: uniqueName('cairn_e2e').replace(/-/g, '_'),
+    OMS_API_TOKENS: TOKEN,
+  }
+  const processes: CairnProcess[] = []
+  let bucket: S3ObjectStore
+
+  before(async () => {
+    bucket = await createS3ObjectStore({
+      endpoint: minio.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey },
+      bucket: bucketName,
+    })
+    // The components start in any order; each applies the migrations it needs under a lock.
+    const started = await Promise.all([
+      startCairn(['oms'], env),
+      startCairn(['publisher'], env),
+      startCairn(['worker', 'ontology', 'instance'], { ...env, CAIRN_MEMBER_NAME: 'commands-1' }),
+      startCairn(['worker', 'projection'], { ...env, CAIRN_MEMBER_NAME: 'projection-1' }),
+    ])
+    processes.push(...started)
+  })
+
+  after(async () => {
+    await Promise.all(processes.map((p) => p.stop('SIGKILL')))
+    await bucket.close()
+  })
+
+  test('the whole flow over HTTP, with authentication', async () => {
+    const oms = processes[0] as CairnProcess
+    const anonymous = httpClient(oms.url)
+    assert.equal((await anonymous.get('/api/v1/databases')).status, 401)
+    await omsFlow(httpClient(oms.url, TOKEN), bucket)
+    const metrics = await anonymous.get('/metrics')
+    assert.match(metrics.text, /cairn_http_requests_total/)
+    const workerMetrics = await httpClient((processes[3] as CairnProcess).url).get('/metrics')
+    assert.match(workerMetrics.text, /cairn_worker_processed\{handler="projection_worker"\} [1-9]/)
+  })
+
+  test('SIGTERM drains every component and exits 0', async () => {
+    const codes = await Promise.all(processes.map((p) => p.stop('SIGTERM')))
+    assert.deepEqual(
+      codes,
+      processes.map(() => 0),
+      processes.map((p) => p.output().slice(-2000)).join('\n-----\n'),
+    )
+  })
+})

@@ -45,3 +45,32 @@ export { migrate } from './adapters/sql/migrations.ts'
 export { loadConfig } from './config/env.ts'
 export type { CairnConfig } from './config/env.ts'
 export { openWriteSide } from './config/compose.ts'
+export type {
+  Bus,
+  BusConsumer,
+  BusMessage,
+  BusProducer,
+  DeliveredMessage,
+  TopicSpec,
+} from './core/ports/bus.ts'
+export { createPublisher, listQuarantine } from './publisher/publisher.ts'
+export type { Publisher, PublisherMetrics, PublisherOptions } from './publisher/publisher.ts'
+export { createProcessedEventRegistry } from './registry/processed-events.ts'
+export type {
+  ClaimOutcome,
+  ProcessedEventRegistry,
+  RegistryOptions,
+  RegistryRow,
+} from './registry/processed-events.ts'
+export { createWorker } from './worker/worker.ts'
+export type {
+  Handle,
+  HandlerContext,
+  Worker,
+  WorkerMetrics,
+  WorkerOptions,
+} from './worker/worker.ts'
+export { createOmsApp } from './http/app.ts'
+export type { HttpApp, HttpRequest, HttpResponse, OmsApp, OmsAppOptions } from './http/app.ts'
+export { openCairn } from './config/runtime.ts'
+export type { CairnComponents, CairnRuntime } from './config/runtime.ts'

@@ -70,7 +70,7 @@ export const formatTable = (rows: readonly ResultRow[]): string => {
   const lines = rows.map((r) => [
     r.scenario,
     r.variant,
-    fmt(r.throughput, 0),
+    fmt(r.throughput, r.throughput < 10 ? 2 : 0),
     fmt(r.latency?.p50, 2),
     fmt(r.latency?.p99, 2),
     fmt(r.latency?.p999, 2),

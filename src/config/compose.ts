@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import path from 'node:path'
 import { createFsObjectStore } from '../adapters/object-store/fs/fs-object-store.ts'
 import { createS3ObjectStore } from '../adapters/object-store/s3/s3-object-store.ts'
@@ -104,6 +105,13 @@ export const openWriteSide = async (
       logger,
     })
     opened.push({ name: 'event store', close: () => eventStore.close() })
+    if (sql.listen !== undefined) {
+      // Publishers in other processes wake on this instead of waiting for their next poll.
+      const channel = commitChannel(config)
+      eventStore.onCommit((notice) => {
+        sql.query('SELECT pg_notify($1, $2)', [channel, notice.manifestKey]).catch(() => {})
+      })
+    }
     const close = () => closeAll(opened, logger)
     return { objectStore, sql, eventStore, close, [Symbol.asyncDispose]: close }
   } catch (error) {
@@ -111,6 +119,13 @@ export const openWriteSide = async (
     throw error
   }
 }
+
+/** The NOTIFY channel of one deployment's commits (its schema and bucket). */
+export const commitChannel = (config: CairnConfig): string =>
+  `cairn_commit_${createHash('sha256')
+    .update(`${config.sequencing.schema}/${config.eventStore.bucket}`)
+    .digest('hex')
+    .slice(0, 16)}`
 
 export const openBus = (config: CairnConfig, logger: Logger): Bus =>
   config.mode === 'embedded' || config.kafkaBrokers === undefined

@@ -13,7 +13,7 @@ import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
 import { createWorker } from '../worker/worker.ts'
 import type { Handle, Worker } from '../worker/worker.ts'
-import { closeAll, openBus, openPublisher, openWriteSide } from './compose.ts'
+import { closeAll, commitChannel, openBus, openPublisher, openWriteSide } from './compose.ts'
 import type { WriteSide } from './compose.ts'
 import type { CairnConfig } from './env.ts'
 
@@ -201,6 +201,16 @@ export const openCairn = async (
     if (components.publisher && bus !== undefined) {
       const publisher = openPublisher(config, ws, bus, logger)
       metrics.addSource({ component: 'publisher', read: () => publisher.metrics() })
+      if (ws.sql.listen !== undefined) {
+        // Writers in other processes (OMS, workers) announce their commits: publish at once.
+        const unlisten = await ws.sql
+          .listen(commitChannel(config), () => publisher.wake())
+          .catch((error: unknown) => {
+            logger.warn({ err: String(error) }, 'commit notifications unavailable; polling only')
+            return undefined
+          })
+        if (unlisten !== undefined) parts.push({ name: 'commit listener', close: unlisten })
+      }
       const done = publisher.run()
       loops.push({ name: 'publisher', done })
       parts.push({ name: 'publisher', close: () => publisher.close().then(() => done) })

@@ -32,8 +32,54 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
       await client.query(script)
     }
 
+  const listeners = new Set<() => Promise<void>>()
   let closed: Promise<void> | undefined
-  const close = (): Promise<void> => (closed ??= pool.end())
+  const close = (): Promise<void> =>
+    (closed ??= Promise.allSettled([...listeners].map((stop) => stop())).then(() => pool.end()))
+
+  /** A dedicated connection that LISTENs, reconnecting after a loss (1 s apart). */
+  const listen = async (
+    channel: string,
+    onNotify: (payload: string) => void,
+  ): Promise<() => Promise<void>> => {
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) {
+      throw new Error(`channel ${JSON.stringify(channel)} must be a lower-case identifier`)
+    }
+    let stopped = false
+    let client: pg.Client | undefined
+    let retry: ReturnType<typeof setTimeout> | undefined
+    const connect = async (): Promise<void> => {
+      const c = new pg.Client({
+        connectionString: options.connectionString,
+        application_name: `${options.applicationName ?? 'cairn'}-listen`,
+      })
+      c.on('notification', (n) => {
+        if (n.channel === channel) onNotify(n.payload ?? '')
+      })
+      c.on('error', () => {
+        void c.end().catch(() => {})
+        if (!stopped) retry = setTimeout(() => void connect().catch(() => {}), 1_000)
+      })
+      try {
+        await c.connect()
+        await c.query(`LISTEN ${channel}`)
+        client = c
+      } catch (error) {
+        void c.end().catch(() => {})
+        if (!stopped) retry = setTimeout(() => void connect().catch(() => {}), 1_000)
+        throw error
+      }
+    }
+    await connect()
+    const stop = async () => {
+      stopped = true
+      clearTimeout(retry)
+      listeners.delete(stop)
+      await client?.end().catch(() => {})
+    }
+    listeners.add(stop)
+    return stop
+  }
 
   return {
     describe: `postgres ${redact(options.connectionString)}`,
@@ -58,6 +104,7 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
         client.release(broken)
       }
     },
+    listen,
     close,
     [Symbol.asyncDispose]: close,
   }

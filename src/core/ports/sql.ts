@@ -18,6 +18,12 @@ export type SqlQueryable = {
 
 export type Sql = SqlQueryable & {
   readonly describe: string
+  /**
+   * Calls `onNotify` for each NOTIFY on `channel` (a lower-case identifier), until the returned
+   * function is called. Best effort: notifications sent while the listener reconnects are lost,
+   * so callers use them to wake up early, never as the only signal. Absent where unsupported.
+   */
+  listen?(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>
   transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>

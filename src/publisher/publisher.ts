@@ -6,7 +6,7 @@ import type { Clock } from '../core/ports/clock.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import { listAll } from '../core/ports/object-store.ts'
-import type { ObjectStore } from '../core/ports/object-store.ts'
+import type { ListPage, ObjectStore } from '../core/ports/object-store.ts'
 import type { CommitNotice } from '../event-store/event-store.ts'
 import { BY_DATE_PREFIX, manifestKeyFloor, parseManifestKey } from '../event-store/keys.ts'
 import { parseManifest } from '../event-store/manifest.ts'
@@ -169,6 +169,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   let etag: string | null = null
   let lastSavedPosition: string | null = null
   let lastSaveAt = 0
+  let publishedAtSave = 0
   let dedup: DedupWindow = createDedupWindow(dedupMax)
   /** Manifests after `position` seen in listings and not yet settled-and-done, by key. */
   const open = new Map<string, OpenManifest>()
@@ -205,6 +206,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     if (next === null) return false
     etag = next
     lastSavedPosition = position
+    publishedAtSave = m.published
     lastSaveAt = clock.now()
     m.checkpointSaves++
     return true
@@ -368,18 +370,14 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     // The watermark is taken before listing: a key older than it that this listing misses
     // cannot belong to an acknowledged append (docs/publisher.md).
     const watermarkUs = (clock.now() - settleMs) * 1000
-    const page = await store.list(BY_DATE_PREFIX, {
-      ...(position === null ? {} : { startAfter: position }),
-      limit: batchSize,
-    })
-    for (const key of page.keys) {
-      if (open.has(key)) continue
+    const register = (key: string): void => {
+      if (open.has(key)) return
       const parts = parseManifestKey(key)
       if (parts === null) {
         m.malformed++
         log.error({ key }, 'malformed index key skipped')
         open.set(key, { key, us: 0, entries: [], done: new Set(), missing: 0, firstMissingAt: 0 })
-        continue
+        return
       }
       open.set(key, {
         key,
@@ -390,8 +388,27 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
         firstMissingAt: 0,
       })
     }
+    // The settle listing, from the checkpoint: it finds late arrivals and decides how far the
+    // checkpoint may move.
+    const page = await store.list(BY_DATE_PREFIX, {
+      ...(position === null ? {} : { startAfter: position }),
+      limit: batchSize,
+    })
+    for (const key of page.keys) register(key)
+    // More unsettled manifests than one page: the tail listing continues after the newest key
+    // known, so new commits are published at once instead of after the older ones settle.
+    let tail: ListPage | undefined
+    if (page.next !== undefined) {
+      let newest = page.keys.at(-1) as string
+      for (const key of open.keys()) if (key > newest) newest = key
+      tail = await store.list(BY_DATE_PREFIX, { startAfter: newest, limit: batchSize })
+      for (const key of tail.keys) register(key)
+    }
+    const settleEnd = page.next === undefined ? undefined : page.keys.at(-1)
 
-    const listed = page.keys.map((k) => open.get(k) as OpenManifest)
+    const listed = [...open.values()]
+      .filter((om) => position === null || om.key > position)
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     let batch: { entry: ManifestEntry; manifest: OpenManifest }[] = []
     // Tentative per-aggregate sequence including the batch being built (committed on flush).
     const pendingSeq = new Map<string, number>()
@@ -445,7 +462,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     let allDone = true
     for (const om of listed) {
       const complete = om.entries !== null && om.entries.every((e) => om.done.has(e.event_id))
-      if (!complete || om.us >= watermarkUs) {
+      // Beyond the settle listing's end a late key could hide between the two listings.
+      if (!complete || om.us >= watermarkUs || (settleEnd !== undefined && om.key > settleEnd)) {
         allDone = false
         break
       }
@@ -466,7 +484,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       (om) => om.entries === null || !om.entries.every((e) => om.done.has(e.event_id)),
     )
     m.lagMs = oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
-    return published + (page.next === undefined ? 0 : 1)
+    return published + (page.next === undefined && tail?.next === undefined ? 0 : 1)
   }
 
   let lastMetricsLog = 0
@@ -521,7 +539,9 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
         if (m.role === 'active') {
           progressed = await cycle()
           const due = clock.now() - lastSaveAt >= heartbeatMs
-          if ((position !== lastSavedPosition && clock.now() - lastSaveAt >= 1_000) || due) {
+          // Soon after publishing; otherwise (an idle watermark moving) with the heartbeat only.
+          const moved = position !== lastSavedPosition && m.published !== publishedAtSave
+          if ((moved && clock.now() - lastSaveAt >= 1_000) || due) {
             if (!(await save())) {
               // Replaced meanwhile: an operator's reset (adopt it) or another publisher (stand by).
               const { checkpoint, etag: tag } = await loadCheckpoint(store)

@@ -245,12 +245,40 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
         await new Promise((r) => setTimeout(r, 300))
         const before = { ...counts }
         await new Promise((r) => setTimeout(r, 2_000))
+        const puts = counts.put - before.put
         await publisher.close()
         const lists = counts.list - before.list
         const gets = counts.get - before.get
         assert.ok(lists <= 2_000 / 200 + 1, `${lists} LISTs in 10 polls`)
         assert.equal(gets, 0)
+        assert.equal(puts, 0, 'no checkpoint PUT per poll while idle (the heartbeat is 60 s)')
       })
+
+      withWorld(
+        'more unsettled manifests than one listing: new commits are published at once, not after the older ones settle',
+        async (w) => {
+          const topic = uniqueName('tail')
+          const store = w.ws.store()
+          // Another process's publisher: no in-process notices, long settle, small pages.
+          const publisher = startPublisher(w, { batchSize: 5, settleMs: 60_000 })
+          await eventually(() => publisher.metrics().role === 'active', 'active')
+          const envs = Array.from({ length: 30 }, (_, i) => event(topic, `agg-${i}`, { i }))
+          for (const e of envs) await store.append({ envelopes: [e] })
+          // Within 20 s, although none of them settles for 60 s.
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 30,
+            20_000,
+          )
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 30)
+          // Nothing settled yet: the checkpoint has not moved past any of them.
+          const { checkpoint } = await loadCheckpoint(w.ws.objectStore)
+          const first = (await w.ws.objectStore.list('indexes/by-date/', { limit: 1 })).keys[0]
+          assert.ok(first !== undefined)
+          assert.ok((checkpoint?.last_index_key ?? '') < first, 'the checkpoint waits for settling')
+        },
+      )
 
       withWorld(
         'bad index data never blocks: malformed manifests are skipped, an unreadable one is quarantined',

@@ -10,9 +10,11 @@ import type { BenchContext, ResultRow } from './lib/harness.ts'
 import { computeRatios, describeMachine, formatTable } from './lib/report.ts'
 import type { Scenario } from './lib/scenario.ts'
 import { provisionServices, REPO_ROOT, servicePids } from './lib/services.ts'
+import { append } from './scenarios/append.ts'
 import { appendLib } from './scenarios/append-lib.ts'
 import { claimDone } from './scenarios/claim-done.ts'
 import { consume } from './scenarios/consume.ts'
+import { e2e } from './scenarios/e2e.ts'
 import { emmett } from './scenarios/emmett.ts'
 import { idle } from './scenarios/idle.ts'
 import { kafkaProduce } from './scenarios/kafka-produce.ts'
@@ -28,8 +30,10 @@ const SCENARIOS: readonly Scenario[] = [
   claimDone,
   emmett,
   appendLib,
+  append,
   publish,
   consume,
+  e2e,
   idle,
 ]
 

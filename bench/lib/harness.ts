@@ -1,7 +1,7 @@
 import type { Logger } from '../../src/core/ports/logger.ts'
 import { diffCounts } from './counting-store.ts'
 import type { CountingStore, RequestCounts } from './counting-store.ts'
-import { sampleServiceCpu, SERVICE_NAMES } from './services.ts'
+import { sampleProcessCpu, sampleServiceCpu, SERVICE_NAMES } from './services.ts'
 import type { ServiceName } from './services.ts'
 import { createLatencyRecorder, nowNs, sleep } from './stats.ts'
 import type { Latency, LatencyRecorder } from './stats.ts'
@@ -50,15 +50,27 @@ export type Snapshot = {
   readonly cpu: NodeJS.CpuUsage
   readonly services: Partial<Record<ServiceName, number>>
   readonly counts: RequestCounts | null
+  /** CPU µs of the cairn processes the scenario spawned, by name. */
+  readonly processes: Readonly<Record<string, number>>
 }
 
-export const snapshot = async (ctx: BenchContext, store?: CountingStore): Promise<Snapshot> => {
+/** Processes a scenario spawned (name → pid) whose CPU its rows report next to the services'. */
+export type ProcessPids = Readonly<Record<string, number>>
+
+export const snapshot = async (
+  ctx: BenchContext,
+  store?: CountingStore,
+  processes: ProcessPids = {},
+): Promise<Snapshot> => {
   // Reading /proc takes a few milliseconds: the snapshot's time is the middle of it.
   const start = nowNs()
   const cpu = process.cpuUsage()
   const counts = store === undefined ? null : store.counts()
-  const services = await sampleServiceCpu(ctx.pids)
-  return { ns: (start + nowNs()) / 2, cpu, services, counts }
+  const [services, own] = await Promise.all([
+    sampleServiceCpu(ctx.pids),
+    sampleProcessCpu(processes),
+  ])
+  return { ns: (start + nowNs()) / 2, cpu, services, counts, processes: own }
 }
 
 const round = (n: number, digits = 2): number => {
@@ -89,6 +101,10 @@ export const rowBetween = (a: Snapshot, b: Snapshot, input: RowInput): ResultRow
     const after = b.services[name]
     const before = a.services[name]
     if (after !== undefined && before !== undefined) cpu[name] = per(after - before)
+  }
+  for (const [name, after] of Object.entries(b.processes)) {
+    const before = a.processes[name]
+    if (before !== undefined) cpu[name] = per(after - before)
   }
   let store: Record<string, number> | null = null
   if (a.counts !== null && b.counts !== null) {
@@ -123,6 +139,7 @@ export type ClosedLoopOptions = {
   /** One operation of client `client`; its latency is recorded when it completes in the window. */
   readonly op: (client: number) => Promise<void>
   readonly store?: CountingStore
+  readonly processes?: ProcessPids
 }
 
 export type LoopResult = {
@@ -169,11 +186,11 @@ export const closedLoop = async (ctx: BenchContext, o: ClosedLoopOptions): Promi
     (error: unknown) => error,
   )
   await Promise.race([sleep(o.warmupMs), failed])
-  const before = await snapshot(ctx, o.store)
+  const before = await snapshot(ctx, o.store, o.processes)
   phase = 'measure'
   await Promise.race([sleep(o.measureMs), failed])
   phase = 'stop'
-  const after = await snapshot(ctx, o.store)
+  const after = await snapshot(ctx, o.store, o.processes)
   await all
   if (errors > 0) ctx.log(`  ${errors} operations failed; first: ${String(firstError)}`)
   return { before, after, events, latency: recorder.summary(), errors }
@@ -189,6 +206,7 @@ export type OpenLoopOptions = {
   /** Operation number `i`; `measured` tells whether it started inside the window. */
   readonly op: (i: number, measured: boolean) => Promise<void>
   readonly store?: CountingStore
+  readonly processes?: ProcessPids
 }
 
 export type OpenLoopResult = {
@@ -220,7 +238,7 @@ export const openLoop = async (ctx: BenchContext, o: OpenLoopOptions): Promise<O
     const now = nowNs()
     if (now >= end) break
     if (before === undefined && now >= warmEnd) {
-      before = await snapshot(ctx, o.store)
+      before = await snapshot(ctx, o.store, o.processes)
       end = before.ns + o.measureMs * 1e6
     }
     const due = Math.floor(((now - t0) / 1e9) * o.rate)
@@ -248,7 +266,7 @@ export const openLoop = async (ctx: BenchContext, o: OpenLoopOptions): Promise<O
     }
     await sleep(2)
   }
-  const after = await snapshot(ctx, o.store)
+  const after = await snapshot(ctx, o.store, o.processes)
   await Promise.all(pending)
   if (errors > 0) ctx.log(`  ${errors} operations failed; first: ${String(firstError)}`)
   return { before: before ?? after, after, started, skipped, errors }

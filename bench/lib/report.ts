@@ -46,6 +46,14 @@ export const describeMachine = (loadAverageAtStart: readonly number[]): Machine 
   }
 }
 
+const OWN_COLUMNS = new Set(['bench', 'postgres', 'kafka', 'minio'])
+
+/** CPU µs per event of the cairn processes a scenario spawned (OMS, publisher, workers), summed. */
+const cairnCpu = (r: ResultRow): number | undefined => {
+  const own = Object.entries(r.cpuUsPerEvent).filter(([k]) => !OWN_COLUMNS.has(k))
+  return own.length === 0 ? undefined : own.reduce((sum, [, v]) => sum + v, 0)
+}
+
 const fmt = (n: number | undefined, digits = 1): string =>
   n === undefined ? '' : n.toLocaleString('en-US', { maximumFractionDigits: digits })
 
@@ -59,6 +67,7 @@ export const formatTable = (rows: readonly ResultRow[]): string => {
     'p99 ms',
     'p99.9 ms',
     'cpu µs/ev bench',
+    'cairn',
     'pg',
     'kafka',
     'minio',
@@ -75,6 +84,7 @@ export const formatTable = (rows: readonly ResultRow[]): string => {
     fmt(r.latency?.p99, 2),
     fmt(r.latency?.p999, 2),
     fmt(r.cpuUsPerEvent.bench, 0),
+    fmt(cairnCpu(r), 0),
     fmt(r.cpuUsPerEvent.postgres, 0),
     fmt(r.cpuUsPerEvent.kafka, 0),
     fmt(r.cpuUsPerEvent.minio, 0),

@@ -115,3 +115,18 @@ export const sampleServiceCpu = async (
   }
   return out
 }
+
+/**
+ * CPU time (µs) of single processes (name → pid), e.g. the cairn processes a scenario spawned: the
+ * process and the children it reaped. A process that is gone reads as absent.
+ */
+export const sampleProcessCpu = async (
+  pids: Readonly<Record<string, number>>,
+): Promise<Record<string, number>> => {
+  const out: Record<string, number> = {}
+  for (const [name, pid] of Object.entries(pids)) {
+    const s = await readStat(pid)
+    if (s !== undefined) out[name] = s.ticks * TICK_US
+  }
+  return out
+}

@@ -1,0 +1,223 @@
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import { domainTopics } from '../../src/config/runtime.ts'
+import { listAll } from '../../src/core/ports/object-store.ts'
+import type { ObjectStore } from '../../src/core/ports/object-store.ts'
+import { GROUPS } from '../../src/domain/model.ts'
+import { BY_DATE_PREFIX, EVENTS_PREFIX } from '../../src/event-store/keys.ts'
+import { deleteTopics } from '../scenarios/kafka-admin.ts'
+import type { BenchContext, ProcessPids } from './harness.ts'
+import type { OmsHttpClient } from './http-client.ts'
+import { databaseUrl, kafkaBrokers, pgSql, runName } from './scenario.ts'
+import { env, REPO_ROOT } from './services.ts'
+import { sleep } from './stats.ts'
+
+const NODE = path.join(REPO_ROOT, 'node_modules', '.bin', 'node')
+const MAIN = path.join(REPO_ROOT, 'src', 'cli', 'main.ts')
+
+/** A `cairn <command>` process this run spawned. */
+export type CairnProcess = {
+  readonly name: string
+  readonly pid: number
+  /** The URL it serves HTTP on (from its "is running" log line). */
+  readonly url: string
+  /** The tail of what it printed (for error messages). */
+  output(): string
+  /** SIGTERM, then SIGKILL after `deadlineMs`; resolves with the exit code once it is gone. */
+  stop(deadlineMs?: number): Promise<number | null>
+}
+
+/**
+ * Runs `cairn <args>` (the CLI an operator runs) and waits until it serves HTTP. If it exits or
+ * does not come up within `timeoutMs` it is killed and the promise fails with its output. It is
+ * killed too if this process exits without stopping it.
+ */
+export const startCairnProcess = (
+  name: string,
+  args: readonly string[],
+  childEnv: Readonly<Record<string, string>>,
+  timeoutMs = 60_000,
+): Promise<CairnProcess> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(NODE, [MAIN, ...args], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', ...childEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const killOnExit = (): void => {
+      child.kill('SIGKILL')
+    }
+    process.once('exit', killOnExit)
+    let out = ''
+    let settled = false
+    const exited = new Promise<number | null>((r) =>
+      child.once('exit', (code) => {
+        process.off('exit', killOnExit)
+        r(code)
+      }),
+    )
+    const gone = (): boolean => child.exitCode !== null || child.signalCode !== null
+    const stop = async (deadlineMs = 15_000): Promise<number | null> => {
+      if (gone()) return child.exitCode
+      child.kill('SIGTERM')
+      const t = setTimeout(() => child.kill('SIGKILL'), deadlineMs)
+      const code = await exited
+      clearTimeout(t)
+      return code
+    }
+    const fail = (why: string): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      child.kill('SIGKILL')
+      reject(new Error(`cairn ${args.join(' ')}: ${why}\n--- output ---\n${out.slice(-4000)}`))
+    }
+    const timer = setTimeout(() => fail(`not serving after ${timeoutMs} ms`), timeoutMs)
+    const onData = (chunk: Buffer): void => {
+      // Keep a bounded tail: a process that runs for minutes must not grow this without end.
+      out = (out + chunk.toString()).slice(-64_000)
+      if (settled) return
+      for (const line of out.split('\n')) {
+        if (!line.startsWith('{')) continue
+        try {
+          const entry = JSON.parse(line) as { msg?: string; http?: string }
+          if (entry.msg?.endsWith('is running') === true && typeof entry.http === 'string') {
+            settled = true
+            clearTimeout(timer)
+            resolve({ name, pid: child.pid ?? 0, url: entry.http, output: () => out, stop })
+            return
+          }
+        } catch {
+          // not a log line
+        }
+      }
+    }
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
+    child.once('exit', (code, signal) => fail(`exited early (code ${code}, signal ${signal})`))
+  })
+
+/** A distributed deployment of this run: its own bucket, schema and topic prefix. */
+export type Deployment = {
+  readonly bucket: string
+  readonly schema: string
+  readonly token: string
+  /** Starts `cairn <args>` as `name` in this deployment (distributed mode). */
+  start(name: string, args: readonly string[]): Promise<CairnProcess>
+  /** Stops the named processes (SIGTERM, SIGKILL after a deadline). */
+  stop(...names: string[]): Promise<void>
+  /** name → pid of the running processes, for their CPU. */
+  pids(): ProcessPids
+  /** Stops every process; the schema, topics and groups are dropped at the end of the run. */
+  close(): Promise<void>
+}
+
+export const openDeployment = (ctx: BenchContext, stem: string): Deployment => {
+  const bucket = runName(ctx, `cairn-bench-${stem}`)
+  const schema = runName(ctx, `bench_${stem}`, '_')
+  const prefix = `${runName(ctx, `bench-${stem}`)}.`
+  const token = `bench-token-${ctx.runId}-0123456789`
+  const deploymentEnv: Record<string, string> = {
+    CAIRN_MODE: 'distributed',
+    CAIRN_S3_ENDPOINT: env('CAIRN_S3_ENDPOINT'),
+    CAIRN_S3_REGION: process.env.CAIRN_S3_REGION ?? 'us-east-1',
+    CAIRN_S3_ACCESS_KEY_ID: env('CAIRN_S3_ACCESS_KEY_ID'),
+    CAIRN_S3_SECRET_ACCESS_KEY: env('CAIRN_S3_SECRET_ACCESS_KEY'),
+    CAIRN_DATABASE_URL: databaseUrl(),
+    CAIRN_KAFKA_BROKERS: kafkaBrokers().join(','),
+    CAIRN_KAFKA_TOPIC_PREFIX: prefix,
+    EVENT_STORE_BUCKET: bucket,
+    EVENT_STORE_SEQUENCE_SCHEMA: schema,
+    OMS_API_TOKENS: token,
+  }
+  ctx.defer(`deployment ${stem} (schema ${schema}, topics ${prefix}*)`, async () => {
+    const sql = pgSql(ctx, `${stem}-cleanup`)
+    try {
+      await sql.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+    } finally {
+      await sql.close()
+    }
+    await deleteTopics(
+      [...domainTopics(prefix), `${prefix}cairn-events`],
+      Object.values(GROUPS).map((g) => prefix + g),
+    )
+  })
+  const running = new Map<string, CairnProcess>()
+  return {
+    bucket,
+    schema,
+    token,
+    async start(name, args) {
+      const p = await startCairnProcess(name, args, {
+        ...deploymentEnv,
+        CAIRN_MEMBER_NAME: `${name}-${ctx.runId}`,
+      })
+      running.set(name, p)
+      return p
+    },
+    async stop(...names) {
+      await Promise.all(
+        names.map(async (name) => {
+          const p = running.get(name)
+          if (p === undefined) return
+          running.delete(name)
+          const code = await p.stop()
+          if (code !== 0) ctx.log(`  ${name} exited with ${code}: ${p.output().slice(-1000)}`)
+        }),
+      )
+    },
+    pids: () => Object.fromEntries([...running].map(([name, p]) => [name, p.pid])),
+    async close() {
+      await this.stop(...running.keys())
+    },
+  }
+}
+
+/** Polls a command's status until it is COMPLETED; fails on FAILED or after `timeoutMs`. */
+export const settleCommand = async (
+  client: OmsHttpClient,
+  commandId: string,
+  timeoutMs = 60_000,
+): Promise<void> => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const r = await client.request('GET', `/api/v1/commands/${commandId}`)
+    if (r.json.status === 'COMPLETED') return
+    if (r.status !== 200 || r.json.status === 'FAILED') {
+      throw new Error(`command ${commandId}: ${r.status} ${r.text}`)
+    }
+    if (Date.now() > deadline) throw new Error(`command ${commandId} not COMPLETED: ${r.text}`)
+    await sleep(50)
+  }
+}
+
+/**
+ * A database and a class with one string property (`payload`), both COMPLETED (needs the
+ * publisher, the ontology worker and the projection running). Returns the instances' path.
+ */
+export const createBenchClass = async (
+  client: OmsHttpClient,
+  db: string,
+  classId: string,
+): Promise<string> => {
+  const accepted = async (path: string, body: unknown): Promise<void> => {
+    const r = await client.request('POST', path, body)
+    if (r.status !== 202) throw new Error(`POST ${path}: ${r.status} ${r.text}`)
+    await settleCommand(client, String(r.json.command_id))
+  }
+  await accepted('/api/v1/databases', { name: db })
+  await accepted(`/api/v1/databases/${db}/classes`, {
+    id: classId,
+    properties: [{ name: 'payload', type: 'string', required: true }],
+  })
+  return `/api/v1/databases/${db}/classes/${classId}/instances`
+}
+
+/** Objects a writer creates (event bodies and by-date manifests): create-only PUTs that succeeded. */
+export const countWrittenObjects = async (store: ObjectStore): Promise<number> => {
+  let n = 0
+  for (const prefix of [EVENTS_PREFIX, BY_DATE_PREFIX]) {
+    for await (const key of listAll(store, prefix)) if (key !== '') n++
+  }
+  return n
+}

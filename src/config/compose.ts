@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { createFsObjectStore } from '../adapters/object-store/fs/fs-object-store.ts'
 import { createS3ObjectStore } from '../adapters/object-store/s3/s3-object-store.ts'
@@ -90,6 +91,12 @@ export const openWriteSide = async (
         allowNonconformant: config.eventStore.allowNonconformantBackend,
         logger,
       })
+    }
+    if (config.mode === 'embedded' && !existsSync(path.join(config.dataDir, 'pglite'))) {
+      logger.info(
+        { dir: path.join(config.dataDir, 'pglite') },
+        'creating the embedded PostgreSQL (PGlite) database; the first start takes a few seconds',
+      )
     }
     const sql = await openSql(config)
     opened.push({ name: 'sql', close: () => sql.close() })

@@ -143,17 +143,25 @@ export const openDeployment = (ctx: BenchContext, stem: string): Deployment => {
     )
   })
   const running = new Map<string, CairnProcess>()
+  // Starts still in flight when another one fails: close() waits for them, so none is left behind.
+  const starting = new Set<Promise<unknown>>()
   return {
     bucket,
     schema,
     token,
     async start(name, args) {
-      const p = await startCairnProcess(name, args, {
+      const started = startCairnProcess(name, args, {
         ...deploymentEnv,
         CAIRN_MEMBER_NAME: `${name}-${ctx.runId}`,
       })
-      running.set(name, p)
-      return p
+      const settled = started.then(
+        (p) => running.set(name, p),
+        () => undefined,
+      )
+      starting.add(settled)
+      await settled
+      starting.delete(settled)
+      return started
     },
     async stop(...names) {
       await Promise.all(
@@ -168,6 +176,7 @@ export const openDeployment = (ctx: BenchContext, stem: string): Deployment => {
     },
     pids: () => Object.fromEntries([...running].map(([name, p]) => [name, p.pid])),
     async close() {
+      await Promise.all(starting)
       await this.stop(...running.keys())
     },
   }

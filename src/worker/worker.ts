@@ -44,6 +44,11 @@ export type WorkerOptions = {
   readonly dlqTopic?: string
   /** `PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS` in ms (default 30,000). */
   readonly heartbeatMs?: number
+  /**
+   * Side effects of a non-transactional handler run at once on events of different aggregates
+   * (default 8; 1 runs them one by one). Per aggregate the order is kept.
+   */
+  readonly concurrency?: number
   /** Longest wait of one poll (default 500 ms). */
   readonly pollWaitMs?: number
   /** Pause before asking again about an event whose predecessor is in flight (default 100 ms). */
@@ -107,6 +112,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
   const heartbeatMs = options.heartbeatMs ?? 30_000
   const pollWaitMs = options.pollWaitMs ?? 500
   const inProgressWaitMs = options.inProgressWaitMs ?? 100
+  const concurrency = Math.max(1, options.concurrency ?? 8)
   const dlqTopic = options.dlqTopic ?? `${options.topics[0] ?? handler}-dlq`
   const m: WorkerMetrics = {
     processed: 0,
@@ -266,8 +272,8 @@ export const createWorker = (options: WorkerOptions): Worker => {
    * Transactional: every handler and the one mark_done in ONE transaction; if a handler throws or
    * a claim was lost, the batch rolls back and its events run one by one (the thrower's try counts
    * as its first attempt), so a poison event gets its retries and dead letter and the others
-   * commit. Non-transactional: side effects one by one (they are external), successes marked done
-   * together.
+   * commit. Non-transactional: side effects of different aggregates side by side (up to `concurrency`),
+   * successes marked done together.
    */
   const executeBatch = async (items: readonly Claimed[]): Promise<void> => {
     const tx = options.transactional
@@ -278,16 +284,36 @@ export const createWorker = (options: WorkerOptions): Worker => {
         defer: (eventId, result) => waiting.push({ eventId, result }),
         pendingIds: () => waiting.map((w) => w.eventId),
         async flush() {
-          if (waiting.length === 0) return
-          const marked = await registry.markDone(handler, waiting)
-          for (const w of waiting.splice(0)) {
+          // A snapshot: side effects running alongside may defer more meanwhile.
+          const batch = waiting.splice(0)
+          if (batch.length === 0) return
+          let marked: Set<string>
+          try {
+            marked = await registry.markDone(handler, batch)
+          } catch (error) {
+            waiting.unshift(...batch)
+            throw error
+          }
+          for (const w of batch) {
             if (marked.has(w.eventId)) m.processed++
             else lostClaim(w.eventId)
           }
         },
       }
-      for (const item of items) await execute(item, undefined, deferral)
+      // The claim rules give at most one event per aggregate per round, so these external side
+      // effects (e.g. a command worker's appends) may run side by side, `concurrency` at once.
+      let next = 0
+      const lane = async (): Promise<void> => {
+        for (let item = items[next++]; item !== undefined; item = items[next++]) {
+          await execute(item, undefined, deferral)
+        }
+      }
+      const lanes = await Promise.allSettled(
+        Array.from({ length: Math.min(concurrency, items.length) }, lane),
+      )
       await deferral.flush()
+      const failed = lanes.find((l) => l.status === 'rejected')
+      if (failed !== undefined) throw failed.reason
       return
     }
     const ids = items.map((i) => i.envelope.event_id)

@@ -432,6 +432,44 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
       )
 
       withWorld(
+        'a non-transactional handler runs events of different aggregates side by side, each aggregate in sequence order',
+        async (w, start) => {
+          const topic = uniqueName('parallel')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          // 8 aggregates × 4 events, published interleaved in sequence order.
+          const envs = Array.from({ length: 4 }, (_, k) =>
+            Array.from({ length: 8 }, (_, a) => stored(`par-${a}-${topic}`, k + 1, { a, k })),
+          ).flat()
+          await publish(w.bus, topic, envs)
+          let running = 0
+          let most = 0
+          const applied = new Map<string, number[]>()
+          start(
+            {
+              topics: [topic],
+              concurrency: 4,
+              handle: async (e) => {
+                running++
+                most = Math.max(most, running)
+                await new Promise((r) => setTimeout(r, 30))
+                applied.set(e.aggregate_id, [
+                  ...(applied.get(e.aggregate_id) ?? []),
+                  e.sequence_number,
+                ])
+                running--
+              },
+            },
+            'external',
+          )
+          await eventually(async () => ((await statuses(w)).done ?? 0) >= 32, 'all done', 30_000)
+          assert.ok(most > 1, `side effects overlapped (at most ${most} at once)`)
+          assert.ok(most <= 4, `at most the concurrency (${most})`)
+          assert.equal(applied.size, 8)
+          for (const [agg, seqs] of applied) assert.deepEqual(seqs, [1, 2, 3, 4], agg)
+        },
+      )
+
+      withWorld(
         'anything but an EventEnvelope is dead-lettered with the reason; the rest flows',
         async (w, start) => {
           const topic = uniqueName('bad')

@@ -119,12 +119,56 @@ export const commandFromEnvelope = (envelope: StoredEnvelope): Parsed<DomainComm
 
 // ---- loading state from the event store ----
 
-const loadDatabase = async (es: EventStore, db: string): Promise<DatabaseState | null> =>
-  foldDatabase(await es.readStream(AGGREGATE.database, db))
+/** Reads an aggregate's stream in sequence order. */
+type StreamReader = (
+  aggregateType: string,
+  aggregateId: string,
+) => Promise<readonly StoredEnvelope[]>
+
+const direct =
+  (es: EventStore): StreamReader =>
+  (type, id) =>
+    es.readStream(type, id)
+
+/**
+ * A stream reader that remembers what it read: events are immutable and sequences contiguous, so
+ * a cached stream is extended with what follows its last event — asking the allocator for the
+ * current sequence (one SQL query) instead of listing the bucket again. Only a gap-free prefix is
+ * kept (an event still in flight leaves a hole that is read again next time). Bounded: the least
+ * recently used streams are forgotten.
+ */
+export const createStreamCache = (es: EventStore, maxStreams = 10_000): StreamReader => {
+  const cache = new Map<string, StoredEnvelope[]>()
+  return async (type, id) => {
+    const key = `${type}\u0000${id}`
+    const cached = cache.get(key) ?? []
+    const have = cached.at(-1)?.sequence_number ?? 0
+    const current = await es.currentSequence(type, id)
+    if (current <= have) {
+      cache.delete(key)
+      cache.set(key, cached)
+      return cached
+    }
+    const more = await es.readStream(type, id, { fromSeq: have + 1 })
+    const stream = [...cached]
+    for (const e of more) {
+      if (e.sequence_number !== (stream.at(-1)?.sequence_number ?? 0) + 1) break
+      stream.push(e)
+    }
+    cache.delete(key)
+    cache.set(key, stream)
+    if (cache.size > maxStreams) cache.delete(cache.keys().next().value as string)
+    // What was read past a hole is still returned (it is stored), just not remembered.
+    return stream.length === cached.length + more.length ? stream : [...cached, ...more]
+  }
+}
+
+const loadDatabase = async (read: StreamReader, db: string): Promise<DatabaseState | null> =>
+  foldDatabase(await read(AGGREGATE.database, db))
 
 /** The class if live under `db` (already loaded). */
 const loadClass = async (
-  es: EventStore,
+  read: StreamReader,
   db: DatabaseState | null,
   dbName: string,
   classId: string,
@@ -132,12 +176,12 @@ const loadClass = async (
   db === null
     ? null
     : liveClass(
-        foldClass(await es.readStream(AGGREGATE.ontologyClass, classAggregateId(dbName, classId))),
+        foldClass(await read(AGGREGATE.ontologyClass, classAggregateId(dbName, classId))),
         db,
       )
 
 const loadInstance = async (
-  es: EventStore,
+  read: StreamReader,
   cls: ClassState | null,
   dbName: string,
   classId: string,
@@ -147,14 +191,14 @@ const loadInstance = async (
     ? null
     : liveInstance(
         foldInstance(
-          await es.readStream(AGGREGATE.instance, instanceAggregateId(dbName, classId, instanceId)),
+          await read(AGGREGATE.instance, instanceAggregateId(dbName, classId, instanceId)),
         ),
         cls,
       )
 
 /** Reads every state the command's decision depends on, as live states. */
 const loadWorld = async (
-  es: EventStore,
+  es: StreamReader,
   cmd: DomainCommand,
   currentSeq: number,
 ): Promise<World> => {
@@ -227,7 +271,7 @@ export const expectedSeqForCreate = async (
   if (last === undefined || last.sequence_number !== current || last.metadata.kind !== 'domain') {
     return 0
   }
-  const database = await loadDatabase(eventStore, cmd.db)
+  const database = await loadDatabase(direct(eventStore), cmd.db)
   let live: boolean
   if (cmd.type === 'CREATE_DATABASE') {
     live = foldDatabase(events) !== null
@@ -236,7 +280,7 @@ export const expectedSeqForCreate = async (
   } else if (!('instanceId' in cmd)) {
     live = liveClass(foldClass(events), database) !== null
   } else {
-    const cls = await loadClass(eventStore, database, cmd.db, cmd.classId)
+    const cls = await loadClass(direct(eventStore), database, cmd.db, cmd.classId)
     live = liveInstance(foldInstance(events), cls) !== null
   }
   return live ? 0 : current
@@ -310,6 +354,7 @@ export const createCommandHandler = (options: CommandHandlerOptions): Handle => 
   const es = options.eventStore
   const log = options.logger ?? silentLogger
   const maxConflicts = options.maxConflicts ?? 5
+  const streams = createStreamCache(es)
   const now = options.now ?? Date.now
 
   return async (envelope): Promise<CommandResult> => {
@@ -331,7 +376,7 @@ export const createCommandHandler = (options: CommandHandlerOptions): Handle => 
 
     for (let attempt = 1; ; attempt++) {
       const current = await es.currentSequence(target.aggregateType, target.aggregateId)
-      const world = await loadWorld(es, cmd, current)
+      const world = await loadWorld(streams, cmd, current)
       const decision = decide(cmd, commandId, world)
       try {
         const appended = await es.append({

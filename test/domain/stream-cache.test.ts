@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { after, before, test } from 'node:test'
+import { createEnvelope } from '../../src/core/envelope.ts'
+import type { ObjectStore } from '../../src/core/ports/object-store.ts'
+import { createStreamCache } from '../../src/domain/command-handler.ts'
+import type { EventStore } from '../../src/event-store/event-store.ts'
+import { fsStoreCase } from '../support/adapters.ts'
+import { makeWriteSide } from '../support/write-side.ts'
+import type { WriteSide } from '../support/write-side.ts'
+
+let side: WriteSide
+let es: EventStore
+let lists = 0
+
+before(async () => {
+  side = await makeWriteSide(fsStoreCase(), 'pglite')
+  const inner = side.objectStore
+  const counting: ObjectStore = {
+    ...inner,
+    list: (...a) => (lists++, inner.list(...a)),
+  }
+  es = side.store({ objectStore: counting })
+})
+after(async () => {
+  await side.close()
+})
+
+const thing = (id: string, i: number) =>
+  createEnvelope({
+    event_type: 'THING_HAPPENED',
+    aggregate_type: 'Thing',
+    aggregate_id: id,
+    data: { i },
+    metadata: { kind: 'domain' },
+  })
+
+test('the stream cache returns what the store holds, reading only what is new, listing nothing when nothing is', async () => {
+  const id = `t-${randomUUID()}`
+  const read = createStreamCache(es)
+  assert.deepEqual(await read('Thing', id), [])
+  for (let i = 0; i < 3; i++) await es.append({ envelopes: [thing(id, i)] })
+  const first = await read('Thing', id)
+  assert.deepEqual(first, await es.readStream('Thing', id))
+  assert.deepEqual(
+    first.map((e) => e.sequence_number),
+    [1, 2, 3],
+  )
+  const before = lists
+  assert.deepEqual(await read('Thing', id), first)
+  assert.equal(lists, before, 'an unchanged stream is not listed again')
+  await es.append({ envelopes: [thing(id, 3), thing(id, 4)] })
+  const second = await read('Thing', id)
+  assert.deepEqual(second, await es.readStream('Thing', id))
+  assert.deepEqual(
+    second.map((e) => e.data['i']),
+    [0, 1, 2, 3, 4],
+  )
+})
+
+test('the stream cache forgets the least recently used streams beyond its bound', async () => {
+  const read = createStreamCache(es, 2)
+  const ids = [0, 1, 2].map(() => `t-${randomUUID()}`)
+  for (const id of ids) await es.append({ envelopes: [thing(id, 0)] })
+  for (const id of ids) assert.equal((await read('Thing', id)).length, 1)
+  const before = lists
+  await read('Thing', ids[2] as string)
+  assert.equal(lists, before, 'a remembered stream')
+  await read('Thing', ids[0] as string)
+  assert.equal(lists, before + 1, 'a forgotten stream is read again')
+})

@@ -6,7 +6,8 @@ import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
  * The processed-event registry in PostgreSQL (PGlite embedded): which handler processed which event
  * (C1), who holds a claim and until when (C2), the per-aggregate ordering guard (C3), a single
  * winner per claim (C4), failed and parked events (C5). The database's clock times every lease, so
- * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql.
+ * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql (schema, rules) and
+ * 004_set_based_claims.sql (claim_events, set-based: a few statements per batch).
  *
  * Claim rules, per (handler, event); claims of one (handler, aggregate) take turns under a lock:
  * 1. done, skipped_stale or skipped → `duplicate` (acknowledge, do not run the effect again);
@@ -288,7 +289,8 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
            SELECT $1, aggregate_type, aggregate_id, max(sequence_number) FROM done
             GROUP BY aggregate_type, aggregate_id
            ON CONFLICT (handler, aggregate_type, aggregate_id)
-           DO UPDATE SET last_sequence = GREATEST(v.last_sequence, EXCLUDED.last_sequence), updated_at = now()
+           DO UPDATE SET last_sequence = EXCLUDED.last_sequence, updated_at = now()
+            WHERE v.last_sequence < EXCLUDED.last_sequence
          )
          SELECT event_id FROM done`,
         [handler, eventIds, owner, JSON.stringify(results)],
@@ -350,8 +352,21 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     retryParked: (handler, eventIds) => resolveParked(handler, eventIds, 'retrying'),
     skipParked: (handler, eventIds) => resolveParked(handler, eventIds, 'skipped'),
     async status(eventId) {
+      // No index leads with event_id (004 dropped it: one entry less per claim and completion):
+      // walk the distinct handlers on the primary key, then one probe per handler.
       const rows = await q<RawRow>(
-        `SELECT ${COLUMNS} FROM ${schema}.processed_events WHERE event_id = $1 ORDER BY handler`,
+        `WITH RECURSIVE handlers (handler) AS (
+           SELECT min(handler) FROM ${schema}.processed_events
+           UNION ALL
+           SELECT (SELECT min(p.handler) FROM ${schema}.processed_events p WHERE p.handler > h.handler)
+             FROM handlers h WHERE h.handler IS NOT NULL
+         )
+         SELECT r.* FROM handlers h
+          CROSS JOIN LATERAL (
+            -- LIMIT keeps it a probe per handler (the planner would flatten a plain subquery).
+            SELECT ${COLUMNS} FROM ${schema}.processed_events p
+             WHERE p.handler = h.handler AND p.event_id = $1 LIMIT 1) AS r
+          ORDER BY r.handler`,
         [eventId],
       )
       return rows.map(toRow)

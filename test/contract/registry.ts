@@ -379,6 +379,123 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       )
     })
 
+    test('a batch mixing new events, duplicates, stale events, open rows and several events of one aggregate gets the outcomes and rows of one-by-one claims in sequence order', async () => {
+      const r = registry('mix')
+      const other = registry('mix-other')
+      await r.start()
+      await other.start()
+      const [fresh1, fresh2, fresh3] = events(3)
+      const [done1, done2, next3, next4] = events(4)
+      const [failed1, behind2, behind3] = events(3)
+      const [busy1, busy2] = events(2)
+      const [ok1, released2, after3] = events(3)
+      const [twice] = events(1)
+      assert.ok(fresh1 && fresh2 && fresh3 && done1 && done2 && next3 && next4)
+      assert.ok(failed1 && behind2 && behind3 && busy1 && busy2 && ok1 && released2 && after3)
+      // Open rows whose events are not in the batch: a failed one, and another owner's claim.
+      const [poisoned1, poisoned2] = events(2)
+      const [held1, held2] = events(2)
+      assert.ok(twice && poisoned1 && poisoned2 && held1 && held2)
+      const replayedOld = { ...done1, eventId: randomUUID() }
+      // The same history under two handlers (each handler has its own rows of the same ids).
+      const history = async (h: string) => {
+        for (const e of [done1, done2, ok1]) {
+          assert.equal((await r.claim(h, [e])).get(e.eventId), 'claimed')
+          assert.equal((await r.markDone(h, [e.eventId])).size, 1)
+        }
+        for (const e of [failed1, poisoned1]) {
+          await r.claim(h, [e])
+          await r.markFailed(h, e.eventId, 'boom', false)
+        }
+        for (const e of [busy1, held1])
+          assert.equal((await other.claim(h, [e])).get(e.eventId), 'claimed')
+        await r.claim(h, [released2])
+        await r.markFailed(h, released2.eventId, 'transient', true)
+      }
+      await history('h-mix-batch')
+      await history('h-mix-single')
+      const batch = [
+        fresh1,
+        fresh2,
+        fresh3,
+        done2,
+        replayedOld,
+        next3,
+        next4,
+        failed1,
+        behind2,
+        behind3,
+        busy1,
+        busy2,
+        released2,
+        after3,
+        twice,
+        twice,
+        poisoned2,
+        held2,
+      ].reverse()
+      const expected = new Map<string, string>([
+        [fresh1.eventId, 'claimed'],
+        [fresh2.eventId, 'in_progress'],
+        [fresh3.eventId, 'in_progress'],
+        [done2.eventId, 'duplicate'],
+        [replayedOld.eventId, 'stale'],
+        [next3.eventId, 'claimed'],
+        [next4.eventId, 'in_progress'],
+        [failed1.eventId, 'failed'],
+        [behind2.eventId, 'parked'],
+        [behind3.eventId, 'parked'],
+        [busy1.eventId, 'in_progress'],
+        [busy2.eventId, 'in_progress'],
+        [released2.eventId, 'claimed'],
+        [after3.eventId, 'in_progress'],
+        // The same event twice in one batch: this owner's own claim is claimed again.
+        [twice.eventId, 'claimed'],
+        [poisoned2.eventId, 'parked'],
+        [held2.eventId, 'in_progress'],
+      ])
+
+      const together = await r.claim('h-mix-batch', batch)
+      const single = new Map<string, string>()
+      const inOrder = [...batch].sort((a, b) =>
+        a.aggregateId === b.aggregateId ? a.seq - b.seq : a.aggregateId < b.aggregateId ? -1 : 1,
+      )
+      for (const e of inOrder) {
+        const out = (await r.claim('h-mix-single', [e])).get(e.eventId)
+        assert.ok(out)
+        single.set(e.eventId, out)
+      }
+      assert.deepEqual(Object.fromEntries(together), Object.fromEntries(expected))
+      assert.deepEqual(Object.fromEntries(single), Object.fromEntries(expected))
+
+      const rowOf = async (h: string, eventId: string) => {
+        const row = (await r.status(eventId)).find((x) => x.handler === h)
+        return row && [row.status, row.owner, row.attempts, row.seq, row.lastError]
+      }
+      for (const e of new Set(batch)) {
+        assert.deepEqual(
+          await rowOf('h-mix-batch', e.eventId),
+          await rowOf('h-mix-single', e.eventId),
+          `row of seq ${e.seq} of ${e.aggregateId}`,
+        )
+      }
+      assert.deepEqual(await rowOf('h-mix-batch', replayedOld.eventId), [
+        'skipped_stale',
+        null,
+        0,
+        1,
+        'sequence 1 is not after 2, already applied',
+      ])
+      assert.deepEqual(await rowOf('h-mix-batch', twice.eventId), [
+        'processing',
+        r.owner,
+        2,
+        1,
+        null,
+      ])
+      assert.equal(await rowOf('h-mix-batch', fresh2.eventId), undefined)
+    })
+
     test('a batch of 1,000 events is claimed and marked done in one statement each', async () => {
       const r = registry('batch')
       await r.start()

@@ -4,6 +4,7 @@ import { registerAppend } from './append.ts'
 import { registerConfig } from './config.ts'
 import { registerHistory } from './history.ts'
 import { registerMigrate } from './migrate.ts'
+import { registerOperate } from './operate.ts'
 import { registerProbe } from './probe.ts'
 import { registerQuarantine } from './quarantine.ts'
 import { registerStart } from './start.ts'
@@ -23,6 +24,7 @@ registerAppend(program)
 registerHistory(program)
 registerProbe(program)
 registerQuarantine(program)
+registerOperate(program)
 registerConfig(program)
 
 await runCommand(() => program.parseAsync(process.argv))

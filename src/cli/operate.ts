@@ -1,0 +1,165 @@
+import type { Command } from 'commander'
+import { openObjectStore, openWriteSide } from '../config/compose.ts'
+import { CairnError, ErrorCode } from '../core/errors.ts'
+import { manifestKeyFloor } from '../event-store/keys.ts'
+import { loadCheckpoint, saveCheckpoint } from '../publisher/checkpoint.ts'
+import { listQuarantine } from '../publisher/publisher.ts'
+import { createProcessedEventRegistry } from '../registry/processed-events.ts'
+import { cliContext } from './context.ts'
+
+const print = (value: unknown): void => {
+  process.stdout.write(`${JSON.stringify(value)}\n`)
+}
+
+/**
+ * The operator's commands (DESIGN.md section 8): pipeline status, parked and dead-lettered
+ * events (retry or skip), the publisher's checkpoint (inspect, reset). They work on the configured
+ * backends; in embedded mode stop `cairn start` first (PGlite has one process).
+ */
+export const registerOperate = (program: Command): void => {
+  program
+    .command('status')
+    .description(
+      'pipeline status: publisher checkpoint and lag, registry records per handler and status, stuck leases, quarantine',
+    )
+    .action(async () => {
+      const { config, logger } = cliContext({ quiet: true })
+      await using ws = await openWriteSide(config, logger, { probe: false })
+      const schema = config.sequencing.schema
+      const { checkpoint } = await loadCheckpoint(ws.objectStore)
+      const counts = await ws.sql.query<{ handler: string; status: string; n: string }>(
+        `SELECT handler, status, count(*) AS n FROM ${schema}.processed_events
+          GROUP BY handler, status ORDER BY handler, status`,
+      )
+      const stuck = await ws.sql.query<{ handler: string; n: string }>(
+        `SELECT handler, count(*) AS n FROM ${schema}.processed_events
+          WHERE status = 'processing' AND lease_until < now() GROUP BY handler ORDER BY handler`,
+      )
+      const handlers: Record<string, Record<string, number>> = {}
+      for (const c of counts) (handlers[c.handler] ??= {})[c.status] = Number(c.n)
+      for (const s of stuck) (handlers[s.handler] ??= {})['lease_expired'] = Number(s.n)
+      const now = Date.now()
+      print({
+        publisher: {
+          checkpoint: checkpoint?.last_index_key ?? null,
+          settled_up_to:
+            checkpoint === null ? null : new Date(checkpoint.last_timestamp_ms).toISOString(),
+          lag_seconds:
+            checkpoint === null || checkpoint.last_timestamp_ms === 0
+              ? null
+              : Math.round((now - checkpoint.last_timestamp_ms) / 1000),
+          owner: checkpoint?.owner ?? null,
+          updated_at: checkpoint?.updated_at ?? null,
+          quarantined: (await listQuarantine(ws.objectStore)).length,
+        },
+        handlers,
+      })
+    })
+
+  const parked = program
+    .command('parked')
+    .description('list dead-lettered (failed) and parked events; retry or skip them')
+    .argument('[handler]', 'only this handler')
+    .action(async (handler: string | undefined) => {
+      const { config, logger } = cliContext({ quiet: true })
+      await using ws = await openWriteSide(config, logger, { probe: false })
+      const registry = createProcessedEventRegistry({
+        sql: ws.sql,
+        schema: config.sequencing.schema,
+        member: 'operator',
+      })
+      const rows = await registry.listParked(handler)
+      for (const r of rows) print(r)
+      process.stderr.write(`${rows.length} failed or parked\n`)
+    })
+
+  for (const [verb, what] of [
+    ['retry', 'make failed or parked events claimable again (redriven from the bucket, in order)'],
+    ['skip', 'skip failed or parked events: later events of their aggregates flow'],
+  ] as const) {
+    parked
+      .command(verb)
+      .description(what)
+      .argument('<handler>')
+      .argument('<eventIds...>')
+      .action(async (handler: string, eventIds: string[]) => {
+        const { config, logger } = cliContext({ quiet: true })
+        await using ws = await openWriteSide(config, logger, { probe: false })
+        const registry = createProcessedEventRegistry({
+          sql: ws.sql,
+          schema: config.sequencing.schema,
+          member: 'operator',
+        })
+        const n =
+          verb === 'retry'
+            ? await registry.retryParked(handler, eventIds)
+            : await registry.skipParked(handler, eventIds)
+        process.stdout.write(
+          `${verb === 'retry' ? 'released' : 'skipped'} ${n} of ${eventIds.length}\n`,
+        )
+        if (n < eventIds.length) {
+          process.stderr.write('the others were not failed or parked for that handler\n')
+        }
+      })
+  }
+
+  const checkpoint = program
+    .command('checkpoint')
+    .description("inspect or reset the publisher's checkpoint")
+  checkpoint
+    .command('show')
+    .description('print the checkpoint (the dedup snapshot as a count)')
+    .action(async () => {
+      const { config } = cliContext({ quiet: true })
+      await using store = await openObjectStore(config)
+      const { checkpoint: cp, etag } = await loadCheckpoint(store)
+      if (cp === null) {
+        process.stdout.write('no checkpoint yet: the publisher starts from the beginning\n')
+        return
+      }
+      const { recent_event_ids, ...rest } = cp
+      print({ ...rest, recent_event_ids: recent_event_ids.length, etag })
+    })
+  checkpoint
+    .command('reset')
+    .description(
+      'move the checkpoint back (or forward) to a time: the publisher republishes everything stored after it (consumers deduplicate)',
+    )
+    .requiredOption('--to <time>', 'ISO-8601 time, e.g. 2026-11-27T10:00:00Z')
+    .option('--yes', 'really reset')
+    .action(async (opts: { to: string; yes?: boolean }) => {
+      const ms = Date.parse(opts.to)
+      if (!/^\d{4}-\d{2}-\d{2}T/.test(opts.to) || Number.isNaN(ms)) {
+        throw new CairnError(ErrorCode.INVALID_CONFIG, `--to ${opts.to}: not an ISO-8601 time`)
+      }
+      const { config } = cliContext({ quiet: true })
+      await using store = await openObjectStore(config)
+      const { checkpoint: cp, etag } = await loadCheckpoint(store)
+      const key = manifestKeyFloor(ms * 1000)
+      if (opts.yes !== true) {
+        process.stdout.write(
+          `would move the checkpoint from ${cp?.last_index_key ?? '(none)'} to ${key}; add --yes to do it\n`,
+        )
+        return
+      }
+      // Unowned: the active publisher adopts it on its next save, with an empty dedup snapshot.
+      const written = await saveCheckpoint(
+        store,
+        {
+          last_index_key: key,
+          last_timestamp_ms: ms,
+          updated_at: new Date().toISOString(),
+          recent_event_ids: [],
+          owner: '',
+        },
+        etag,
+      )
+      if (written === null) {
+        throw new CairnError(
+          ErrorCode.APPEND_FAILED,
+          'the checkpoint changed while resetting it (the publisher saved meanwhile); run the command again',
+        )
+      }
+      process.stdout.write(`checkpoint reset to ${key}\n`)
+    })
+}

@@ -40,7 +40,9 @@ const SCENARIOS: readonly Scenario[] = [
 const USAGE = `usage: npm run bench -- [--quick] [--only <name,...>] [--seed <n>]
   --quick   short warm-up and windows, smaller backlog: a smoke check in under 3 minutes
   --only    run only these (${SCENARIOS.map((s) => s.name).join(', ')})
-  --seed    seed of the aggregate picks and payloads (default 7)`
+  --seed    seed of the aggregate picks and payloads (default 7)
+  --cpu-prof  write a V8 CPU profile of every cairn process spawned (bench/results/profiles/);
+            summarise one with: node bench/profile-summary.ts <file.cpuprofile>`
 
 const stderrLogger = (bindings: Record<string, unknown> = {}): Logger => {
   const write =
@@ -65,6 +67,7 @@ const main = async (): Promise<number> => {
       only: { type: 'string' },
       seed: { type: 'string', default: '7' },
       help: { type: 'boolean', default: false },
+      'cpu-prof': { type: 'boolean', default: false },
     },
   })
   if (values.help) {
@@ -81,6 +84,12 @@ const main = async (): Promise<number> => {
     return 2
   }
   const chosen = SCENARIOS.filter((s) => only === undefined || only.includes(s.name))
+  if (values['cpu-prof']) {
+    // Inherited by the cairn processes the scenarios spawn; each writes its profile at exit.
+    const dir = path.join(REPO_ROOT, 'bench', 'results', 'profiles')
+    process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${dir}`
+    console.error(`[bench] CPU profiles of spawned cairn processes go to ${dir}`)
+  }
   const quick = values.quick
   const log = (line: string): void => {
     process.stderr.write(`[bench] ${line}\n`)

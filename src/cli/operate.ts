@@ -1,6 +1,7 @@
 import type { Command } from 'commander'
 import { openObjectStore, openWriteSide } from '../config/compose.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
+import { rebuildProjection } from '../domain/rebuild.ts'
 import { manifestKeyFloor } from '../event-store/keys.ts'
 import { loadCheckpoint, saveCheckpoint } from '../publisher/checkpoint.ts'
 import { listQuarantine } from '../publisher/publisher.ts'
@@ -102,6 +103,53 @@ export const registerOperate = (program: Command): void => {
         }
       })
   }
+
+  program
+    .command('projection')
+    .description('the read model')
+    .command('rebuild')
+    .description(
+      'rebuild the read model from the bucket alone (stop the projection workers first); shows progress',
+    )
+    .option('--yes', 'really empty and rebuild it')
+    .action(async (opts: { yes?: boolean }) => {
+      const { config, logger } = cliContext({ quiet: true })
+      if (opts.yes !== true) {
+        process.stdout.write(
+          'would empty the read model and re-apply every domain event from the bucket; add --yes to do it\n',
+        )
+        return
+      }
+      await using ws = await openWriteSide(config, logger, { probe: false })
+      const registry = createProcessedEventRegistry({
+        sql: ws.sql,
+        schema: config.sequencing.schema,
+        member: 'operator-rebuild',
+      })
+      await registry.start()
+      const started = Date.now()
+      let shown = 0
+      try {
+        const applied = await rebuildProjection({
+          eventStore: ws.eventStore,
+          sql: ws.sql,
+          schema: config.sequencing.schema,
+          registry,
+          onProgress: (n) => {
+            if (Date.now() - shown < 2_000) return
+            shown = Date.now()
+            process.stderr.write(
+              `${n} events applied (${Math.round((Date.now() - started) / 1000)} s)\n`,
+            )
+          },
+        })
+        process.stdout.write(
+          `read model rebuilt: ${applied} domain events applied in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
+        )
+      } finally {
+        await registry.stop()
+      }
+    })
 
   const checkpoint = program
     .command('checkpoint')

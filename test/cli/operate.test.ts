@@ -29,7 +29,7 @@ const cairn = (dataDir: string, ...args: string[]) => {
   return { code: r.status, out: r.stdout, err: r.stderr }
 }
 
-test('operator commands: status, parked list/skip/retry, checkpoint show/reset', async () => {
+test('operator commands: status, parked list/skip/retry, projection rebuild, checkpoint show/reset', async () => {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'cairn-operate-'))
   try {
     // Some traffic, then a dead-lettered event recorded by a worker, with the process stopped.
@@ -83,6 +83,25 @@ test('operator commands: status, parked list/skip/retry, checkpoint show/reset',
     assert.match(r.out, /released 1 of 1/)
     r = cairn(dataDir, 'parked', 'mailer')
     assert.equal(r.out.trim(), '', 'nothing failed or parked any more')
+
+    // The read model, rebuilt from the bucket alone after it was lost.
+    {
+      await using ws = await openWriteSide(config, silentLogger, { probe: false })
+      await ws.sql.query(`DELETE FROM ${config.sequencing.schema}.rm_databases`)
+    }
+    r = cairn(dataDir, 'projection', 'rebuild')
+    assert.match(r.out, /add --yes/)
+    r = cairn(dataDir, 'projection', 'rebuild', '--yes')
+    assert.equal(r.code, 0, r.err)
+    assert.match(r.out, /read model rebuilt: 1 domain events applied/)
+    const back = await openEmbedded({ dataDir })
+    try {
+      const db = await inProcessClient(back.runtime.app).get('/api/v1/databases/ops')
+      assert.equal(db.status, 200, db.text)
+      assert.equal(db.json.seq, 2)
+    } finally {
+      await back.close()
+    }
 
     r = cairn(dataDir, 'checkpoint', 'show')
     assert.equal(r.code, 0, r.err)

@@ -11,6 +11,7 @@ import type { HttpApp, OmsApp, ReadyReport } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
+import { parseManifestKey } from '../event-store/keys.ts'
 import { createWorker } from '../worker/worker.ts'
 import type { Handle, Worker } from '../worker/worker.ts'
 import { closeAll, commitChannel, openBus, openPublisher, openWriteSide } from './compose.ts'
@@ -204,7 +205,9 @@ export const openCairn = async (
       if (ws.sql.listen !== undefined) {
         // Writers in other processes (OMS, workers) announce their commits: publish at once.
         const unlisten = await ws.sql
-          .listen(commitChannel(config), () => publisher.wake())
+          .listen(commitChannel(config), (key) =>
+            parseManifestKey(key) === null ? publisher.wake() : publisher.noteManifestKey(key),
+          )
           .catch((error: unknown) => {
             logger.warn({ err: String(error) }, 'commit notifications unavailable; polling only')
             return undefined

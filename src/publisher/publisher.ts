@@ -82,6 +82,8 @@ export type Publisher = {
   wake(): void
   /** In-process fast path: remember a commit's manifest so it needs no GET. */
   noteCommit(notice: CommitNotice): void
+  /** A commit announced by a writer in another process (its manifest key): wakes and knows it. */
+  noteManifestKey(key: string): void
   metrics(): Readonly<PublisherMetrics>
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
@@ -365,29 +367,40 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     return om.entries
   }
 
+  /**
+   * A commit announced by its writer: known at once, so a manifest whose PUT finished after a
+   * later one's is not left between the tail listing and the settle listing (it would wait for
+   * the checkpoint to reach it). Discovery only: listings stay the proof that nothing is missed.
+   */
+  const noteKey = (key: string): void => {
+    if (m.role === 'active' && (position === null || key > position)) register(key)
+    wake()
+  }
+
+  /** Makes a manifest key known to the cycles (from a listing or a commit notice). */
+  const register = (key: string): void => {
+    if (open.has(key)) return
+    const parts = parseManifestKey(key)
+    if (parts === null) {
+      m.malformed++
+      log.error({ key }, 'malformed index key skipped')
+      open.set(key, { key, us: 0, entries: [], done: new Set(), missing: 0, firstMissingAt: 0 })
+      return
+    }
+    open.set(key, {
+      key,
+      us: parts.us,
+      entries: null,
+      done: new Set(),
+      missing: 0,
+      firstMissingAt: 0,
+    })
+  }
   /** One pass: list after the checkpoint, publish what is ready, advance over what is settled. */
   const cycle = async (): Promise<number> => {
     // The watermark is taken before listing: a key older than it that this listing misses
     // cannot belong to an acknowledged append (docs/publisher.md).
     const watermarkUs = (clock.now() - settleMs) * 1000
-    const register = (key: string): void => {
-      if (open.has(key)) return
-      const parts = parseManifestKey(key)
-      if (parts === null) {
-        m.malformed++
-        log.error({ key }, 'malformed index key skipped')
-        open.set(key, { key, us: 0, entries: [], done: new Set(), missing: 0, firstMissingAt: 0 })
-        return
-      }
-      open.set(key, {
-        key,
-        us: parts.us,
-        entries: null,
-        done: new Set(),
-        missing: 0,
-        firstMissingAt: 0,
-      })
-    }
     // The settle listing, from the checkpoint: it finds late arrivals and decides how far the
     // checkpoint may move.
     const page = await store.list(BY_DATE_PREFIX, {
@@ -611,8 +624,9 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       noted.set(notice.manifestKey, notice.entries)
       // Bound the cache: manifests never listed (another prefix, closed run) must not pile up.
       if (noted.size > 10_000) noted.delete(noted.keys().next().value as string)
-      wake()
+      noteKey(notice.manifestKey)
     },
+    noteManifestKey: noteKey,
     metrics: () => ({ ...m }),
     close,
     [Symbol.asyncDispose]: close,

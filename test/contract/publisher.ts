@@ -281,6 +281,45 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       )
 
       withWorld(
+        'commits announced by their writer are published at once, even before a listing shows them',
+        async (w) => {
+          const topic = uniqueName('noted')
+          const store = w.ws.store()
+          // A listing that lags (as on an eventually consistent store, or a manifest whose PUT
+          // finished after a later one's, between the tail and the settle listing).
+          const lagging: ObjectStore = {
+            ...w.ws.objectStore,
+            list: async (prefix, options) =>
+              prefix.startsWith('indexes/by-date')
+                ? { keys: [] }
+                : w.ws.objectStore.list(prefix, options),
+          }
+          const publisher = startPublisher(w, { objectStore: lagging, settleMs: 60_000 })
+          await eventually(() => publisher.metrics().role === 'active', 'active')
+          store.onCommit((n) => publisher.noteCommit(n))
+          const envs = Array.from({ length: 8 }, (_, i) => event(topic, `agg-${i % 3}`, { i }))
+          for (const e of envs) await store.append({ envelopes: [e] })
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 8,
+            10_000,
+          )
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 8)
+          for (const agg of ['agg-0', 'agg-1', 'agg-2']) {
+            const seqs = got
+              .filter((m) => m.key === agg)
+              .map((m) => Number(m.headers.sequence_number))
+            assert.deepEqual(
+              seqs,
+              [...seqs].sort((a, b) => a - b),
+              `order of ${agg}`,
+            )
+          }
+        },
+      )
+
+      withWorld(
         'bad index data never blocks: malformed manifests are skipped, an unreadable one is quarantined',
         async (w) => {
           const topic = uniqueName('bad')

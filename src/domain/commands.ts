@@ -1,5 +1,5 @@
 import { createEnvelope, uuidV5 } from '../core/envelope.ts'
-import type { EventEnvelope, StoredEnvelope } from '../core/envelope.ts'
+import type { EventEnvelope } from '../core/envelope.ts'
 import {
   AGGREGATE,
   LIMITS,
@@ -614,23 +614,4 @@ export const commandEnvelope = (
     },
     opts.now,
   )
-}
-
-/**
- * Whether the aggregate exists after this event, judged from the event alone: false after a
- * `*_DELETED` or a rejection that says it does not exist, true after `*_CREATED`/`*_UPDATED` or a
- * rejection that leaves it existing, undefined for a command (not decided yet). It does not see
- * generations: a class whose database was deleted is still "live" by its own last event; see
- * `expectedSeqForCreate` in command-handler.ts for the full answer.
- */
-export const liveAfter = (event: StoredEnvelope): boolean | undefined => {
-  if (event.metadata.kind !== 'domain') return undefined
-  const t = event.event_type
-  if (t === 'COMMAND_REJECTED') {
-    const exists = event.data['aggregate_exists']
-    return typeof exists === 'boolean' ? exists : undefined
-  }
-  if (t.endsWith('_DELETED')) return false
-  if (t.endsWith('_CREATED') || t.endsWith('_UPDATED')) return true
-  return undefined
 }

@@ -2,11 +2,9 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import { idempotencyHash, validateEnvelope } from '../../src/core/envelope.ts'
-import type { StoredEnvelope } from '../../src/core/envelope.ts'
 import {
   commandEnvelope,
   commandTarget,
-  liveAfter,
   parseCreateClass,
   parseCreateDatabase,
   parseCreateInstance,
@@ -260,27 +258,6 @@ test('targets and envelopes: aggregate ids, topics, handlers, deterministic comm
     db_name: 'sales',
     payload: {},
   })
-})
-
-test('liveAfter: deleted or rejected-as-absent → false; created/updated → true; commands → undefined', () => {
-  const ev = (event_type: string, kind: 'command' | 'domain', data = {}): StoredEnvelope => ({
-    event_id: 'e',
-    event_type,
-    aggregate_type: 'Database',
-    aggregate_id: 'sales',
-    sequence_number: 1,
-    occurred_at: '2026-01-01T00:00:00.000Z',
-    actor: null,
-    data,
-    metadata: { kind },
-    schema_version: '1',
-  })
-  assert.equal(liveAfter(ev('CREATE_DATABASE_REQUESTED', 'command')), undefined)
-  assert.equal(liveAfter(ev('DATABASE_CREATED', 'domain')), true)
-  assert.equal(liveAfter(ev('INSTANCE_UPDATED', 'domain')), true)
-  assert.equal(liveAfter(ev('ONTOLOGY_CLASS_DELETED', 'domain')), false)
-  assert.equal(liveAfter(ev('COMMAND_REJECTED', 'domain', { aggregate_exists: false })), false)
-  assert.equal(liveAfter(ev('COMMAND_REJECTED', 'domain', { aggregate_exists: true })), true)
 })
 
 test('every parser, any JSON body: never throws, and problems carry pointers', () => {

@@ -56,19 +56,37 @@ const main = async (): Promise<void> => {
     self.set(id, (self.get(id) ?? 0) + dt)
     total += dt
   })
-  const byFunction = new Map<string, number>()
-  const byArea = new Map<string, number>()
-  for (const [id, us] of self) {
-    const n = byId.get(id)
-    if (n === undefined) continue
+  const label = (n: Node): string => {
     const { functionName, url, lineNumber } = n.callFrame
     const name = functionName === '' ? '(anonymous)' : functionName
     const where =
       url === ''
         ? ''
         : ` ${url.replace(/^.*\/(src|bench|node_modules)\//, '$1/')}:${lineNumber + 1}`
-    byFunction.set(`${name}${where}`, (byFunction.get(`${name}${where}`) ?? 0) + us)
-    byArea.set(areaOf(url), (byArea.get(areaOf(url)) ?? 0) + us)
+    return `${name}${where}`
+  }
+  const byFunction = new Map<string, number>()
+  const byArea = new Map<string, number>()
+  for (const [id, us] of self) {
+    const n = byId.get(id)
+    if (n === undefined) continue
+    byFunction.set(label(n), (byFunction.get(label(n)) ?? 0) + us)
+    byArea.set(areaOf(n.callFrame.url), (byArea.get(areaOf(n.callFrame.url)) ?? 0) + us)
+  }
+  // Inclusive time of cairn's own functions: a sample counts once for every distinct cairn
+  // function on its stack, so a caller shows what it costs with everything it calls.
+  const parent = new Map<number, number>()
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
+  const inclusive = new Map<string, number>()
+  for (const [id, us] of self) {
+    const seen = new Set<string>()
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const n = byId.get(at)
+      if (n === undefined || !/\/src\//.test(n.callFrame.url)) continue
+      if (n.callFrame.url.includes('node_modules')) continue
+      seen.add(label(n))
+    }
+    for (const l of seen) inclusive.set(l, (inclusive.get(l) ?? 0) + us)
   }
   const pct = (us: number) => `${((100 * us) / Math.max(1, total)).toFixed(1).padStart(5)} %`
   const top = Number(values.top)
@@ -81,6 +99,10 @@ const main = async (): Promise<void> => {
   }
   console.log('\nby function (self time)')
   for (const [fn, us] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+    console.log(`${pct(us)}  ${fn}`)
+  }
+  console.log('\nby cairn function (total time: itself and what it calls)')
+  for (const [fn, us] of [...inclusive].sort((a, b) => b[1] - a[1]).slice(0, top)) {
     console.log(`${pct(us)}  ${fn}`)
   }
 }

@@ -14,6 +14,7 @@ import type { ObjectStore } from '../core/ports/object-store.ts'
 import type { Sql } from '../core/ports/sql.ts'
 import { createEventStore } from '../event-store/event-store.ts'
 import type { EventStore } from '../event-store/event-store.ts'
+import { encodeCommitNotice } from '../event-store/manifest.ts'
 import { assertConformant } from '../event-store/probe.ts'
 import { createPublisher } from '../publisher/publisher.ts'
 import type { Publisher } from '../publisher/publisher.ts'
@@ -116,7 +117,9 @@ export const openWriteSide = async (
       // Publishers in other processes wake on this instead of waiting for their next poll.
       const channel = commitChannel(config)
       eventStore.onCommit((notice) => {
-        sql.query('SELECT pg_notify($1, $2)', [channel, notice.manifestKey]).catch(() => {})
+        // The entries ride along when they fit, so that publisher needs no GET.
+        const payload = encodeCommitNotice(notice.manifestKey, notice.entries)
+        sql.query('SELECT pg_notify($1, $2)', [channel, payload]).catch(() => {})
       })
     }
     const close = () => closeAll(opened, logger)

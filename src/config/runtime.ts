@@ -12,6 +12,7 @@ import { createOpsApp } from '../http/ops.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
 import { parseManifestKey } from '../event-store/keys.ts'
+import { decodeCommitNotice } from '../event-store/manifest.ts'
 import { createWorker } from '../worker/worker.ts'
 import type { Handle, Worker } from '../worker/worker.ts'
 import { closeAll, commitChannel, openBus, openPublisher, openWriteSide } from './compose.ts'
@@ -205,9 +206,12 @@ export const openCairn = async (
       if (ws.sql.listen !== undefined) {
         // Writers in other processes (OMS, workers) announce their commits: publish at once.
         const unlisten = await ws.sql
-          .listen(commitChannel(config), (key) =>
-            parseManifestKey(key) === null ? publisher.wake() : publisher.noteManifestKey(key),
-          )
+          .listen(commitChannel(config), (payload) => {
+            const notice = decodeCommitNotice(payload)
+            if (parseManifestKey(notice.manifestKey) === null) publisher.wake()
+            else if (notice.entries === undefined) publisher.noteManifestKey(notice.manifestKey)
+            else publisher.noteCommit({ manifestKey: notice.manifestKey, entries: notice.entries })
+          })
           .catch((error: unknown) => {
             logger.warn({ err: String(error) }, 'commit notifications unavailable; polling only')
             return undefined

@@ -77,3 +77,40 @@ export const parseManifest = (bytes: Uint8Array): Manifest => {
   }
   return value as Manifest
 }
+
+/**
+ * PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; a commit notice carries its
+ * manifest's entries only below this, otherwise the key alone (the publisher reads the manifest).
+ */
+export const NOTICE_MAX_BYTES = 7_900
+
+/**
+ * A commit notice as one string for another process: the manifest key, and when it fits, a
+ * newline and the entries as JSON, so the publisher there needs no GET.
+ */
+export const encodeCommitNotice = (
+  manifestKey: string,
+  entries: readonly ManifestEntry[],
+): string => {
+  const full = `${manifestKey}\n${JSON.stringify(entries)}`
+  // A UTF-16 unit is at most three UTF-8 bytes: short strings need no encoding to be measured.
+  if (full.length * 3 < NOTICE_MAX_BYTES) return full
+  return new TextEncoder().encode(full).length < NOTICE_MAX_BYTES ? full : manifestKey
+}
+
+/** Reads `encodeCommitNotice`'s string; entries are absent when not carried or not readable. */
+export const decodeCommitNotice = (
+  payload: string,
+): { readonly manifestKey: string; readonly entries?: readonly ManifestEntry[] } => {
+  const cut = payload.indexOf('\n')
+  if (cut < 0) return { manifestKey: payload }
+  const manifestKey = payload.slice(0, cut)
+  try {
+    const entries = parseManifest(
+      new TextEncoder().encode(`{"version":1,"entries":${payload.slice(cut + 1)}}`),
+    ).entries
+    return { manifestKey, entries }
+  } catch {
+    return { manifestKey }
+  }
+}

@@ -40,6 +40,12 @@ export type PublisherOptions = {
   /** Polling period when not woken (default 3 s). */
   readonly pollIntervalMs?: number
   /**
+   * While commit notices keep arriving, the by-date prefix is listed at most this often (default
+   * 250 ms): a noticed commit is published at once from its notice, and the listings (which
+   * find what no notice announced and move the checkpoint) do not run once per commit.
+   */
+  readonly listIntervalMs?: number
+  /**
    * How long after its key's time a manifest may still appear: the writers' bound
    * (`EVENT_STORE_MAX_INDEX_DELAY_SECONDS`) plus the clock skew tolerated
    * (`EVENT_STORE_MAX_CLOCK_SKEW_SECONDS`). Default 15 s. See docs/publisher.md.
@@ -135,6 +141,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const flushBatchSize = options.flushBatchSize ?? batchSize
   const flushTimeoutMs = options.flushTimeoutMs ?? 10_000
   const pollIntervalMs = options.pollIntervalMs ?? 3_000
+  const listIntervalMs = Math.min(options.listIntervalMs ?? 250, pollIntervalMs)
   const settleMs = options.settleMs ?? 15_000
   const dedupMax = options.dedupMaxEvents ?? 10_000
   const dedupSnapshotMax = options.dedupCheckpointMaxEvents ?? 2_000
@@ -160,9 +167,13 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
   const stop = new AbortController()
   const wakeup: { fn: (() => void) | null } = { fn: null }
-  let woken = false
+  /** The next cycle lists (an explicit wake, the poll timer, more pages, a new leader). */
+  let wantList = false
+  /** A commit notice arrived: the next cycle publishes what is known, listing only if due. */
+  let noticed = false
+  let lastListAt = Number.NEGATIVE_INFINITY
   const wake = (): void => {
-    woken = true
+    wantList = true
     wakeup.fn?.()
   }
 
@@ -374,7 +385,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    */
   const noteKey = (key: string): void => {
     if (m.role === 'active' && (position === null || key > position)) register(key)
-    wake()
+    noticed = true
+    wakeup.fn?.()
   }
 
   /** Makes a manifest key known to the cycles (from a listing or a commit notice). */
@@ -396,28 +408,37 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       firstMissingAt: 0,
     })
   }
-  /** One pass: list after the checkpoint, publish what is ready, advance over what is settled. */
-  const cycle = async (): Promise<number> => {
+  /**
+   * One pass: list after the checkpoint (when `listing`), publish what is ready, advance over
+   * what is settled. Without a listing it publishes what commit notices made known and leaves
+   * the checkpoint where it is: only a listing proves that nothing before a key was missed.
+   * Says whether a listing left new keys unread (the next cycle lists at once).
+   */
+  const cycle = async (listing: boolean): Promise<{ readonly more: boolean }> => {
     // The watermark is taken before listing: a key older than it that this listing misses
     // cannot belong to an acknowledged append (docs/publisher.md).
     const watermarkUs = (clock.now() - settleMs) * 1000
-    // The settle listing, from the checkpoint: it finds late arrivals and decides how far the
-    // checkpoint may move.
-    const page = await store.list(BY_DATE_PREFIX, {
-      ...(position === null ? {} : { startAfter: position }),
-      limit: batchSize,
-    })
-    for (const key of page.keys) register(key)
-    // More unsettled manifests than one page: the tail listing continues after the newest key
-    // known, so new commits are published at once instead of after the older ones settle.
+    let page: ListPage | undefined
     let tail: ListPage | undefined
-    if (page.next !== undefined) {
-      let newest = page.keys.at(-1) as string
-      for (const key of open.keys()) if (key > newest) newest = key
-      tail = await store.list(BY_DATE_PREFIX, { startAfter: newest, limit: batchSize })
-      for (const key of tail.keys) register(key)
+    if (listing) {
+      lastListAt = clock.now()
+      // The settle listing, from the checkpoint: it finds late arrivals and decides how far the
+      // checkpoint may move.
+      page = await store.list(BY_DATE_PREFIX, {
+        ...(position === null ? {} : { startAfter: position }),
+        limit: batchSize,
+      })
+      for (const key of page.keys) register(key)
+      // More unsettled manifests than one page: the tail listing continues after the newest key
+      // known, so new commits are published at once instead of after the older ones settle.
+      if (page.next !== undefined) {
+        let newest = page.keys.at(-1) as string
+        for (const key of open.keys()) if (key > newest) newest = key
+        tail = await store.list(BY_DATE_PREFIX, { startAfter: newest, limit: batchSize })
+        for (const key of tail.keys) register(key)
+      }
     }
-    const settleEnd = page.next === undefined ? undefined : page.keys.at(-1)
+    const settleEnd = page?.next === undefined ? undefined : page.keys.at(-1)
 
     const listed = [...open.values()]
       .filter((om) => position === null || om.key > position)
@@ -427,7 +448,6 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     const pendingSeq = new Map<string, number>()
     /** Per aggregate, the lowest sequence held back this cycle: later ones wait behind it. */
     const blocked = new Map<string, number>()
-    let published = 0
     for (const om of listed) {
       const entries = await entriesOf(om)
       if (entries === null) {
@@ -462,14 +482,17 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
         batch.push({ entry, manifest: om })
         if (batch.length >= flushBatchSize) {
           await flush(batch)
-          published += batch.length
+
           batch = []
         }
       }
     }
     await flush(batch)
-    published += batch.length
 
+    if (page === undefined) {
+      m.lagMs = lagOf(listed)
+      return { more: false }
+    }
     // Advance over the settled prefix of what is done.
     let next = position
     let allDone = true
@@ -493,11 +516,18 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     }
     for (const [k, v] of lastSeq) if (v.us < watermarkUs - settleMs * 1000) lastSeq.delete(k)
 
+    m.lagMs = lagOf(listed)
+    // Pages the settle listing left are known (the tail listing went past them); only a full
+    // tail page can hide commits nothing announced.
+    return { more: tail?.next !== undefined }
+  }
+
+  /** Age in ms of the oldest manifest not yet fully published (0 when caught up). */
+  const lagOf = (listed: readonly OpenManifest[]): number => {
     const oldest = listed.find(
       (om) => om.entries === null || !om.entries.every((e) => om.done.has(e.event_id)),
     )
-    m.lagMs = oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
-    return published + (page.next === undefined && tail?.next === undefined ? 0 : 1)
+    return oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
   }
 
   let lastMetricsLog = 0
@@ -536,21 +566,24 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       }
     }
     backoffMs = 0
+    wantList = true
     while (!signal.aborted) {
-      let progressed = 0
       const heldBefore = m.held
-      woken = false
+      const listing = wantList || clock.now() - lastListAt >= listIntervalMs
+      wantList = false
+      noticed = false
       try {
         if (m.role !== 'active') {
           if (await tryToLead()) {
             m.role = 'active'
-            woken = true
+            wantList = true
           } else {
             m.role = 'standby'
           }
         }
         if (m.role === 'active') {
-          progressed = await cycle()
+          // A listing that left pages unread goes on at once.
+          if ((await cycle(listing || wantList)).more) wantList = true
           const due = clock.now() - lastSaveAt >= heartbeatMs
           // Soon after publishing; otherwise (an idle watermark moving) with the heartbeat only.
           const moved = position !== lastSavedPosition && m.published !== publishedAtSave
@@ -587,10 +620,20 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       }
       logMetrics()
       if (signal.aborted) break
-      if (backoffMs > 0) await sleepUntil(backoffMs, signal, { fn: null })
-      // Held events wait for a predecessor that another writer is about to index: look again soon.
-      else if (m.held > heldBefore) await sleepUntil(50, signal, wakeup)
-      else if (progressed === 0 && !woken) await sleepUntil(pollIntervalMs, signal, wakeup)
+      if (backoffMs > 0) {
+        await sleepUntil(backoffMs, signal, { fn: null })
+        wantList = true
+      } else if (wantList || noticed) {
+        // More to do at once: pages left unread, a new leader, notices that came meanwhile.
+      } else if (m.held > heldBefore) {
+        // Held events wait for a predecessor that another writer is about to index: look again
+        // soon (a notice may announce it first; a listing does when due).
+        await sleepUntil(50, signal, wakeup)
+      } else {
+        await sleepUntil(pollIntervalMs, signal, wakeup)
+        // Neither a wake nor a notice: the poll timer ran out.
+        if (!noticed) wantList = true
+      }
     }
   }
 

@@ -320,6 +320,47 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       )
 
       withWorld(
+        'a stream of commit notices is published from the notices: one listing per list interval, not per commit, and the checkpoint still moves',
+        async (w) => {
+          const topic = uniqueName('notices')
+          const store = w.ws.store()
+          const { store: counted, counts } = counting(w.ws.objectStore)
+          const publisher = startPublisher(w, {
+            objectStore: counted,
+            pollIntervalMs: 1_000,
+            listIntervalMs: 200,
+          })
+          await eventually(() => publisher.metrics().role === 'active', 'active')
+          store.onCommit((n) => publisher.noteCommit(n))
+          const before = { ...counts }
+          const started = Date.now()
+          const envs = Array.from({ length: 80 }, (_, i) => event(topic, `agg-${i % 7}`, { i }))
+          for (const e of envs) await store.append({ envelopes: [e] })
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 80,
+            10_000,
+          )
+          const elapsed = Date.now() - started
+          const lists = counts.list - before.list
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 80)
+          assert.equal(counts.get - before.get, 0, 'the notices carry the entries: no GET')
+          assert.ok(
+            lists <= elapsed / 200 + 3,
+            `${lists} LISTs for 80 commits in ${elapsed} ms (one per 200 ms at most, plus slack)`,
+          )
+          assert.ok(lists < 40, `${lists} LISTs for 80 commits`)
+          // Listings still run: the checkpoint reaches the last manifest once it settles.
+          const last = (await w.ws.objectStore.list('indexes/by-date/')).keys.at(-1) as string
+          await eventually(async () => {
+            const { checkpoint } = await loadCheckpoint(w.ws.objectStore)
+            return (checkpoint?.last_index_key ?? '') >= last
+          }, 'checkpoint past the last manifest')
+        },
+      )
+
+      withWorld(
         'bad index data never blocks: malformed manifests are skipped, an unreadable one is quarantined',
         async (w) => {
           const topic = uniqueName('bad')

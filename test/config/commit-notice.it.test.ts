@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
+import { test } from 'node:test'
+import { createEnvelope } from '../../src/core/envelope.ts'
+import { silentLogger } from '../../src/core/ports/logger.ts'
+import { commitChannel, openWriteSide } from '../../src/config/compose.ts'
+import { loadConfig } from '../../src/config/env.ts'
+import type { CommitNotice } from '../../src/event-store/event-store.ts'
+import { decodeCommitNotice } from '../../src/event-store/manifest.ts'
+import { createPgSql } from '../../src/adapters/sql/pg.ts'
+import { databaseUrl, s3Targets, uniqueName } from '../support/services.ts'
+
+test('a writer on PostgreSQL announces each commit by NOTIFY, with its entries when they fit', async () => {
+  const minio = s3Targets()[0] as NonNullable<ReturnType<typeof s3Targets>[0]>
+  const config = loadConfig({
+    CAIRN_MODE: 'distributed',
+    CAIRN_S3_ENDPOINT: minio.endpoint,
+    CAIRN_S3_ACCESS_KEY_ID: minio.accessKeyId,
+    CAIRN_S3_SECRET_ACCESS_KEY: minio.secretAccessKey,
+    CAIRN_DATABASE_URL: databaseUrl(),
+    CAIRN_KAFKA_BROKERS: '127.0.0.1:1',
+    EVENT_STORE_BUCKET: uniqueName('cairn-notice'),
+    EVENT_STORE_SEQUENCE_SCHEMA: uniqueName('cairn_notice').replace(/-/g, '_'),
+  })
+  await using ws = await openWriteSide(config, silentLogger, { probe: false })
+  const listener = createPgSql({ connectionString: databaseUrl() })
+  try {
+    const payloads: string[] = []
+    const stop = await listener.listen?.(commitChannel(config), (p) => payloads.push(p))
+    assert.ok(stop)
+    const local: CommitNotice[] = []
+    ws.eventStore.onCommit((n) => local.push(n))
+    const envelope = (aggregateId: string, payload: string) =>
+      createEnvelope({
+        event_type: 'THING_HAPPENED',
+        aggregate_type: 'Thing',
+        aggregate_id: aggregateId,
+        data: { payload },
+        metadata: { kind: 'domain' },
+      })
+    // One small event, then a group too large for a NOTIFY payload.
+    await ws.eventStore.append({ envelopes: [envelope(`a-${randomUUID()}`, 'small')] })
+    const big = `b-${randomUUID()}`
+    await ws.eventStore.append({
+      envelopes: Array.from({ length: 10 }, () => envelope(big, 'x'.repeat(1_024))),
+    })
+    const deadline = Date.now() + 5_000
+    while (payloads.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    await stop()
+    assert.equal(payloads.length, 2)
+    const [small, large] = payloads.map(decodeCommitNotice)
+    assert.equal(small?.manifestKey, local[0]?.manifestKey)
+    assert.deepEqual(small?.entries, local[0]?.entries, 'the small commit carries its entries')
+    assert.equal(large?.manifestKey, local[1]?.manifestKey)
+    assert.equal(large?.entries, undefined, 'the large one is announced by key alone')
+  } finally {
+    await listener.close()
+  }
+})

@@ -5,7 +5,7 @@ import type { Bus } from '../core/ports/bus.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import { createCommandHandler } from '../domain/command-handler.ts'
 import { GROUPS, HANDLERS, TOPICS } from '../domain/model.ts'
-import { createProjectionHandler } from '../domain/projection.ts'
+import { createProjection } from '../domain/projection.ts'
 import { createOmsApp } from '../http/app.ts'
 import type { HttpApp, OmsApp, ReadyReport } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
@@ -14,7 +14,7 @@ import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
 import { parseManifestKey } from '../event-store/keys.ts'
 import { decodeCommitNotice } from '../event-store/manifest.ts'
 import { createWorker } from '../worker/worker.ts'
-import type { Handle, Worker } from '../worker/worker.ts'
+import type { Handle, HandleBatch, Worker } from '../worker/worker.ts'
 import { closeAll, commitChannel, openBus, openPublisher, openWriteSide } from './compose.ts'
 import type { WriteSide } from './compose.ts'
 import type { CairnConfig } from './env.ts'
@@ -29,7 +29,11 @@ type RoleSpec = {
   readonly topics: readonly string[]
   readonly dlq: string
   readonly transactional: boolean
-  readonly handle: (ws: WriteSide, config: CairnConfig, logger: Logger) => Handle
+  readonly handle: (
+    ws: WriteSide,
+    config: CairnConfig,
+    logger: Logger,
+  ) => Handle | { readonly handle: Handle; readonly handleBatch: HandleBatch }
 }
 
 const ROLES: Readonly<Record<WorkerRole, RoleSpec>> = {
@@ -55,7 +59,7 @@ const ROLES: Readonly<Record<WorkerRole, RoleSpec>> = {
     topics: [TOPICS.ontologyEvents, TOPICS.instanceEvents],
     dlq: 'projection_failures_dlq',
     transactional: true,
-    handle: (_ws, config) => createProjectionHandler({ schema: config.sequencing.schema }),
+    handle: (_ws, config) => createProjection({ schema: config.sequencing.schema }),
   },
 }
 
@@ -92,6 +96,8 @@ export const openWorkers = async (
   )
   return roles.map((role) => {
     const spec = ROLES[role]
+    const made = spec.handle(ws, config, logger)
+    const handlers = typeof made === 'function' ? { handle: made } : made
     const worker = createWorker({
       bus,
       registry: openRegistry(config, ws, `${role}-worker`),
@@ -99,7 +105,7 @@ export const openWorkers = async (
       topics: spec.topics.map((t) => prefix + t),
       groupId: prefix + spec.group,
       dlqTopic: prefix + spec.dlq,
-      handle: spec.handle(ws, config, logger),
+      ...handlers,
       ...(spec.transactional ? { transactional: ws.sql } : {}),
       maxAttempts: config.worker.maxAttempts,
       heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,

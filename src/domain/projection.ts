@@ -1,7 +1,7 @@
 import type { StoredEnvelope } from '../core/envelope.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
-import type { Handle } from '../worker/worker.ts'
+import type { Handle, HandleBatch } from '../worker/worker.ts'
 import { COMMAND_REJECTED } from './decide.ts'
 import { AGGREGATE } from './model.ts'
 
@@ -38,7 +38,10 @@ const required = (e: StoredEnvelope, field: string): string => {
   return v
 }
 
-export const createProjectionHandler = (options: ProjectionOptions): Handle => {
+/** The projection's handler (one event) and its batch form (instance upserts in two statements). */
+export const createProjection = (
+  options: ProjectionOptions,
+): { readonly handle: Handle; readonly handleBatch: HandleBatch } => {
   if (!SCHEMA_NAME.test(options.schema)) {
     throw new CairnError(
       ErrorCode.INVALID_CONFIG,
@@ -179,20 +182,108 @@ export const createProjectionHandler = (options: ProjectionOptions): Handle => {
     }
   }
 
-  return async (envelope, ctx): Promise<ProjectionResult> => {
+  const txOf = (ctx: { readonly tx: SqlQueryable | undefined }): SqlQueryable => {
     if (ctx.tx === undefined) {
       throw new CairnError(
         ErrorCode.INVALID_CONFIG,
         'the projection is transactional: run its worker with `transactional` set',
       )
     }
+    return ctx.tx
+  }
+  const checkKind = (envelope: StoredEnvelope): void => {
     if (envelope.metadata.kind !== 'domain') {
       throw new CairnError(
         ErrorCode.INVALID_ENVELOPE,
         `the projection applies domain events only; ${envelope.event_id} is a ${String(envelope.metadata.kind)}`,
       )
     }
-    const rows = await apply(ctx.tx, envelope)
+  }
+
+  /**
+   * The instances created (or updated) by a batch, in one statement: one row per event (the
+   * worker gives at most one event per aggregate). Returns the keys of the rows it wrote.
+   */
+  const upsertInstances = async (
+    tx: SqlQueryable,
+    events: readonly StoredEnvelope[],
+    created: boolean,
+  ): Promise<Set<string>> => {
+    if (events.length === 0) return new Set()
+    const cols = {
+      db: [] as string[],
+      cls: [] as string[],
+      id: [] as string[],
+      data: [] as string[],
+      seq: [] as number[],
+      cg: [] as number[],
+      dg: [] as number[],
+      at: [] as string[],
+    }
+    for (const e of events) {
+      const d = e.data
+      cols.db.push(required(e, 'db_name'))
+      cols.cls.push(required(e, 'class_id'))
+      cols.id.push(required(e, 'instance_id'))
+      cols.data.push(JSON.stringify(typeof d.data === 'object' && d.data !== null ? d.data : {}))
+      cols.seq.push(e.sequence_number)
+      cols.cg.push(int(d.class_generation))
+      cols.dg.push(int(d.db_generation))
+      cols.at.push(e.occurred_at)
+    }
+    const rows = await tx.query<{ db: string; class_id: string; id: string }>(
+      `INSERT INTO ${INST} AS t (db, class_id, id, data, seq, class_generation, db_generation,
+         created_at, updated_at)
+       SELECT db, class_id, id, data, seq, cg, dg, at, at
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::bigint[], $6::bigint[],
+                     $7::bigint[], $8::timestamptz[]) AS u(db, class_id, id, data, seq, cg, dg, at)
+       ON CONFLICT (db, class_id, id) DO UPDATE SET data = EXCLUDED.data, seq = EXCLUDED.seq,
+         class_generation = EXCLUDED.class_generation, db_generation = EXCLUDED.db_generation,
+         created_at = ${created ? 'EXCLUDED.created_at' : 't.created_at'},
+         updated_at = EXCLUDED.updated_at
+       WHERE t.seq < EXCLUDED.seq
+       RETURNING db, class_id, id`,
+      [cols.db, cols.cls, cols.id, cols.data, cols.seq, cols.cg, cols.dg, cols.at],
+    )
+    return new Set(rows.map((r) => `${r.db}\u0000${r.class_id}\u0000${r.id}`))
+  }
+
+  const handle: Handle = async (envelope, ctx): Promise<ProjectionResult> => {
+    const tx = txOf(ctx)
+    checkKind(envelope)
+    const rows = await apply(tx, envelope)
     return { applied: envelope.event_type, rows }
   }
+
+  /**
+   * A batch: its instance creations and updates in one statement each, then the other events one
+   * by one in the order given. Events of different aggregates commute here: deletions remove
+   * only rows of their generation or older, and reads join the live generations.
+   */
+  const handleBatch: HandleBatch = async (envelopes, ctx) => {
+    const tx = txOf(ctx)
+    envelopes.forEach(checkKind)
+    const creates = envelopes.filter((e) => e.event_type === 'INSTANCE_CREATED')
+    const updates = envelopes.filter((e) => e.event_type === 'INSTANCE_UPDATED')
+    const written = new Set([
+      ...(await upsertInstances(tx, creates, true)),
+      ...(await upsertInstances(tx, updates, false)),
+    ])
+    const results: ProjectionResult[] = []
+    for (const e of envelopes) {
+      if (e.event_type === 'INSTANCE_CREATED' || e.event_type === 'INSTANCE_UPDATED') {
+        const key = `${String(e.data.db_name)}\u0000${String(e.data.class_id)}\u0000${String(e.data.instance_id)}`
+        results.push({ applied: e.event_type, rows: written.has(key) ? 1 : 0 })
+      } else {
+        results.push({ applied: e.event_type, rows: await apply(tx, e) })
+      }
+    }
+    return results
+  }
+
+  return { handle, handleBatch }
 }
+
+/** The projection's single-event handler (see `createProjection` for the batch form too). */
+export const createProjectionHandler = (options: ProjectionOptions): Handle =>
+  createProjection(options).handle

@@ -74,7 +74,16 @@ export type ProcessedEventRegistry = {
   touch(): Promise<void>
   /** Marks this owner stopped: its open claims can be taken at once. */
   stop(): Promise<void>
-  claim(handler: string, events: readonly ClaimInput[]): Promise<Map<string, ClaimOutcome>>
+  /**
+   * Claims a batch (C3, C4). In `tx` when given: the claims are seen by others only once it
+   * commits (they wait on the aggregates' locks meanwhile), and vanish if it rolls back, so a
+   * transactional handler claims, applies and marks done in one transaction.
+   */
+  claim(
+    handler: string,
+    events: readonly ClaimInput[],
+    tx?: SqlQueryable,
+  ): Promise<Map<string, ClaimOutcome>>
   /** Extends the leases of claims this owner holds; returns the ids still held. */
   heartbeat(handler: string, eventIds: readonly string[]): Promise<Set<string>>
   /**
@@ -190,10 +199,11 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     }
   }
 
-  const claimEvents = async (handler: string, payload: string) => {
+  const claimEvents = async (handler: string, payload: string, tx?: SqlQueryable) => {
     const rows = await q<{ result: unknown }>(
       `SELECT ${schema}.claim_events($1, $2, $3::jsonb, $4, $5) AS result`,
       [handler, owner, payload, leaseMs, ownerTimeoutMs],
+      tx,
     )
     const raw = rows[0]?.result
     return (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
@@ -236,7 +246,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     async stop() {
       await q(`UPDATE ${schema}.registry_owners SET stopped_at = now() WHERE owner = $1`, [owner])
     },
-    async claim(handler, events) {
+    async claim(handler, events, tx) {
       const out = new Map<string, ClaimOutcome>()
       if (events.length === 0) return out
       const payload = events.map((e) => ({
@@ -245,7 +255,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
         aggregate_id: e.aggregateId,
         seq: e.seq,
       }))
-      for (const r of await claimEvents(handler, JSON.stringify(payload)))
+      for (const r of await claimEvents(handler, JSON.stringify(payload), tx))
         out.set(r.event_id, r.outcome)
       return out
     },

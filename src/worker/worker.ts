@@ -4,7 +4,11 @@ import type { Bus, BusConsumer, BusProducer, DeliveredMessage } from '../core/po
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
-import type { DoneInput, ProcessedEventRegistry } from '../registry/processed-events.ts'
+import type {
+  ClaimOutcome,
+  DoneInput,
+  ProcessedEventRegistry,
+} from '../registry/processed-events.ts'
 import { backoffMs } from './backoff.ts'
 import { decodeEnvelope } from './decode.ts'
 
@@ -26,6 +30,16 @@ export type HandlerContext = {
  */
 export type Handle = (envelope: StoredEnvelope, ctx: HandlerContext) => Promise<unknown>
 
+/**
+ * The batch form of a transactional handler: the side effects of several events at once (at most
+ * one per aggregate, in sequence order), e.g. one statement for all their rows; one result per
+ * event, in order. Used for batches; single events (retries) go through `Handle`.
+ */
+export type HandleBatch = (
+  envelopes: readonly StoredEnvelope[],
+  ctx: HandlerContext,
+) => Promise<readonly unknown[]>
+
 export type WorkerOptions = {
   readonly bus: Bus
   readonly registry: ProcessedEventRegistry
@@ -34,8 +48,13 @@ export type WorkerOptions = {
   readonly topics: readonly string[]
   readonly groupId: string
   readonly handle: Handle
-  /** Run `handle` and mark_done in one transaction on this SQL (a projection in the registry's database). */
+  /**
+   * Run `handle` and mark_done in one transaction on this SQL (a projection in the registry's
+   * database). A batch is then claimed, applied and marked done in one transaction.
+   */
   readonly transactional?: Sql
+  /** The batch form of a transactional `handle` (ignored without `transactional`). */
+  readonly handleBatch?: HandleBatch
   /** Attempts before dead-lettering (default 5). */
   readonly maxAttempts?: number
   readonly backoffBaseMs?: number
@@ -81,6 +100,9 @@ export type Worker = {
 }
 
 class LostClaim extends Error {}
+
+/** The event whose handler threw in a batch (its try counts as its first attempt). */
+type Thrower = { readonly eventId: string; readonly error: unknown }
 
 const messageOf = (error: unknown): string =>
   error instanceof Error ? error.message : String(error)
@@ -267,6 +289,38 @@ export const createWorker = (options: WorkerOptions): Worker => {
   }
 
   /**
+   * A transactional batch's side effects in `t`: the batch form when the handler has one, else
+   * one event after the other (`onThrow` learns which one threw). Returns what mark_done records.
+   */
+  const applyBatch = async (
+    t: SqlQueryable,
+    envelopes: readonly StoredEnvelope[],
+    onThrow: (eventId: string, error: unknown) => void,
+  ): Promise<DoneInput[]> => {
+    const ctx = { tx: t, attempt: 1, signal: stop.signal }
+    if (options.handleBatch !== undefined && envelopes.length > 1) {
+      const results = await options.handleBatch(envelopes, ctx)
+      if (results.length !== envelopes.length) {
+        throw new CairnError(
+          ErrorCode.INVALID_CONFIG,
+          `${handler}: the batch handler returned ${results.length} results for ${envelopes.length} events`,
+        )
+      }
+      return envelopes.map((e, i) => ({ eventId: e.event_id, result: results[i] }))
+    }
+    const done: DoneInput[] = []
+    for (const envelope of envelopes) {
+      try {
+        done.push({ eventId: envelope.event_id, result: await options.handle(envelope, ctx) })
+      } catch (error) {
+        onThrow(envelope.event_id, error)
+        throw error
+      }
+    }
+    return done
+  }
+
+  /**
    * Runs the claimed events of one batch (sequence order, at most one per aggregate: the claim
    * rules keep it so) and marks them done with one statement.
    * Transactional: every handler and the one mark_done in ONE transaction; if a handler throws or
@@ -275,9 +329,13 @@ export const createWorker = (options: WorkerOptions): Worker => {
    * commit. Non-transactional: side effects of different aggregates side by side (up to `concurrency`),
    * successes marked done together.
    */
-  const executeBatch = async (items: readonly Claimed[]): Promise<void> => {
+  const executeBatch = async (
+    items: readonly Claimed[],
+    preset?: { readonly thrower: Thrower | undefined },
+  ): Promise<void> => {
     const tx = options.transactional
-    if (items.length === 1 && items[0] !== undefined) return execute(items[0])
+    if (items.length === 1 && items[0] !== undefined && preset?.thrower === undefined)
+      return execute(items[0])
     if (tx === undefined) {
       const waiting: DoneInput[] = []
       const deferral: Deferral = {
@@ -317,33 +375,29 @@ export const createWorker = (options: WorkerOptions): Worker => {
       return
     }
     const ids = items.map((i) => i.envelope.event_id)
-    let thrower: { readonly eventId: string; readonly error: unknown } | undefined
+    let thrower: Thrower | undefined
     const beat = setInterval(() => {
       registry.heartbeat(handler, ids).catch((error: unknown) => {
         log.warn({ err: String(error), events: ids.length }, 'heartbeat failed')
       })
     }, heartbeatMs)
     try {
-      await tx.transaction(async (t) => {
-        const done: DoneInput[] = []
-        for (const { envelope } of items) {
-          try {
-            const result = await options.handle(envelope, {
-              tx: t,
-              attempt: 1,
-              signal: stop.signal,
-            })
-            done.push({ eventId: envelope.event_id, result })
-          } catch (error) {
-            thrower = { eventId: envelope.event_id, error }
-            throw error
-          }
-        }
-        const marked = await registry.markDone(handler, done, t)
-        if (marked.size !== ids.length) throw new LostClaim()
-      })
-      m.processed += items.length
-      return
+      if (preset === undefined) {
+        await tx.transaction(async (t) => {
+          const done = await applyBatch(
+            t,
+            items.map((i) => i.envelope),
+            (eventId, error) => {
+              thrower = { eventId, error }
+            },
+          )
+          const marked = await registry.markDone(handler, done, t)
+          if (marked.size !== ids.length) throw new LostClaim()
+        })
+        m.processed += items.length
+        return
+      }
+      thrower = preset.thrower
     } catch (error) {
       log.warn(
         {
@@ -388,19 +442,19 @@ export const createWorker = (options: WorkerOptions): Worker => {
       }
       pending.set(decoded.envelope.event_id, { envelope: decoded.envelope, message })
     }
-    while (pending.size > 0 && !stop.signal.aborted) {
-      const outcomes = await registry.claim(
-        handler,
-        [...pending.values()].map(({ envelope: e }) => ({
-          eventId: e.event_id,
-          aggregateType: e.aggregate_type,
-          aggregateId: e.aggregate_id,
-          seq: e.sequence_number,
-        })),
-      )
-      const claimed = [...pending.values()]
+    const claimInputs = () =>
+      [...pending.values()].map(({ envelope: e }) => ({
+        eventId: e.event_id,
+        aggregateType: e.aggregate_type,
+        aggregateId: e.aggregate_id,
+        seq: e.sequence_number,
+      }))
+    const claimedOf = (outcomes: ReadonlyMap<string, ClaimOutcome>) =>
+      [...pending.values()]
         .filter(({ envelope: e }) => outcomes.get(e.event_id) === 'claimed')
         .sort((a, b) => a.envelope.sequence_number - b.envelope.sequence_number)
+    /** Counts the outcomes; what is settled leaves `pending` (claimed ones once done). */
+    const account = (outcomes: ReadonlyMap<string, ClaimOutcome>): void => {
       for (const [id, { envelope }] of pending) {
         const outcome = outcomes.get(id)
         if (outcome === 'duplicate') m.duplicates++
@@ -408,13 +462,59 @@ export const createWorker = (options: WorkerOptions): Worker => {
         else if (outcome === 'parked' || outcome === 'failed') m.parked++
         if (outcome !== 'claimed' && outcome !== 'in_progress') pending.delete(envelope.event_id)
       }
+    }
+
+    // Transactional: the batch's claims, side effects and mark_done in ONE transaction (one
+    // commit per batch; a crash leaves nothing behind). Should anything in it fail, it rolls back
+    // whole and the batch takes the path below: claims of their own, then one transaction for the
+    // batch or one per event, with the thrower's try counted.
+    let preset: { readonly thrower: Thrower | undefined } | undefined
+    const tx = options.transactional
+    if (tx !== undefined && pending.size > 0 && !stop.signal.aborted) {
+      let thrower: Thrower | undefined
+      try {
+        const outcomes = await tx.transaction(async (t) => {
+          const got = await registry.claim(handler, claimInputs(), t)
+          const claimed = claimedOf(got)
+          if (claimed.length > 0) {
+            const done = await applyBatch(
+              t,
+              claimed.map((c) => c.envelope),
+              (eventId, error) => {
+                thrower = { eventId, error }
+              },
+            )
+            const marked = await registry.markDone(handler, done, t)
+            if (marked.size !== claimed.length) throw new LostClaim()
+          }
+          return got
+        })
+        const claimed = claimedOf(outcomes)
+        m.processed += claimed.length
+        account(outcomes)
+        for (const { envelope } of claimed) pending.delete(envelope.event_id)
+      } catch (error) {
+        log.warn(
+          { events: pending.size, event_id: thrower?.eventId, err: messageOf(error) },
+          'batch rolled back; claiming and running its events again',
+        )
+        preset = { thrower }
+      }
+    }
+
+    while (pending.size > 0 && !stop.signal.aborted) {
+      const outcomes = await registry.claim(handler, claimInputs())
+      const claimed = claimedOf(outcomes)
+      account(outcomes)
       await executeBatch(
         claimed.map(({ envelope, message }) => ({
           envelope,
           value: message.value,
           source: message,
         })),
+        preset,
       )
+      preset = undefined
       for (const { envelope } of claimed) pending.delete(envelope.event_id)
       // What is left waits for an older event of its aggregate (here or elsewhere) to finish.
       if (pending.size > 0 && claimed.length === 0) await sleep(inProgressWaitMs, stop.signal)

@@ -353,6 +353,52 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       assert.equal((await r.status(e.eventId))[0]?.status, 'done')
     })
 
+    test('claim, side effect and mark_done in one transaction: a rollback leaves no claim, and a claimer elsewhere waits for the commit, then finds them done (C1, C4)', async () => {
+      const a = registry('one-tx')
+      const b = createProcessedEventRegistry({
+        sql: world().secondSql,
+        schema: world().schema,
+        member: 'other',
+      })
+      await a.start()
+      await b.start()
+      const table = `${world().schema}.one_tx_effects`
+      await world().sql.exec(`CREATE TABLE IF NOT EXISTS ${table} (event_id text PRIMARY KEY)`)
+      const batch = Array.from({ length: 5 }, () => events(1)[0] as ClaimInput)
+      const ids = batch.map((e) => e.eventId)
+      await assert.rejects(
+        world().sql.transaction(async (tx) => {
+          const got = await a.claim('h-one-tx', batch, tx)
+          assert.deepEqual([...got.values()], Array(5).fill('claimed'))
+          for (const id of ids) await tx.query(`INSERT INTO ${table} VALUES ($1)`, [id])
+          throw new Error('crash before commit')
+        }),
+        /crash before commit/,
+      )
+      for (const id of ids) assert.deepEqual(await a.status(id), [], 'no claim left behind')
+
+      let theirs: Promise<Map<string, string>> | undefined
+      await world().sql.transaction(async (tx) => {
+        const got = await a.claim('h-one-tx', batch, tx)
+        assert.deepEqual([...got.values()], Array(5).fill('claimed'))
+        theirs = b.claim('h-one-tx', batch)
+        let settled = false
+        void theirs.then(() => (settled = true))
+        await new Promise((r) => setTimeout(r, 300))
+        assert.equal(settled, false, 'the other claimer waits for this transaction')
+        for (const id of ids) await tx.query(`INSERT INTO ${table} VALUES ($1)`, [id])
+        assert.equal((await a.markDone('h-one-tx', ids, tx)).size, 5)
+      })
+      const other = await (theirs as Promise<Map<string, string>>)
+      assert.deepEqual([...other.values()], Array(5).fill('duplicate'))
+      const rows = await world().sql.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM ${table} WHERE event_id = ANY ($1::text[])`,
+        [ids],
+      )
+      assert.equal(rows[0]?.n, 5)
+      for (const id of ids) assert.equal((await a.status(id))[0]?.status, 'done')
+    })
+
     test('mark_done of a batch records each event its own result; ids alone share one', async () => {
       const r = registry('results')
       await r.start()

@@ -346,6 +346,77 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
       )
 
       withWorld(
+        'a transactional batch is claimed, applied by the batch form and marked done in one transaction; a failing batch is applied one by one, each effect once',
+        async (w, start) => {
+          const topic = uniqueName('hbatch')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          const envs = Array.from({ length: 50 }, (_, a) => stored(`hb-${a}-${topic}`, 1))
+          await publish(w.bus, topic, envs)
+          const inner = createProcessedEventRegistry({
+            sql: w.sql,
+            schema: w.schema,
+            member: 'hbatch',
+            leaseMs: 5_000,
+          })
+          let claimsInTx = 0
+          let claimsAlone = 0
+          const registry: ProcessedEventRegistry = {
+            ...inner,
+            claim: (handler, events, tx) => {
+              if (tx === undefined) claimsAlone++
+              else claimsInTx++
+              return inner.claim(handler, events, tx)
+            },
+          }
+          const batchSizes: number[] = []
+          let failOnce = true
+          const single = project(w)
+          const worker = start({
+            topics: [topic],
+            registry,
+            handleBatch: async (batch, ctx) => {
+              assert.ok(ctx.tx)
+              batchSizes.push(batch.length)
+              await ctx.tx.query(
+                `INSERT INTO ${w.schema}.effects
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])`,
+                [
+                  batch.map((e) => e.event_id),
+                  batch.map((e) => e.aggregate_id),
+                  batch.map((e) => e.sequence_number),
+                ],
+              )
+              if (failOnce) {
+                failOnce = false
+                throw new Error('the whole batch fails once')
+              }
+              return batch.map((e) => ({ applied: e.sequence_number, batch: true }))
+            },
+            handle: single,
+          })
+          await eventually(async () => (await effects(w)).length >= 50, 'all applied', 30_000)
+          await new Promise((r) => setTimeout(r, 300))
+          const rows = await effects(w)
+          assert.equal(rows.length, 50)
+          assert.equal(new Set(rows.map((r) => r.event_id)).size, 50, 'each effect once')
+          assert.deepEqual(await statuses(w), { done: 50 })
+          assert.equal(worker.metrics().processed, 50)
+          assert.ok(batchSizes[0] !== undefined && batchSizes[0] > 1, 'the batch form ran')
+          assert.ok(claimsInTx >= 1, 'claimed inside the transaction')
+          assert.ok(claimsAlone >= 1, 'after the rollback, claimed again on its own')
+
+          // Without failures: one call of the batch form per batch, its results recorded.
+          const more = Array.from({ length: 30 }, (_, a) => stored(`hb2-${a}-${topic}`, 1))
+          const alone = claimsAlone
+          await publish(w.bus, topic, more)
+          await eventually(async () => (await effects(w)).length >= 80, 'all applied', 30_000)
+          assert.equal(claimsAlone, alone, 'no claim outside a transaction')
+          const [row] = await inner.status((more[3] as (typeof more)[number]).event_id)
+          assert.deepEqual(row?.result, { applied: 1, batch: true })
+        },
+      )
+
+      withWorld(
         'a poison event in a batch rolls the batch back; it gets exactly its retries and dead letter, the others commit once',
         async (w, start) => {
           const topic = uniqueName('bpoison')

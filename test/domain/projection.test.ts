@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { after, before, describe, test } from 'node:test'
 import { createInProcessBus } from '../../src/adapters/bus/in-process-bus.ts'
+import { migrate } from '../../src/adapters/sql/migrations.ts'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { StoredEnvelope } from '../../src/core/envelope.ts'
 import type { Bus } from '../../src/core/ports/bus.ts'
@@ -20,7 +21,7 @@ import {
 } from '../../src/domain/commands.ts'
 import type { DomainCommand, Parsed } from '../../src/domain/commands.ts'
 import { GROUPS, HANDLERS, TOPICS, commandHandlerFor } from '../../src/domain/model.ts'
-import { createProjectionHandler } from '../../src/domain/projection.ts'
+import { createProjection, createProjectionHandler } from '../../src/domain/projection.ts'
 import {
   getClass,
   getDatabase,
@@ -37,7 +38,7 @@ import type { Publisher } from '../../src/publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../../src/registry/processed-events.ts'
 import { createWorker } from '../../src/worker/worker.ts'
-import type { Handle, Worker } from '../../src/worker/worker.ts'
+import type { Handle, HandleBatch, Worker } from '../../src/worker/worker.ts'
 import { fsStoreCase } from '../support/adapters.ts'
 import { eventually } from '../support/collect.ts'
 import { makeWriteSide } from '../support/write-side.ts'
@@ -83,7 +84,7 @@ void describe('the domain end to end: OMS-style appends → publisher → worker
       handler: string,
       groupId: string,
       topics: string[],
-      handle: Handle,
+      handle: Handle | { readonly handle: Handle; readonly handleBatch: HandleBatch },
       dlqTopic: string,
       transactional: boolean,
     ): void => {
@@ -99,7 +100,7 @@ void describe('the domain end to end: OMS-style appends → publisher → worker
         handler,
         topics,
         groupId,
-        handle,
+        ...(typeof handle === 'function' ? { handle } : handle),
         dlqTopic,
         ...(transactional ? { transactional: side.sql } : {}),
         heartbeatMs: 1_000,
@@ -131,7 +132,7 @@ void describe('the domain end to end: OMS-style appends → publisher → worker
       HANDLERS.projection,
       GROUPS.projection,
       [TOPICS.ontologyEvents, TOPICS.instanceEvents],
-      createProjectionHandler({ schema: side.schema }),
+      createProjection({ schema: side.schema }),
       'projection-dlq',
       true,
     )
@@ -426,6 +427,106 @@ void describe('the projection handler on its own', () => {
       metadata: { kind: 'domain' },
     }),
     sequence_number: seq,
+  })
+
+  test('the batch form leaves the read model the one-by-one handler leaves', async () => {
+    const { sql } = side
+    const live = async (schema: string) => ({
+      dbs: await sql.query(`SELECT name, description, seq FROM ${schema}.rm_databases ORDER BY 1`),
+      classes: await sql.query(
+        `SELECT c.db, c.id, c.label, c.properties, c.seq FROM ${schema}.rm_classes c
+           JOIN ${schema}.rm_databases d ON d.name = c.db AND d.generation = c.db_generation
+          ORDER BY 1, 2`,
+      ),
+      instances: await sql.query(
+        `SELECT i.db, i.class_id, i.id, i.data, i.seq, i.created_at, i.updated_at
+           FROM ${schema}.rm_instances i
+           JOIN ${schema}.rm_classes c ON c.db = i.db AND c.id = i.class_id
+            AND c.generation = i.class_generation
+           JOIN ${schema}.rm_databases d ON d.name = c.db AND d.generation = c.db_generation
+          ORDER BY 1, 2, 3`,
+      ),
+    })
+    // Per aggregate, its events in sequence order; a round takes the next event of each (as the
+    // claims do), in an order that mixes the aggregates.
+    const streams: StoredEnvelope[][] = [
+      [ev('Database', 'b', 'DATABASE_CREATED', 1, { generation: 1 })],
+      [
+        ev('Database', 'gone', 'DATABASE_CREATED', 1, { generation: 1 }),
+        ev('Database', 'gone', 'DATABASE_DELETED', 2, { generation: 1 }),
+        ev('Database', 'gone', 'DATABASE_CREATED', 3, { generation: 3 }),
+      ],
+      [
+        ev('OntologyClass', 'b:K', 'ONTOLOGY_CLASS_CREATED', 1, {
+          db_name: 'b',
+          class_id: 'K',
+          label: 'K',
+          properties: [],
+          generation: 1,
+          db_generation: 1,
+        }),
+        ev('OntologyClass', 'b:K', 'ONTOLOGY_CLASS_UPDATED', 2, {
+          db_name: 'b',
+          class_id: 'K',
+          label: 'K2',
+          properties: [],
+          generation: 1,
+          db_generation: 1,
+        }),
+      ],
+      ...Array.from({ length: 12 }, (_, i) => {
+        const data = (seq: number, n: number) => ({
+          db_name: 'b',
+          class_id: 'K',
+          instance_id: `i${i}`,
+          data: { n },
+          class_generation: 1,
+          db_generation: 1,
+          seq,
+        })
+        const out = [ev('Instance', `b:K:i${i}`, 'INSTANCE_CREATED', 1, data(1, i))]
+        if (i % 2 === 0) out.push(ev('Instance', `b:K:i${i}`, 'INSTANCE_UPDATED', 2, data(2, -i)))
+        if (i % 3 === 0) out.push(ev('Instance', `b:K:i${i}`, 'INSTANCE_DELETED', 3, data(3, 0)))
+        if (i % 4 === 0) out.push(ev('Instance', `b:K:i${i}`, 'INSTANCE_CREATED', 4, data(4, 9)))
+        return out
+      }),
+    ]
+    // Distinct times, so that a created_at taken from the wrong event shows.
+    let tick = 0
+    const timed = streams.map((st) =>
+      st.map((e) => ({
+        ...e,
+        occurred_at: new Date(Date.UTC(2026, 0, 1, 0, 0, tick++)).toISOString(),
+      })),
+    )
+    const rounds: StoredEnvelope[][] = []
+    for (let r = 0; timed.some((s) => s[r] !== undefined); r++) {
+      const round = timed.flatMap((s) => s.slice(r, r + 1))
+      rounds.push(round.reverse())
+    }
+    const signal = new AbortController().signal
+    const applyAll = async (batched: boolean): Promise<string> => {
+      const schema = `proj_${batched ? 'batch' : 'one'}_${randomUUID().slice(0, 8)}`
+      await migrate(sql, schema)
+      const p = createProjection({ schema })
+      for (const round of rounds) {
+        await sql.transaction(async (tx) => {
+          if (batched) {
+            const results = await p.handleBatch(round, { tx, attempt: 1, signal })
+            assert.equal(results.length, round.length)
+          } else {
+            for (const e of round) await p.handle(e, { tx, attempt: 1, signal })
+          }
+        })
+      }
+      return schema
+    }
+    const one = await live(await applyAll(false))
+    const batch = await live(await applyAll(true))
+    assert.deepEqual(batch, one)
+    // i0, i3, i6, i9 deleted; i0 created again.
+    assert.equal(one.instances.length, 9, 'deleted ones gone, the re-created one back')
+    assert.equal(one.dbs.length, 2)
   })
 
   test('writes only in the transaction, moves seq only upwards, hides late events of a gone generation', async () => {

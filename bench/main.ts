@@ -1,13 +1,17 @@
 // The benchmark harness of issue 7: `npm run bench [-- --quick] [-- --only a,b]`.
 // Provisions the real services, runs the baselines and the scenarios with fixed seeds, prints a
-// table and writes bench/results/<timestamp>.json and bench/results/latest.json.
+// table and writes bench/results/<timestamp>.json and bench/results/latest.json. Removes the
+// buckets, schemas, databases and topics it creates (and those earlier runs left) unless --keep.
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Logger } from '../src/core/ports/logger.ts'
+import { describeResource, removeResources, sweepLeftovers } from './lib/cleanup.ts'
+import type { Resource } from './lib/cleanup.ts'
 import type { BenchContext, ResultRow } from './lib/harness.ts'
 import { computeRatios, describeMachine, formatTable } from './lib/report.ts'
+import { pgSql } from './lib/scenario.ts'
 import type { Scenario } from './lib/scenario.ts'
 import { provisionServices, REPO_ROOT, servicePids } from './lib/services.ts'
 import { append } from './scenarios/append.ts'
@@ -37,10 +41,13 @@ const SCENARIOS: readonly Scenario[] = [
   idle,
 ]
 
-const USAGE = `usage: npm run bench -- [--quick] [--only <name,...>] [--seed <n>]
+const USAGE = `usage: npm run bench -- [--quick] [--only <name,...>] [--seed <n>] [--keep]
   --quick   short warm-up and windows, smaller backlog: a smoke check in under 3 minutes
   --only    run only these (${SCENARIOS.map((s) => s.name).join(', ')})
   --seed    seed of the aggregate picks and payloads (default 7)
+  --keep    keep the buckets, schemas, databases and topics of this run (and of earlier runs)
+            for inspection; by default the run removes its own after the last scenario, and
+            at start those earlier runs left behind
   --cpu-prof  write a V8 CPU profile of every cairn process spawned (bench/results/profiles/);
             summarise one with: node bench/profile-summary.ts <file.cpuprofile>`
 
@@ -68,6 +75,7 @@ const main = async (): Promise<number> => {
       seed: { type: 'string', default: '7' },
       help: { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
     },
   })
   if (values.help) {
@@ -97,7 +105,7 @@ const main = async (): Promise<number> => {
   const loadAtStart = os.loadavg().map((n) => Math.round(n * 100) / 100)
   const started = new Date()
   const services = await provisionServices(log)
-  const cleanups: { name: string; fn: () => Promise<void> }[] = []
+  const created: Resource[] = []
   const rows: ResultRow[] = []
   const ctx: BenchContext = {
     quick,
@@ -111,10 +119,20 @@ const main = async (): Promise<number> => {
     logger: stderrLogger(),
     rows,
     log,
-    defer: (name, fn) => cleanups.push({ name, fn }),
+    track: (resource) => created.push(resource),
   }
   let failed = 0
   try {
+    if (!values.keep) {
+      const sql = pgSql(ctx, 'cleanup')
+      try {
+        await sweepLeftovers(sql, log)
+      } catch (error) {
+        log(`removing leftovers of earlier runs failed: ${String(error)}`)
+      } finally {
+        await sql.close()
+      }
+    }
     for (const s of chosen) {
       const t = Date.now()
       log(`${s.name}: ${s.summary}`)
@@ -134,8 +152,20 @@ const main = async (): Promise<number> => {
       log(`  (${((Date.now() - t) / 1000).toFixed(1)} s)`)
     }
   } finally {
-    for (const c of cleanups.reverse()) {
-      await c.fn().catch((error: unknown) => log(`cleanup of ${c.name} failed: ${String(error)}`))
+    // After the last measurement, so that no removal overlaps a measured window of this run.
+    if (values.keep) {
+      log(`--keep: kept ${created.map(describeResource).join('; ') || 'nothing'}`)
+    } else if (created.length > 0) {
+      const t = Date.now()
+      log(`removing what this run created (${created.length})`)
+      const sql = pgSql(ctx, 'cleanup')
+      try {
+        const failures = await removeResources(created.reverse(), sql, log)
+        if (failures > 0) failed++
+      } finally {
+        await sql.close()
+      }
+      log(`  (${((Date.now() - t) / 1000).toFixed(1)} s, not part of any measurement)`)
     }
     await services.stop()
   }
@@ -148,6 +178,7 @@ const main = async (): Promise<number> => {
     finishedAt: finished.toISOString(),
     durationSeconds: Math.round((finished.getTime() - started.getTime()) / 1000),
     mode: quick ? 'quick' : 'full',
+    kept: values.keep ? created : [],
     seed: ctx.seed,
     settings: {
       warmupMs: ctx.warmupMs,

@@ -5,10 +5,9 @@ import { listAll } from '../../src/core/ports/object-store.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import { GROUPS } from '../../src/domain/model.ts'
 import { BY_DATE_PREFIX, EVENTS_PREFIX } from '../../src/event-store/keys.ts'
-import { deleteTopics } from '../scenarios/kafka-admin.ts'
 import type { BenchContext, ProcessPids } from './harness.ts'
 import type { OmsHttpClient } from './http-client.ts'
-import { databaseUrl, kafkaBrokers, pgSql, runName } from './scenario.ts'
+import { databaseUrl, kafkaBrokers, runName } from './scenario.ts'
 import { env, REPO_ROOT } from './services.ts'
 import { sleep } from './stats.ts'
 
@@ -108,7 +107,7 @@ export type Deployment = {
   stop(...names: string[]): Promise<void>
   /** name → pid of the running processes, for their CPU. */
   pids(): ProcessPids
-  /** Stops every process; the schema, topics and groups are dropped at the end of the run. */
+  /** Stops every process; the bucket, schema, topics and groups are removed at the end of the run. */
   close(): Promise<void>
 }
 
@@ -130,17 +129,12 @@ export const openDeployment = (ctx: BenchContext, stem: string): Deployment => {
     EVENT_STORE_SEQUENCE_SCHEMA: schema,
     OMS_API_TOKENS: token,
   }
-  ctx.defer(`deployment ${stem} (schema ${schema}, topics ${prefix}*)`, async () => {
-    const sql = pgSql(ctx, `${stem}-cleanup`)
-    try {
-      await sql.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
-    } finally {
-      await sql.close()
-    }
-    await deleteTopics(
-      [...domainTopics(prefix), `${prefix}cairn-events`],
-      Object.values(GROUPS).map((g) => prefix + g),
-    )
+  ctx.track({ kind: 'bucket', name: bucket })
+  ctx.track({ kind: 'schema', name: schema })
+  ctx.track({
+    kind: 'topics',
+    topics: [...domainTopics(prefix), `${prefix}cairn-events`],
+    groups: Object.values(GROUPS).map((g) => prefix + g),
   })
   const running = new Map<string, CairnProcess>()
   // Starts still in flight when another one fails: close() waits for them, so none is left behind.

@@ -1,4 +1,5 @@
 import type { Logger } from '../../src/core/ports/logger.ts'
+import type { Resource } from './cleanup.ts'
 import { diffCounts } from './counting-store.ts'
 import type { CountingStore, RequestCounts } from './counting-store.ts'
 import { sampleProcessCpu, sampleServiceCpu, SERVICE_NAMES } from './services.ts'
@@ -41,8 +42,11 @@ export type BenchContext = {
   /** Rows measured so far in this run (a scenario may size its load from an earlier one). */
   readonly rows: ResultRow[]
   log(line: string): void
-  /** Registers a cleanup to run at the end of the whole run (Kafka topics, databases). */
-  defer(name: string, fn: () => Promise<void>): void
+  /**
+   * Records a bucket, schema, database or topics of this run before it is created: the harness
+   * removes them after the last scenario (also when the scenario failed), unless `--keep`.
+   */
+  track(resource: Resource): void
 }
 
 export type Snapshot = {

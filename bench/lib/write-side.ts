@@ -21,16 +21,20 @@ export type BenchWriteSide = {
 /**
  * The write side as `openWriteSide` composes it (S3 object store, pg registry, migrations,
  * allocator, event store with its defaults), over a bucket and a registry schema of this run, with
- * the object store wrapped in the counting decorator. The conformance probe is left out (it runs
- * once at start and is not part of the measurement).
+ * the object store wrapped in the counting decorator. The bucket and schema are removed at the end
+ * of the run (unless `--keep`). The conformance probe is left out (it runs once at start and is
+ * not part of the measurement).
  */
 export const openBenchWriteSide = async (
   ctx: BenchContext,
   name: string,
 ): Promise<BenchWriteSide> => {
-  const store = countingStore(await s3Store(runName(ctx, `cairn-bench-${name}`)))
-  const sql = pgSql(ctx, name)
+  const bucket = runName(ctx, `cairn-bench-${name}`)
   const schema = runName(ctx, `bench_${name}`, '_')
+  ctx.track({ kind: 'bucket', name: bucket })
+  ctx.track({ kind: 'schema', name: schema })
+  const store = countingStore(await s3Store(bucket))
+  const sql = pgSql(ctx, name)
   await migrate(sql, schema)
   const eventStore = createEventStore({
     objectStore: store,
@@ -44,7 +48,6 @@ export const openBenchWriteSide = async (
     eventStore,
     async close() {
       await eventStore.close()
-      await sql.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {})
       await sql.close()
       await store.close()
     },

@@ -18,6 +18,7 @@ export const claimDone: Scenario = {
   async run(ctx) {
     const sql = pgSql(ctx, 'claim-done')
     const schema = runName(ctx, 'bench_claim', '_')
+    ctx.track({ kind: 'schema', name: schema })
     const rows: ResultRow[] = []
     try {
       await sql.exec(
@@ -54,7 +55,6 @@ export const claimDone: Scenario = {
         )
       }
     } finally {
-      await sql.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {})
       await sql.close()
     }
     return rows

@@ -11,7 +11,6 @@ import { kafkaBrokers, payloads, pgSql, runName } from '../lib/scenario.ts'
 import type { Scenario } from '../lib/scenario.ts'
 import { sleep } from '../lib/stats.ts'
 import { benchEnvelope } from '../lib/write-side.ts'
-import { deleteTopics } from './kafka-admin.ts'
 
 const encoder = new TextEncoder()
 const BATCH = 1_000
@@ -31,7 +30,7 @@ export const consume: Scenario = {
     const backlog = ctx.quick ? 20_000 : 100_000
     const topic = runName(ctx, 'cairn-bench-consume')
     const groupId = runName(ctx, 'cairn-bench-consume-worker')
-    ctx.defer(`topic ${topic}`, () => deleteTopics([topic, `${topic}-dlq`], [groupId]))
+    ctx.track({ kind: 'topics', topics: [topic, `${topic}-dlq`], groups: [groupId] })
     const bus = createKafkaBus({
       brokers: kafkaBrokers(),
       clientId: 'cairn-bench',
@@ -39,6 +38,7 @@ export const consume: Scenario = {
     })
     const sql = pgSql(ctx, 'consume')
     const schema = runName(ctx, 'bench_consume', '_')
+    ctx.track({ kind: 'schema', name: schema })
     const abort = new AbortController()
     try {
       await bus.ensureTopics([
@@ -145,7 +145,6 @@ export const consume: Scenario = {
     } finally {
       abort.abort()
       await bus.close()
-      await sql.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {})
       await sql.close()
     }
   },

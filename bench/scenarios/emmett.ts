@@ -15,7 +15,7 @@ import type { Scenario } from '../lib/scenario.ts'
 /**
  * The peer: Emmett's PostgreSQL event store on the same server, appending the same workload as
  * `append-lib` (single-event appends to 10,000 streams, expected version carried like a
- * command's), in a database of its own that is dropped afterwards.
+ * command's), in a database of its own (dropped at the end of the run, unless `--keep`).
  */
 export const emmett: Scenario = {
   name: 'emmett',
@@ -24,12 +24,9 @@ export const emmett: Scenario = {
     "Emmett's PostgreSQL event store (@event-driven-io/emmett-postgresql, its default pool of 10): single-event appendToStream with expectedStreamVersion to 10,000 streams, closed loop",
   async run(ctx) {
     const database = runName(ctx, 'cairn_bench_emmett', '_')
+    ctx.track({ kind: 'database', name: database })
     const admin = pgSql(ctx, 'emmett-admin')
-    await admin.exec(`CREATE DATABASE ${database}`)
-    ctx.defer(`database ${database}`, async () => {
-      await admin.exec(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)
-      await admin.close()
-    })
+    await admin.exec(`CREATE DATABASE ${database}`).finally(() => admin.close())
     const url = new URL(databaseUrl())
     url.pathname = `/${database}`
     const store = getPostgreSQLEventStore(url.toString())

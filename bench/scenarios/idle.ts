@@ -5,7 +5,6 @@ import { kafkaBrokers, payloads, runName } from '../lib/scenario.ts'
 import type { Scenario } from '../lib/scenario.ts'
 import { sleep } from '../lib/stats.ts'
 import { benchEnvelope, openBenchWriteSide } from '../lib/write-side.ts'
-import { deleteTopics } from './kafka-admin.ts'
 
 const SEED_EVENTS = 100
 
@@ -24,7 +23,7 @@ export const idle: Scenario = {
     const polls = ctx.quick ? 10 : 20
     const ws = await openBenchWriteSide(ctx, 'idle')
     const topic = runName(ctx, 'cairn-bench-idle')
-    ctx.defer(`topic ${topic}`, () => deleteTopics([topic]))
+    ctx.track({ kind: 'topics', topics: [topic], groups: [] })
     const bus = createKafkaBus({
       brokers: kafkaBrokers(),
       clientId: 'cairn-bench',

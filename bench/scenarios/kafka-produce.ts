@@ -4,7 +4,6 @@ import { closedLoop, rowBetween } from '../lib/harness.ts'
 import type { ResultRow } from '../lib/harness.ts'
 import { aggregateId, kafkaBrokers, payloads, runName } from '../lib/scenario.ts'
 import type { Scenario } from '../lib/scenario.ts'
-import { deleteTopics } from './kafka-admin.ts'
 
 const encoder = new TextEncoder()
 
@@ -28,7 +27,7 @@ export const kafkaProduce: Scenario = {
       logger: ctx.logger,
     })
     const topic = runName(ctx, 'cairn-bench-produce')
-    ctx.defer(`topic ${topic}`, () => deleteTopics([topic]))
+    ctx.track({ kind: 'topics', topics: [topic], groups: [] })
     const rows: ResultRow[] = []
     try {
       await bus.ensureTopics([{ name: topic, partitions: 3 }])

@@ -12,6 +12,7 @@ export const pgInsert: Scenario = {
   async run(ctx) {
     const sql = pgSql(ctx, 'pg-insert')
     const schema = runName(ctx, 'bench_pg', '_')
+    ctx.track({ kind: 'schema', name: schema })
     const rows: ResultRow[] = []
     try {
       const sc = await sql.query<{ synchronous_commit: string }>('SHOW synchronous_commit')
@@ -45,7 +46,6 @@ export const pgInsert: Scenario = {
         )
       }
     } finally {
-      await sql.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => {})
       await sql.close()
     }
     return rows

@@ -7,7 +7,6 @@ import type { Scenario } from '../lib/scenario.ts'
 import { createLatencyRecorder, nowNs, sleep } from '../lib/stats.ts'
 import { benchEnvelope, openBenchWriteSide } from '../lib/write-side.ts'
 import type { BenchWriteSide } from '../lib/write-side.ts'
-import { deleteTopics } from './kafka-admin.ts'
 
 /** The append ceiling this run measured (append-lib at 64 clients), or a short measurement. */
 const appendCeiling = async (
@@ -45,7 +44,7 @@ export const publish: Scenario = {
     const ws = await openBenchWriteSide(ctx, 'publish')
     const topic = runName(ctx, 'cairn-bench-publish')
     const groupId = runName(ctx, 'cairn-bench-publish-reader')
-    ctx.defer(`topic ${topic}`, () => deleteTopics([topic], [groupId]))
+    ctx.track({ kind: 'topics', topics: [topic], groups: [groupId] })
     const bus = createKafkaBus({
       brokers: kafkaBrokers(),
       clientId: 'cairn-bench',

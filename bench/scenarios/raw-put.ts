@@ -13,7 +13,9 @@ export const rawPut: Scenario = {
   summary:
     '1 KiB create-only PUTs (If-None-Match: *) to MinIO through src/adapters/object-store/s3, closed loop',
   async run(ctx) {
-    const s3 = await s3Store(runName(ctx, 'cairn-bench-raw'))
+    const bucket = runName(ctx, 'cairn-bench-raw')
+    ctx.track({ kind: 'bucket', name: bucket })
+    const s3 = await s3Store(bucket)
     const store = countingStore(s3)
     const next = payloads(ctx, 1)
     const rows: ResultRow[] = []

@@ -119,11 +119,21 @@ export const commandFromEnvelope = (envelope: StoredEnvelope): Parsed<DomainComm
 
 // ---- loading state from the event store ----
 
-/** Reads an aggregate's stream in sequence order. */
+/**
+ * Reads an aggregate's stream in sequence order; `current`, when the caller just asked the
+ * allocator, saves asking again.
+ */
 type StreamReader = (
   aggregateType: string,
   aggregateId: string,
+  current?: number,
 ) => Promise<readonly StoredEnvelope[]>
+
+/** A stream cache: a reader that also takes events the caller already holds. */
+export type StreamCache = StreamReader & {
+  /** An event read elsewhere (a command delivered by the bus): kept if it extends the prefix. */
+  remember(event: StoredEnvelope): void
+}
 
 const direct =
   (es: EventStore): StreamReader =>
@@ -137,13 +147,13 @@ const direct =
  * kept (an event still in flight leaves a hole that is read again next time). Bounded: the least
  * recently used streams are forgotten.
  */
-export const createStreamCache = (es: EventStore, maxStreams = 10_000): StreamReader => {
+export const createStreamCache = (es: EventStore, maxStreams = 10_000): StreamCache => {
   const cache = new Map<string, StoredEnvelope[]>()
-  return async (type, id) => {
+  const read = async (type: string, id: string, known?: number) => {
     const key = `${type}\u0000${id}`
     const cached = cache.get(key) ?? []
     const have = cached.at(-1)?.sequence_number ?? 0
-    const current = await es.currentSequence(type, id)
+    const current = known ?? (await es.currentSequence(type, id))
     if (current <= have) {
       cache.delete(key)
       cache.set(key, cached)
@@ -161,6 +171,15 @@ export const createStreamCache = (es: EventStore, maxStreams = 10_000): StreamRe
     // What was read past a hole is still returned (it is stored), just not remembered.
     return stream.length === cached.length + more.length ? stream : [...cached, ...more]
   }
+  const remember = (event: StoredEnvelope): void => {
+    const key = `${event.aggregate_type}\u0000${event.aggregate_id}`
+    const cached = cache.get(key) ?? []
+    if (event.sequence_number !== (cached.at(-1)?.sequence_number ?? 0) + 1) return
+    cache.delete(key)
+    cache.set(key, [...cached, event])
+    if (cache.size > maxStreams) cache.delete(cache.keys().next().value as string)
+  }
+  return Object.assign(read, { remember })
 }
 
 const loadDatabase = async (read: StreamReader, db: string): Promise<DatabaseState | null> =>
@@ -374,9 +393,18 @@ export const createCommandHandler = (options: CommandHandlerOptions): Handle => 
       if (stored !== null) return resultOf(stored)
     }
 
+    // The command is its aggregate's latest stored event, often the whole stream so far (a
+    // create): with it in the cache the aggregate is not read back from the bucket.
+    streams.remember(envelope)
     for (let attempt = 1; ; attempt++) {
       const current = await es.currentSequence(target.aggregateType, target.aggregateId)
-      const world = await loadWorld(streams, cmd, current)
+      const read: StreamReader = (type, id) =>
+        streams(
+          type,
+          id,
+          type === target.aggregateType && id === target.aggregateId ? current : undefined,
+        )
+      const world = await loadWorld(read, cmd, current)
       const decision = decide(cmd, commandId, world)
       try {
         const appended = await es.append({

@@ -69,3 +69,22 @@ test('the stream cache forgets the least recently used streams beyond its bound'
   await read('Thing', ids[0] as string)
   assert.equal(lists, before + 1, 'a forgotten stream is read again')
 })
+
+test('an event the caller holds extends the cached stream: a new aggregate is not read back, a gap is not remembered', async () => {
+  const read = createStreamCache(es)
+  const id = `t-${randomUUID()}`
+  const [first] = (await es.append({ envelopes: [thing(id, 0)] })).envelopes
+  assert.ok(first)
+  read.remember(first)
+  const before = lists
+  assert.deepEqual(await read('Thing', id, 1), [first], 'known current: no query, no listing')
+  assert.equal(lists, before)
+  // Not the next event of the cached prefix (seq 3 after 1): ignored, the stream is read.
+  await es.append({ envelopes: [thing(id, 1)] })
+  const [third] = (await es.append({ envelopes: [thing(id, 2)] })).envelopes
+  assert.ok(third)
+  read.remember(third)
+  const stream = await read('Thing', id)
+  assert.equal(lists, before + 1, 'read from the store once')
+  assert.deepEqual(stream, await es.readStream('Thing', id))
+})

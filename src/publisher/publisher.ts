@@ -186,6 +186,11 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   let dedup: DedupWindow = createDedupWindow(dedupMax)
   /** Manifests after `position` seen in listings and not yet settled-and-done, by key. */
   const open = new Map<string, OpenManifest>()
+  /**
+   * The keys of `open` with events not yet published (or not yet read): what a cycle works on,
+   * so that its cost follows the new commits, not every manifest waiting to settle.
+   */
+  const unfinished = new Set<string>()
   /** Manifests of in-process commits, so they need no GET. */
   const noted = new Map<string, readonly ManifestEntry[]>()
   /** Per aggregate (`type\0id`): the highest sequence published recently (for P2 holds). */
@@ -232,6 +237,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     lastSavedPosition = position
     dedup = createDedupWindow(dedupMax, cp?.recent_event_ids ?? [])
     open.clear()
+    unfinished.clear()
     lastSeq.clear()
   }
 
@@ -399,6 +405,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       open.set(key, { key, us: 0, entries: [], done: new Set(), missing: 0, firstMissingAt: 0 })
       return
     }
+    unfinished.add(key)
     open.set(key, {
       key,
       us: parts.us,
@@ -440,15 +447,16 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     }
     const settleEnd = page?.next === undefined ? undefined : page.keys.at(-1)
 
-    const listed = [...open.values()]
-      .filter((om) => position === null || om.key > position)
-      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    const work = [...unfinished]
+      .filter((key) => position === null || key > position)
+      .sort()
+      .map((key) => open.get(key) as OpenManifest)
     let batch: { entry: ManifestEntry; manifest: OpenManifest }[] = []
     // Tentative per-aggregate sequence including the batch being built (committed on flush).
     const pendingSeq = new Map<string, number>()
     /** Per aggregate, the lowest sequence held back this cycle: later ones wait behind it. */
     const blocked = new Map<string, number>()
-    for (const om of listed) {
+    for (const om of work) {
       const entries = await entriesOf(om)
       if (entries === null) {
         // Not readable yet: keep order, do not publish past it in this cycle.
@@ -488,16 +496,20 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       }
     }
     await flush(batch)
+    for (const om of work) if (isComplete(om)) unfinished.delete(om.key)
+    // Age in ms of the oldest manifest not yet fully published (0 when caught up).
+    const oldest = work.find((om) => unfinished.has(om.key))
+    m.lagMs = oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
+    if (page === undefined) return { more: false }
 
-    if (page === undefined) {
-      m.lagMs = lagOf(listed)
-      return { more: false }
-    }
     // Advance over the settled prefix of what is done.
+    const listed = [...open.values()]
+      .filter((om) => position === null || om.key > position)
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     let next = position
     let allDone = true
     for (const om of listed) {
-      const complete = om.entries !== null && om.entries.every((e) => om.done.has(e.event_id))
+      const complete = !unfinished.has(om.key)
       // Beyond the settle listing's end a late key could hide between the two listings.
       if (!complete || om.us >= watermarkUs || (settleEnd !== undefined && om.key > settleEnd)) {
         allDone = false
@@ -512,23 +524,22 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     }
     if (next !== null && (position === null || next > position)) {
       position = next
-      for (const key of open.keys()) if (key <= next) open.delete(key)
+      for (const key of open.keys()) {
+        if (key <= next) {
+          open.delete(key)
+          unfinished.delete(key)
+        }
+      }
     }
     for (const [k, v] of lastSeq) if (v.us < watermarkUs - settleMs * 1000) lastSeq.delete(k)
 
-    m.lagMs = lagOf(listed)
     // Pages the settle listing left are known (the tail listing went past them); only a full
     // tail page can hide commits nothing announced.
     return { more: tail?.next !== undefined }
   }
 
-  /** Age in ms of the oldest manifest not yet fully published (0 when caught up). */
-  const lagOf = (listed: readonly OpenManifest[]): number => {
-    const oldest = listed.find(
-      (om) => om.entries === null || !om.entries.every((e) => om.done.has(e.event_id)),
-    )
-    return oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
-  }
+  const isComplete = (om: OpenManifest): boolean =>
+    om.entries !== null && om.entries.every((e) => om.done.has(e.event_id))
 
   let lastMetricsLog = 0
   const logMetrics = (): void => {

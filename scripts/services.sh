@@ -266,8 +266,6 @@ listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$sock'
 max_connections = 200
-# Statement counts for the benchmark's profiling (pg_stat_statements ships with PostgreSQL).
-shared_preload_libraries = 'pg_stat_statements'
 EOF
   chown postgres:postgres "$data/cairn.conf"
   pg_as mkdir -p "$sock"

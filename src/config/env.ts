@@ -19,7 +19,7 @@ export type CairnConfig = {
     readonly authDisabled: boolean
     readonly maxBodyBytes: number
   }
-  readonly worker: { readonly maxAttempts: number }
+  readonly worker: { readonly maxAttempts: number; readonly batchSize: number }
   readonly eventStore: {
     readonly bucket: string
     readonly idempotencyMismatchMode: 'error' | 'warn'
@@ -213,7 +213,10 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
       authDisabled: bool('OMS_AUTH_DISABLED', false),
       maxBodyBytes: int('OMS_MAX_BODY_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     },
-    worker: { maxAttempts: int('WORKER_MAX_ATTEMPTS', 5, 1, 1000) },
+    worker: {
+      maxAttempts: int('WORKER_MAX_ATTEMPTS', 5, 1, 1000),
+      batchSize: int('WORKER_BATCH_SIZE', 500, 1, 10_000),
+    },
     eventStore: {
       bucket,
       idempotencyMismatchMode: oneOf<'error' | 'warn'>(

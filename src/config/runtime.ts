@@ -108,6 +108,7 @@ export const openWorkers = async (
       ...handlers,
       ...(spec.transactional ? { transactional: ws.sql } : {}),
       maxAttempts: config.worker.maxAttempts,
+      batchSize: config.worker.batchSize,
       heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,
       loadEnvelope: (id) => ws.eventStore.getByEventId(id),
       logger,

@@ -57,6 +57,11 @@ export type WorkerOptions = {
   readonly handleBatch?: HandleBatch
   /** Attempts before dead-lettering (default 5). */
   readonly maxAttempts?: number
+  /**
+   * Messages taken per poll (default 500): a transactional batch holds one lock per aggregate
+   * until it commits, so batch size × concurrent workers must fit PostgreSQL's lock table.
+   */
+  readonly batchSize?: number
   readonly backoffBaseMs?: number
   readonly backoffMaxMs?: number
   /** Dead-letter topic (default `<first topic>-dlq`). */
@@ -566,6 +571,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
               groupId: options.groupId,
               topics: options.topics,
               clientId: handler,
+              ...(options.batchSize === undefined ? {} : { maxBatch: options.batchSize }),
             })
             log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
           }

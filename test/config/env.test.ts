@@ -29,6 +29,13 @@ test("the seed's defaults apply when nothing is set (embedded mode)", () => {
   assert.ok(Object.isFrozen(c))
 })
 
+test('the worker batch size: 500 by default, 1 to 10,000', () => {
+  assert.equal(loadConfig({}).worker.batchSize, 500)
+  assert.equal(loadConfig({ WORKER_BATCH_SIZE: '2000' }).worker.batchSize, 2000)
+  assert.equal(problemsOf({ WORKER_BATCH_SIZE: '0' }).length, 1)
+  assert.match(problemsOf({ WORKER_BATCH_SIZE: '20000' })[0] ?? '', /WORKER_BATCH_SIZE/)
+})
+
 test('the flush batch size defaults to the batch size', () => {
   assert.equal(loadConfig({ EVENT_PUBLISHER_BATCH_SIZE: '500' }).publisher.kafkaFlushBatchSize, 500)
 })

@@ -374,6 +374,7 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
           const worker = start({
             topics: [topic],
             registry,
+            batchSize: 20,
             handleBatch: async (batch, ctx) => {
               assert.ok(ctx.tx)
               batchSizes.push(batch.length)
@@ -402,6 +403,10 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
           assert.deepEqual(await statuses(w), { done: 50 })
           assert.equal(worker.metrics().processed, 50)
           assert.ok(batchSizes[0] !== undefined && batchSizes[0] > 1, 'the batch form ran')
+          assert.ok(
+            Math.max(...batchSizes) <= 20,
+            `batches of at most batchSize: ${batchSizes.join(', ')}`,
+          )
           assert.ok(claimsInTx >= 1, 'claimed inside the transaction')
           assert.ok(claimsAlone >= 1, 'after the rollback, claimed again on its own')
 

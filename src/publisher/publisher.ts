@@ -150,6 +150,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const takeoverAfterMs = options.takeoverAfterMs ?? 15_000
   const missingRetries = options.missingRetries ?? 5
   const missingGraceMs = options.missingGraceMs ?? 10_000
+  /** Manifests read at once when no notice carried them (a catch-up). */
+  const readConcurrency = 16
 
   const m: PublisherMetrics = {
     published: 0,
@@ -451,6 +453,16 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       .filter((key) => position === null || key > position)
       .sort()
       .map((key) => open.get(key) as OpenManifest)
+    // Manifests no notice carried (a catch-up after a restart or a takeover, another process's
+    // large groups) are read side by side; the loop below still publishes in key order.
+    const unread = work.filter((om) => om.entries === null && !noted.has(om.key))
+    if (unread.length > 1) {
+      let next = 0
+      const reader = async (): Promise<void> => {
+        for (let om = unread[next++]; om !== undefined; om = unread[next++]) await entriesOf(om)
+      }
+      await Promise.all(Array.from({ length: Math.min(readConcurrency, unread.length) }, reader))
+    }
     let batch: { entry: ManifestEntry; manifest: OpenManifest }[] = []
     // Tentative per-aggregate sequence including the batch being built (committed on flush).
     const pendingSeq = new Map<string, number>()

@@ -361,6 +361,50 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       )
 
       withWorld(
+        'a publisher that starts behind reads the manifests no notice carried side by side (at most 16 at once), and publishes in order',
+        async (w) => {
+          const topic = uniqueName('catchup')
+          const store = w.ws.store()
+          // Committed before the publisher runs: no notice, every manifest must be read.
+          const envs = Array.from({ length: 60 }, (_, i) => event(topic, `agg-${i % 4}`, { i }))
+          for (const e of envs) await store.append({ envelopes: [e] })
+          let inFlight = 0
+          let most = 0
+          const slowGets: ObjectStore = {
+            ...w.ws.objectStore,
+            get: async (key) => {
+              inFlight++
+              most = Math.max(most, inFlight)
+              try {
+                await new Promise((r) => setTimeout(r, 20))
+                return await w.ws.objectStore.get(key)
+              } finally {
+                inFlight--
+              }
+            },
+          }
+          startPublisher(w, { objectStore: slowGets, settleMs: 60_000 })
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 60,
+            20_000,
+          )
+          assert.ok(most > 1 && most <= 16, `${most} GETs at once`)
+          for (const agg of ['agg-0', 'agg-1', 'agg-2', 'agg-3']) {
+            const seqs = got
+              .filter((m) => m.key === agg)
+              .map((m) => Number(m.headers.sequence_number))
+            assert.deepEqual(
+              seqs,
+              [...seqs].sort((a, b) => a - b),
+              `order of ${agg}`,
+            )
+          }
+        },
+      )
+
+      withWorld(
         'bad index data never blocks: malformed manifests are skipped, an unreadable one is quarantined',
         async (w) => {
           const topic = uniqueName('bad')

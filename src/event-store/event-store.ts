@@ -39,6 +39,14 @@ export type EventStoreOptions = {
   readonly maxGroupSize?: number
   /** Group commits in flight at once (default 4). */
   readonly maxGroupsInFlight?: number
+  /**
+   * While a group is in flight, the next one starts only once this many appends wait (default
+   * 16) or the latest group started this long ago (`groupOverlapAfterMs`, default 10 ms): under
+   * load the appends gather into fewer, larger groups (fewer PUTs per event: one manifest per
+   * group), and a slow group holds the others back for 10 ms at most.
+   */
+  readonly groupOverlapMinAppends?: number
+  readonly groupOverlapAfterMs?: number
   /** Object PUTs in flight per group (default 64). */
   readonly putConcurrency?: number
   /**
@@ -187,6 +195,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   const log = (options.logger ?? silentLogger).child({ component: 'event-store' })
   const maxGroupSize = options.maxGroupSize ?? 256
   const maxGroupsInFlight = options.maxGroupsInFlight ?? 4
+  const overlapMinAppends = options.groupOverlapMinAppends ?? 16
+  const overlapAfterMs = options.groupOverlapAfterMs ?? 10
   const putConcurrency = options.putConcurrency ?? 64
   const maxEventBytes = options.maxEventBytes ?? 1_048_576
   const maxManifestDelayMs = options.maxManifestDelayMs ?? 10_000
@@ -360,14 +370,60 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   // ---------------------------------------------------------------------------------------------
   // Group commit
 
+  /** When the latest group started (monotonic ms). */
+  let lastStart = 0
+  let repump: ReturnType<typeof setTimeout> | undefined
   const pump = (): void => {
     while (!closed && queue.length > 0 && inFlight < maxGroupsInFlight) {
-      const group = queue.splice(0, maxGroupSize)
+      const age = performance.now() - lastStart
+      if (inFlight > 0 && queue.length < overlapMinAppends && age < overlapAfterMs) {
+        // Gather more behind the groups in flight; look again when the latest is old enough.
+        repump ??= setTimeout(
+          () => {
+            repump = undefined
+            pump()
+          },
+          Math.max(1, Math.ceil(overlapAfterMs - age)),
+        )
+        return
+      }
+      lastStart = performance.now()
       inFlight++
-      void commitGroup(group).finally(() => {
+      // The group stops holding the next one back once each of its appends is answered (its
+      // callers may append again before the group's bookkeeping ends), or when it ends.
+      let holding = true
+      const release = (): void => {
+        if (!holding) return
+        holding = false
         inFlight--
         pump()
+      }
+      let unanswered = 0
+      const answered = (): void => {
+        if (--unanswered === 0) release()
+      }
+      const group = queue.splice(0, maxGroupSize).map((p): Pending => {
+        unanswered++
+        let once = true
+        const settle = (): void => {
+          if (once) {
+            once = false
+            answered()
+          }
+        }
+        return {
+          ...p,
+          resolve: (r) => {
+            p.resolve(r)
+            settle()
+          },
+          reject: (e) => {
+            p.reject(e)
+            settle()
+          },
+        }
       })
+      void commitGroup(group).finally(release)
     }
   }
 
@@ -810,6 +866,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     if (closed) return
     closed = true
     if (repairTimer !== undefined) clearInterval(repairTimer)
+    if (repump !== undefined) clearTimeout(repump)
     for (const p of queue.splice(0))
       p.reject(new CairnError(ErrorCode.CLOSED, 'the event store is closed'))
     while (inFlight > 0) await sleep(5)

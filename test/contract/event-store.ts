@@ -408,6 +408,57 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       for (const e of envs) assert.ok(dated.has(e.event_id))
     })
 
+    test('under load appends gather into full groups; a slow group holds a lone append back for the overlap time at most', async () => {
+      const tag = randomUUID()
+      {
+        // While a group is in flight (its PUTs take 100 ms), appends that arrive gather into
+        // the next group instead of starting groups of one.
+        const inner = ws().objectStore
+        const slow: ObjectStore = {
+          ...inner,
+          putIfAbsent: async (key, body, contentType) => {
+            await new Promise((r) => setTimeout(r, 100))
+            return inner.putIfAbsent(key, body, contentType)
+          },
+        }
+        // A long overlap time, so that a slow machine does not start the next group by age.
+        const store = ws().store({ objectStore: slow, groupOverlapAfterMs: 1_000 })
+        const seen: number[] = []
+        store.onCommit((n) => seen.push(n.entries.length))
+        const first = store.append({ envelopes: [command(`gather-${tag}-first`)] })
+        await new Promise((r) => setTimeout(r, 2))
+        const envs = Array.from({ length: 10 }, (_, i) => command(`gather-${tag}-${i}`))
+        await Promise.all([first, ...envs.map((e) => store.append({ envelopes: [e] }))])
+        assert.deepEqual(seen, [1, 10], 'the first alone, then the ten together')
+        await store.close()
+      }
+      {
+        // The first group's body PUT hangs for a second: a later lone append starts its own
+        // group once the first is 10 ms old, and is acknowledged long before the slow one.
+        let stall = true
+        const inner = ws().objectStore
+        const slow: ObjectStore = {
+          ...inner,
+          putIfAbsent: async (key, body, contentType) => {
+            if (stall && key.startsWith('events/')) {
+              stall = false
+              await new Promise((r) => setTimeout(r, 1_000))
+            }
+            return inner.putIfAbsent(key, body, contentType)
+          },
+        }
+        const store = ws().store({ objectStore: slow })
+        const started = Date.now()
+        const first = store.append({ envelopes: [command(`slow-${tag}`)] })
+        await new Promise((r) => setTimeout(r, 50))
+        await store.append({ envelopes: [command(`lone-${tag}`)] })
+        const lone = Date.now() - started
+        await first
+        assert.ok(lone < 800, `the lone append took ${lone} ms behind a 1 s group`)
+        await store.close()
+      }
+    })
+
     test('invalid envelopes are refused with every problem named, and nothing is stored', async () => {
       const store = ws().store()
       const bad = {

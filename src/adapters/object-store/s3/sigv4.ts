@@ -1,4 +1,5 @@
-import { createHash, createHmac } from 'node:crypto'
+import { createHash, createHmac, createSecretKey } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 
 /**
  * AWS Signature Version 4 for S3 requests, written out so the request path stays lean: the AWS
@@ -53,13 +54,14 @@ export type Signer = {
 }
 
 export const createSigner = (credentials: Credentials): Signer => {
-  // The signing key depends only on the day and region: derive it once per day.
-  let cachedKey: { scopeDate: string; region: string; key: Buffer } | undefined
+  // The signing key depends only on the day and region: derive it once per day, and keep it as
+  // a KeyObject so that each signature does not import the key again.
+  let cachedKey: { scopeDate: string; region: string; key: KeyObject } | undefined
 
-  const signingKey = (scopeDate: string, region: string): Buffer => {
+  const signingKey = (scopeDate: string, region: string): KeyObject => {
     if (cachedKey?.scopeDate === scopeDate && cachedKey.region === region) return cachedKey.key
     const kDate = hmac(`AWS4${credentials.secretAccessKey}`, scopeDate)
-    const key = hmac(hmac(hmac(kDate, region), 's3'), 'aws4_request')
+    const key = createSecretKey(hmac(hmac(hmac(kDate, region), 's3'), 'aws4_request'))
     cachedKey = { scopeDate, region, key }
     return key
   }

@@ -392,7 +392,9 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    * the checkpoint to reach it). Discovery only: listings stay the proof that nothing is missed.
    */
   const noteKey = (key: string): void => {
-    if (m.role === 'active' && (position === null || key > position)) register(key)
+    // A standby leaves notices to the active publisher (it would only read the checkpoint again).
+    if (m.role !== 'active') return
+    if (position === null || key > position) register(key)
     noticed = true
     wakeup.fn?.()
   }

@@ -92,8 +92,13 @@ export const encodeCommitNotice = (
   manifestKey: string,
   entries: readonly ManifestEntry[],
 ): string => {
+  // A large group is announced by key without serialising it: its bodies alone are too long.
+  let bodies = 0
+  for (const e of entries) bodies += e.body.length
+  if (bodies >= NOTICE_MAX_BYTES) return manifestKey
   const full = `${manifestKey}\n${JSON.stringify(entries)}`
-  // A UTF-16 unit is at most three UTF-8 bytes: short strings need no encoding to be measured.
+  // A UTF-16 unit is one to three UTF-8 bytes: only a string in between needs encoding to measure.
+  if (full.length >= NOTICE_MAX_BYTES) return manifestKey
   if (full.length * 3 < NOTICE_MAX_BYTES) return full
   return new TextEncoder().encode(full).length < NOTICE_MAX_BYTES ? full : manifestKey
 }

@@ -388,10 +388,14 @@ export const createCommandHandler = (options: CommandHandlerOptions): Handle => 
       typeof envelope.data.command_id === 'string' ? envelope.data.command_id : envelope.event_id
     const target = commandTarget(cmd)
 
-    for (const type of [SUCCESS_EVENT[cmd.type], COMMAND_REJECTED]) {
-      const stored = await es.getByEventId(domainEventId(commandId, type, target.aggregateId))
-      if (stored !== null) return resultOf(stored)
-    }
+    // An outcome stored by an earlier try (both lookups at once: one round trip of waiting).
+    const earlier = await Promise.all(
+      [SUCCESS_EVENT[cmd.type], COMMAND_REJECTED].map((type) =>
+        es.getByEventId(domainEventId(commandId, type, target.aggregateId)),
+      ),
+    )
+    const stored = earlier.find((e) => e !== null)
+    if (stored !== undefined && stored !== null) return resultOf(stored)
 
     // The command is its aggregate's latest stored event, often the whole stream so far (a
     // create): with it in the cache the aggregate is not read back from the bucket.

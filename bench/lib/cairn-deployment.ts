@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { domainTopics } from '../../src/config/runtime.ts'
+import { servingUrlOf } from '../../src/cli/service.ts'
 import { listAll } from '../../src/core/ports/object-store.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import { GROUPS } from '../../src/domain/model.ts'
@@ -77,18 +78,12 @@ export const startCairnProcess = (
       out = (out + chunk.toString()).slice(-64_000)
       if (settled) return
       for (const line of out.split('\n')) {
-        if (!line.startsWith('{')) continue
-        try {
-          const entry = JSON.parse(line) as { msg?: string; http?: string }
-          if (entry.msg?.endsWith('is running') === true && typeof entry.http === 'string') {
-            settled = true
-            clearTimeout(timer)
-            resolve({ name, pid: child.pid ?? 0, url: entry.http, output: () => out, stop })
-            return
-          }
-        } catch {
-          // not a log line
-        }
+        const url = servingUrlOf(line)
+        if (url === null) continue
+        settled = true
+        clearTimeout(timer)
+        resolve({ name, pid: child.pid ?? 0, url, output: () => out, stop })
+        return
       }
     }
     child.stdout.on('data', onData)

@@ -6,6 +6,25 @@ import { cliContext } from './context.ts'
 import { serveHttp } from './serve.ts'
 
 /**
+ * The HTTP address of a cairn process from one line of its output: the JSON log line `runService`
+ * writes once it serves (`<name> is running`, with `http`), else null. Tools that start cairn
+ * (the tests, the benchmark) wait for it.
+ */
+export const servingUrlOf = (line: string): string | null => {
+  if (!line.startsWith('{')) return null
+  try {
+    const entry = JSON.parse(line) as { msg?: unknown; http?: unknown }
+    return typeof entry.msg === 'string' &&
+      entry.msg.endsWith('is running') &&
+      typeof entry.http === 'string'
+      ? entry.http
+      : null
+  } catch {
+    return null
+  }
+}
+
+/**
  * Runs cairn's components in this process until SIGINT or SIGTERM, then drains: readiness turns
  * 503, the HTTP server stops accepting and finishes requests in flight, the loops stop at their
  * next safe point and resources close in reverse order under a deadline. A loop that fails stops

@@ -29,11 +29,12 @@ type RoleSpec = {
   readonly topics: readonly string[]
   readonly dlq: string
   readonly transactional: boolean
-  readonly handle: (
+  /** The handler, and its batch form for a transactional one. */
+  readonly handlers: (
     ws: WriteSide,
     config: CairnConfig,
     logger: Logger,
-  ) => Handle | { readonly handle: Handle; readonly handleBatch: HandleBatch }
+  ) => { readonly handle: Handle; readonly handleBatch?: HandleBatch }
 }
 
 const ROLES: Readonly<Record<WorkerRole, RoleSpec>> = {
@@ -43,7 +44,9 @@ const ROLES: Readonly<Record<WorkerRole, RoleSpec>> = {
     topics: [TOPICS.databaseCommands, TOPICS.ontologyCommands],
     dlq: 'ontology-commands-dlq',
     transactional: false,
-    handle: (ws, _c, logger) => createCommandHandler({ eventStore: ws.eventStore, logger }),
+    handlers: (ws, _c, logger) => ({
+      handle: createCommandHandler({ eventStore: ws.eventStore, logger }),
+    }),
   },
   instance: {
     handler: HANDLERS.instance,
@@ -51,7 +54,9 @@ const ROLES: Readonly<Record<WorkerRole, RoleSpec>> = {
     topics: [TOPICS.instanceCommands],
     dlq: 'instance-commands-dlq',
     transactional: false,
-    handle: (ws, _c, logger) => createCommandHandler({ eventStore: ws.eventStore, logger }),
+    handlers: (ws, _c, logger) => ({
+      handle: createCommandHandler({ eventStore: ws.eventStore, logger }),
+    }),
   },
   projection: {
     handler: HANDLERS.projection,
@@ -59,7 +64,7 @@ const ROLES: Readonly<Record<WorkerRole, RoleSpec>> = {
     topics: [TOPICS.ontologyEvents, TOPICS.instanceEvents],
     dlq: 'projection_failures_dlq',
     transactional: true,
-    handle: (_ws, config) => createProjection({ schema: config.sequencing.schema }),
+    handlers: (_ws, config) => createProjection({ schema: config.sequencing.schema }),
   },
 }
 
@@ -96,8 +101,7 @@ export const openWorkers = async (
   )
   return roles.map((role) => {
     const spec = ROLES[role]
-    const made = spec.handle(ws, config, logger)
-    const handlers = typeof made === 'function' ? { handle: made } : made
+    const { handle, handleBatch } = spec.handlers(ws, config, logger)
     const worker = createWorker({
       bus,
       registry: openRegistry(config, ws, `${role}-worker`),
@@ -105,7 +109,8 @@ export const openWorkers = async (
       topics: spec.topics.map((t) => prefix + t),
       groupId: prefix + spec.group,
       dlqTopic: prefix + spec.dlq,
-      ...handlers,
+      handle,
+      ...(handleBatch === undefined ? {} : { handleBatch }),
       ...(spec.transactional ? { transactional: ws.sql } : {}),
       maxAttempts: config.worker.maxAttempts,
       batchSize: config.worker.batchSize,

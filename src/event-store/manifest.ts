@@ -61,11 +61,17 @@ export const manifestEntry = (
 
 /** Parses a manifest; throws a TypeError naming what is wrong (callers count and skip it). */
 export const parseManifest = (bytes: Uint8Array): Manifest => {
-  const value = JSON.parse(new TextDecoder().decode(bytes)) as Partial<Manifest>
-  if (value.version !== 1 || !Array.isArray(value.entries)) {
+  const value = JSON.parse(new TextDecoder().decode(bytes)) as Partial<Manifest> | null
+  if (value?.version !== 1 || !Array.isArray(value.entries)) {
     throw new TypeError('not a cairn manifest (version 1 with entries)')
   }
-  for (const e of value.entries as unknown[]) {
+  checkEntries(value.entries)
+  return value as Manifest
+}
+
+/** Throws a TypeError unless every entry has a key, an event id and a body. */
+const checkEntries = (entries: readonly unknown[]): void => {
+  for (const e of entries) {
     const entry = e as Partial<ManifestEntry> | null
     if (
       typeof entry?.key !== 'string' ||
@@ -75,7 +81,6 @@ export const parseManifest = (bytes: Uint8Array): Manifest => {
       throw new TypeError('manifest entry without key, event_id or body')
     }
   }
-  return value as Manifest
 }
 
 /**
@@ -111,10 +116,10 @@ export const decodeCommitNotice = (
   if (cut < 0) return { manifestKey: payload }
   const manifestKey = payload.slice(0, cut)
   try {
-    const entries = parseManifest(
-      new TextEncoder().encode(`{"version":1,"entries":${payload.slice(cut + 1)}}`),
-    ).entries
-    return { manifestKey, entries }
+    const entries: unknown = JSON.parse(payload.slice(cut + 1))
+    if (!Array.isArray(entries)) return { manifestKey }
+    checkEntries(entries)
+    return { manifestKey, entries: entries as ManifestEntry[] }
   } catch {
     return { manifestKey }
   }

@@ -331,7 +331,8 @@ export const createWorker = (options: WorkerOptions): Worker => {
    * Transactional: every handler and the one mark_done in ONE transaction; if a handler throws or
    * a claim was lost, the batch rolls back and its events run one by one (the thrower's try counts
    * as its first attempt), so a poison event gets its retries and dead letter and the others
-   * commit. Non-transactional: side effects of different aggregates side by side (up to `concurrency`),
+   * commit. With `preset` (a one-transaction batch already failed, see `settle`) they run one by
+   * one at once, `preset.thrower` counted as above. Non-transactional: side effects of different aggregates side by side (up to `concurrency`),
    * successes marked done together.
    */
   const executeBatch = async (
@@ -380,14 +381,14 @@ export const createWorker = (options: WorkerOptions): Worker => {
       return
     }
     const ids = items.map((i) => i.envelope.event_id)
-    let thrower: Thrower | undefined
-    const beat = setInterval(() => {
-      registry.heartbeat(handler, ids).catch((error: unknown) => {
-        log.warn({ err: String(error), events: ids.length }, 'heartbeat failed')
-      })
-    }, heartbeatMs)
-    try {
-      if (preset === undefined) {
+    let thrower: Thrower | undefined = preset?.thrower
+    if (preset === undefined) {
+      const beat = setInterval(() => {
+        registry.heartbeat(handler, ids).catch((error: unknown) => {
+          log.warn({ err: String(error), events: ids.length }, 'heartbeat failed')
+        })
+      }, heartbeatMs)
+      try {
         await tx.transaction(async (t) => {
           const done = await applyBatch(
             t,
@@ -401,19 +402,14 @@ export const createWorker = (options: WorkerOptions): Worker => {
         })
         m.processed += items.length
         return
+      } catch (error) {
+        log.warn(
+          { events: ids.length, event_id: thrower?.eventId, err: messageOf(error) },
+          'batch rolled back; running its events one by one',
+        )
+      } finally {
+        clearInterval(beat)
       }
-      thrower = preset.thrower
-    } catch (error) {
-      log.warn(
-        {
-          events: ids.length,
-          event_id: thrower?.eventId,
-          err: messageOf(error),
-        },
-        'batch rolled back; running its events one by one',
-      )
-    } finally {
-      clearInterval(beat)
     }
     for (const item of items) {
       const failed = thrower?.eventId === item.envelope.event_id ? thrower.error : undefined

@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { childEnv } from './child.ts'
+import { servingUrlOf } from '../../src/cli/service.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const NODE = path.join(ROOT, 'node_modules', '.bin', 'node')
@@ -48,30 +49,24 @@ export const startCairn = (
       out += chunk.toString()
       if (settled) return
       for (const line of out.split('\n')) {
-        if (!line.startsWith('{')) continue
-        try {
-          const entry = JSON.parse(line) as { msg?: string; http?: string }
-          if (entry.msg?.endsWith('is running') === true && typeof entry.http === 'string') {
-            settled = true
-            clearTimeout(timer)
-            resolve({
-              child,
-              url: entry.http,
-              output: () => out,
-              async stop(signal = 'SIGTERM', stopTimeoutMs = 30_000) {
-                if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
-                child.kill(signal)
-                const t = setTimeout(() => child.kill('SIGKILL'), stopTimeoutMs)
-                const code = await exited
-                clearTimeout(t)
-                return code
-              },
-            })
-            return
-          }
-        } catch {
-          // not a log line
-        }
+        const url = servingUrlOf(line)
+        if (url === null) continue
+        settled = true
+        clearTimeout(timer)
+        resolve({
+          child,
+          url,
+          output: () => out,
+          async stop(signal = 'SIGTERM', stopTimeoutMs = 30_000) {
+            if (child.exitCode !== null || child.signalCode !== null) return child.exitCode
+            child.kill(signal)
+            const t = setTimeout(() => child.kill('SIGKILL'), stopTimeoutMs)
+            const code = await exited
+            clearTimeout(t)
+            return code
+          },
+        })
+        return
       }
     }
     child.stdout.on('data', onData)

@@ -205,12 +205,12 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const topicOf = (e: ManifestEntry): string =>
     topicPrefix + (e.kafka_topic ?? routes[e.aggregate_type] ?? defaultTopic)
 
-  const checkpointBody = (): Checkpoint => ({
+  const checkpointBody = (owner: string): Checkpoint => ({
     last_index_key: position,
     last_timestamp_ms: position === null ? 0 : Math.floor(usOfPosition(position) / 1000),
     updated_at: new Date(clock.now()).toISOString(),
     recent_event_ids: dedup.snapshot(dedupSnapshotMax),
-    owner: id,
+    owner,
   })
 
   const usOfPosition = (key: string): number => {
@@ -220,9 +220,12 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     return m === null ? 0 : Number(m[1])
   }
 
-  /** Saves the checkpoint; false when another writer replaced it (we are no longer the owner). */
-  const save = async (): Promise<boolean> => {
-    const next = await saveCheckpoint(store, checkpointBody(), etag)
+  /**
+   * Saves the checkpoint; false when another writer replaced it (we are no longer the owner).
+   * `release` leaves it unowned, so that the next publisher takes over without waiting.
+   */
+  const save = async (release = false): Promise<boolean> => {
+    const next = await saveCheckpoint(store, checkpointBody(release ? '' : id), etag)
     if (next === null) return false
     etag = next
     lastSavedPosition = position
@@ -521,20 +524,26 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       .filter((om) => position === null || om.key > position)
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     let next = position
-    let allDone = true
+    /** The first listed manifest the position must not pass (unpublished, unsettled, unseen). */
+    let stop: OpenManifest | undefined
     for (const om of listed) {
       const complete = !unfinished.has(om.key)
       // Beyond the settle listing's end a late key could hide between the two listings.
       if (!complete || om.us >= watermarkUs || (settleEnd !== undefined && om.key > settleEnd)) {
-        allDone = false
+        stop = om
         break
       }
       next = om.key
     }
-    if (allDone && page.next === undefined) {
-      // Nothing listed before the watermark is left: move to the watermark itself.
-      const floor = manifestKeyFloor(Math.max(0, Math.floor(watermarkUs)))
-      if (next === null || floor > next) next = floor
+    if (stop !== undefined || page.next === undefined) {
+      // Every key before the watermark was listed and is done: the position may move up to the
+      // watermark, or to just before the first manifest it must not pass. No manifest can still
+      // appear below that floor (docs/publisher.md), so a quiet start followed by steady traffic
+      // (always something newer than the watermark) does not leave the checkpoint unset.
+      const upToUs = Math.min(watermarkUs, stop?.us ?? watermarkUs)
+      const floor = manifestKeyFloor(Math.max(0, Math.floor(upToUs)))
+      const safe = settleEnd === undefined || floor <= settleEnd
+      if (safe && (next === null || floor > next)) next = floor
     }
     if (next !== null && (position === null || next > position)) {
       position = next
@@ -669,8 +678,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     running = loop(stop.signal).finally(async () => {
       signal?.removeEventListener('abort', onAbort)
       if (m.role === 'active') {
-        // Leave the newest position behind for whoever comes next.
-        await save().catch(() => false)
+        // Leave the newest position behind, unowned: whoever comes next takes over at once.
+        await save(true).catch(() => false)
       }
       m.role = 'stopped'
       await producer?.close().catch(() => {})

@@ -191,12 +191,43 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             checkpoint.last_timestamp_ms <= Date.now() - 400,
             'never past the settle watermark',
           )
+          assert.equal(checkpoint.owner, '', 'a clean stop leaves the checkpoint unowned')
           const second = startPublisher(w)
+          // It takes over at once (not after takeoverAfterMs), and republishes nothing.
+          await eventually(() => second.metrics().role === 'active', 'active', 500)
           await new Promise((r) => setTimeout(r, 600))
           assert.equal(second.metrics().published, 0, 'nothing republished after a clean restart')
           await second.close()
           const got = await collect(w.bus, topic, (ms) => ms.length >= 30, 3_000)
           assert.equal(got.length, 30)
+        },
+      )
+
+      withWorld(
+        'with manifests newer than the watermark, the checkpoint still moves up to the watermark (below them)',
+        async (w) => {
+          const topic = uniqueName('floor')
+          const store = w.ws.store()
+          // Nothing settles during the test: every manifest stays newer than the watermark,
+          // including at the publisher's first listing.
+          await appendAll(
+            store,
+            Array.from({ length: 5 }, (_, i) => event(topic, `fl-${i}`, { i })),
+          )
+          const publisher = startPublisher(w, { settleMs: 60_000 })
+          await eventually(() => publisher.metrics().published >= 5, 'publication')
+          await publisher.close()
+          const keys = (await w.ws.objectStore.list('indexes/by-date/')).keys
+          assert.ok(keys.length >= 1)
+          const { checkpoint } = await loadCheckpoint(w.ws.objectStore)
+          assert.ok(checkpoint)
+          assert.ok(checkpoint.last_index_key !== null, 'a position once a listing has run')
+          assert.ok(checkpoint.last_index_key < (keys[0] as string), 'below every unsettled key')
+          assert.ok(checkpoint.last_timestamp_ms <= Date.now() - 59_000, 'at the watermark')
+          // A restart from there finds the manifests again and remembers it published them.
+          const second = startPublisher(w, { settleMs: 60_000 })
+          await eventually(() => second.metrics().dedupSkipped >= 5, 'the manifests seen again')
+          assert.equal(second.metrics().published, 0, 'nothing republished after a clean restart')
         },
       )
 

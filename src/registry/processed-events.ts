@@ -6,8 +6,9 @@ import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
  * The processed-event registry in PostgreSQL (PGlite embedded): which handler processed which event
  * (C1), who holds a claim and until when (C2), the per-aggregate ordering guard (C3), a single
  * winner per claim (C4), failed and parked events (C5). The database's clock times every lease, so
- * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql (schema, rules) and
- * 004_set_based_claims.sql (claim_events, set-based: a few statements per batch).
+ * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql (schema, rules),
+ * 004_set_based_claims.sql (claim_events, set-based: a few statements per batch) and
+ * 005_claims_recorded_done.sql (claims in the applying transaction, recorded once, done).
  *
  * Claim rules, per (handler, event); claims of one (handler, aggregate) take turns under a lock:
  * 1. done, skipped_stale or skipped → `duplicate` (acknowledge, do not run the effect again);
@@ -84,6 +85,27 @@ export type ProcessedEventRegistry = {
     events: readonly ClaimInput[],
     tx?: SqlQueryable,
   ): Promise<Map<string, ClaimOutcome>>
+  /**
+   * Claims a batch in `tx`, the transaction that will apply it, by the same rules and with the
+   * same outcomes. The common case (an aggregate with no open row) writes no row yet: those
+   * claimed events are `deferred`, and `recordDone` in the same transaction records them done
+   * once applied (one row each instead of a claim and its update). The others are claims as
+   * `claim` makes them, marked done by `markDone`. The aggregates' locks are held until `tx` ends.
+   */
+  claimInTransaction(
+    handler: string,
+    events: readonly ClaimInput[],
+    tx: SqlQueryable,
+  ): Promise<{ outcomes: Map<string, ClaimOutcome>; deferred: Set<string> }>
+  /**
+   * Records deferred claims (`claimInTransaction`) done, in the same transaction, with their
+   * results, and moves the aggregates' versions up. Returns the ids it recorded.
+   */
+  recordDone(
+    handler: string,
+    events: readonly (ClaimInput & { readonly result?: unknown })[],
+    tx: SqlQueryable,
+  ): Promise<Set<string>>
   /** Extends the leases of claims this owner holds; returns the ids still held. */
   heartbeat(handler: string, eventIds: readonly string[]): Promise<Set<string>>
   /**
@@ -161,6 +183,13 @@ const toRow = (r: RawRow): RegistryRow => ({
   updatedAt: r.updated_at instanceof Date ? r.updated_at.toISOString() : String(r.updated_at),
 })
 
+/** Results by event id, one JSON object for the statement: an id without an entry records NULL. */
+const resultsById = (events: readonly DoneInput[]): Record<string, unknown> => {
+  const results = Object.create(null) as Record<string, unknown>
+  for (const e of events) if (e.result !== undefined) results[e.eventId] = e.result
+  return results
+}
+
 const COLUMNS =
   'handler, event_id, aggregate_type, aggregate_id, sequence_number, status, owner, attempts, last_error, result, updated_at'
 
@@ -199,9 +228,26 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     }
   }
 
-  const claimEvents = async (handler: string, payload: string, tx?: SqlQueryable) => {
+  /** `events`: ClaimInputs, or their JSON as claim_events takes it. */
+  const claimEvents = async (
+    handler: string,
+    events: readonly ClaimInput[] | string,
+    tx?: SqlQueryable,
+    fn: 'claim_events' | 'claim_events_in_tx' = 'claim_events',
+  ) => {
+    const payload =
+      typeof events === 'string'
+        ? events
+        : JSON.stringify(
+            events.map((e) => ({
+              event_id: e.eventId,
+              aggregate_type: e.aggregateType,
+              aggregate_id: e.aggregateId,
+              seq: e.seq,
+            })),
+          )
     const rows = await q<{ result: unknown }>(
-      `SELECT ${schema}.claim_events($1, $2, $3::jsonb, $4, $5) AS result`,
+      `SELECT ${schema}.${fn}($1, $2, $3::jsonb, $4, $5) AS result`,
       [handler, owner, payload, leaseMs, ownerTimeoutMs],
       tx,
     )
@@ -209,6 +255,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     return (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
       event_id: string
       outcome: ClaimOutcome
+      deferred?: boolean
     }[]
   }
 
@@ -249,15 +296,54 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     async claim(handler, events, tx) {
       const out = new Map<string, ClaimOutcome>()
       if (events.length === 0) return out
-      const payload = events.map((e) => ({
-        event_id: e.eventId,
-        aggregate_type: e.aggregateType,
-        aggregate_id: e.aggregateId,
-        seq: e.seq,
-      }))
-      for (const r of await claimEvents(handler, JSON.stringify(payload), tx))
-        out.set(r.event_id, r.outcome)
+      for (const r of await claimEvents(handler, events, tx)) out.set(r.event_id, r.outcome)
       return out
+    },
+    async claimInTransaction(handler, events, tx) {
+      const outcomes = new Map<string, ClaimOutcome>()
+      const deferred = new Set<string>()
+      if (events.length === 0) return { outcomes, deferred }
+      for (const r of await claimEvents(handler, events, tx, 'claim_events_in_tx')) {
+        outcomes.set(r.event_id, r.outcome)
+        if (r.deferred === true) deferred.add(r.event_id)
+      }
+      return { outcomes, deferred }
+    },
+    async recordDone(handler, events, tx) {
+      if (events.length === 0) return new Set()
+      const rows = await q<{ event_id: string }>(
+        `WITH ev AS (
+           SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[])
+                    AS e(event_id, aggregate_type, aggregate_id, seq)
+         ), done AS (
+           INSERT INTO ${schema}.processed_events
+                  (handler, event_id, aggregate_type, aggregate_id, sequence_number, status, owner,
+                   attempts, result)
+           SELECT $1, event_id, aggregate_type, aggregate_id, seq, 'done', $2, 1,
+                  $7::jsonb -> event_id
+             FROM ev
+           RETURNING event_id, aggregate_type, aggregate_id, sequence_number
+         ), versions AS (
+           INSERT INTO ${schema}.aggregate_versions AS v (handler, aggregate_type, aggregate_id, last_sequence)
+           SELECT $1, aggregate_type, aggregate_id, max(sequence_number) FROM done
+            GROUP BY aggregate_type, aggregate_id
+           ON CONFLICT (handler, aggregate_type, aggregate_id)
+           DO UPDATE SET last_sequence = EXCLUDED.last_sequence, updated_at = now()
+            WHERE v.last_sequence < EXCLUDED.last_sequence
+         )
+         SELECT event_id FROM done`,
+        [
+          handler,
+          owner,
+          events.map((e) => e.eventId),
+          events.map((e) => e.aggregateType),
+          events.map((e) => e.aggregateId),
+          events.map((e) => e.seq),
+          JSON.stringify(resultsById(events)),
+        ],
+        tx,
+      )
+      return new Set(rows.map((r) => r.event_id))
     },
     async heartbeat(handler, eventIds) {
       if (eventIds.length === 0) return new Set()
@@ -272,15 +358,10 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     },
     async markDone(handler, events, tx, result) {
       if (events.length === 0) return new Set()
-      const eventIds: string[] = []
-      // Results by event id, one JSON object: an id without an entry records NULL.
-      const results = Object.create(null) as Record<string, unknown>
-      for (const e of events) {
-        const id = typeof e === 'string' ? e : e.eventId
-        const r = typeof e === 'string' ? result : e.result
-        eventIds.push(id)
-        if (r !== undefined) results[id] = r
-      }
+      const eventIds = events.map((e) => (typeof e === 'string' ? e : e.eventId))
+      const results = resultsById(
+        events.map((e) => (typeof e === 'string' ? { eventId: e, result } : e)),
+      )
       const rows = await q<{ event_id: string }>(
         `WITH done AS (
            UPDATE ${schema}.processed_events

@@ -475,7 +475,11 @@ export const createWorker = (options: WorkerOptions): Worker => {
       let thrower: Thrower | undefined
       try {
         const outcomes = await tx.transaction(async (t) => {
-          const got = await registry.claim(handler, claimInputs(), t)
+          const { outcomes: got, deferred } = await registry.claimInTransaction(
+            handler,
+            claimInputs(),
+            t,
+          )
           const claimed = claimedOf(got)
           if (claimed.length > 0) {
             const done = await applyBatch(
@@ -485,8 +489,25 @@ export const createWorker = (options: WorkerOptions): Worker => {
                 thrower = { eventId, error }
               },
             )
-            const marked = await registry.markDone(handler, done, t)
-            if (marked.size !== claimed.length) throw new LostClaim()
+            // Claims the statement deferred get their one row now, done; others are updated.
+            const first = done.filter((d) => deferred.has(d.eventId))
+            const rest = done.filter((d) => !deferred.has(d.eventId))
+            const recorded = await registry.recordDone(
+              handler,
+              first.map((d) => {
+                const e = (pending.get(d.eventId) as { envelope: StoredEnvelope }).envelope
+                return {
+                  eventId: d.eventId,
+                  aggregateType: e.aggregate_type,
+                  aggregateId: e.aggregate_id,
+                  seq: e.sequence_number,
+                  result: d.result,
+                }
+              }),
+              t,
+            )
+            const marked = await registry.markDone(handler, rest, t)
+            if (recorded.size + marked.size !== claimed.length) throw new LostClaim()
           }
           return got
         })

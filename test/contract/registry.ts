@@ -399,6 +399,117 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       for (const id of ids) assert.equal((await a.status(id))[0]?.status, 'done')
     })
 
+    test('claims in the applying transaction: the outcomes of claim; new claims get one row, done, when recorded; a rollback leaves nothing; a claimer elsewhere waits, then finds them done (C1, C3, C4)', async () => {
+      const r = registry('in-tx')
+      const other = registry('in-tx-other')
+      const b = createProcessedEventRegistry({
+        sql: world().secondSql,
+        schema: world().schema,
+        member: 'in-tx-b',
+      })
+      await r.start()
+      await other.start()
+      await b.start()
+      const [fresh1, fresh2] = events(2)
+      const [done1, done2] = events(2)
+      const [failed1, behind2] = events(2)
+      const [busy1, busy2] = events(2)
+      const [ok1, released2] = events(2)
+      assert.ok(fresh1 && fresh2 && done1 && done2 && failed1 && behind2)
+      assert.ok(busy1 && busy2 && ok1 && released2)
+      const replayedOld = { ...done1, eventId: randomUUID() }
+      const history = async (h: string) => {
+        for (const e of [done1, ok1]) {
+          await r.claim(h, [e])
+          assert.equal((await r.markDone(h, [e.eventId])).size, 1)
+        }
+        await r.claim(h, [failed1])
+        await r.markFailed(h, failed1.eventId, 'boom', false)
+        assert.equal((await other.claim(h, [busy1])).get(busy1.eventId), 'claimed')
+        await r.claim(h, [released2])
+        await r.markFailed(h, released2.eventId, 'transient', true)
+      }
+      await history('h-in-tx')
+      await history('h-in-tx-plain')
+      const batch = [fresh2, fresh1, done2, replayedOld, behind2, busy2, released2]
+      const input = (id: string) => batch.find((e) => e.eventId === id) as ClaimInput
+      const rowsOf = async (id: string) =>
+        (await r.status(id)).filter((x) => x.handler === 'h-in-tx')
+      const expected = {
+        [fresh1.eventId]: 'claimed',
+        [fresh2.eventId]: 'in_progress',
+        [done2.eventId]: 'claimed',
+        [replayedOld.eventId]: 'stale',
+        [behind2.eventId]: 'parked',
+        [busy2.eventId]: 'in_progress',
+        [released2.eventId]: 'claimed',
+      }
+      assert.deepEqual(Object.fromEntries(await r.claim('h-in-tx-plain', batch)), expected)
+
+      // Rolled back after recording: nothing of it is left.
+      await assert.rejects(
+        world().sql.transaction(async (tx) => {
+          const { outcomes, deferred } = await r.claimInTransaction('h-in-tx', batch, tx)
+          assert.deepEqual(Object.fromEntries(outcomes), expected)
+          assert.equal((await r.recordDone('h-in-tx', [...deferred].map(input), tx)).size, 2)
+          throw new Error('crash before commit')
+        }),
+        /crash before commit/,
+      )
+      for (const e of [fresh1, done2]) assert.deepEqual(await rowsOf(e.eventId), [])
+
+      let theirs: Promise<Map<string, string>> | undefined
+      await world().sql.transaction(async (tx) => {
+        const { outcomes, deferred } = await r.claimInTransaction('h-in-tx', batch, tx)
+        assert.deepEqual(Object.fromEntries(outcomes), expected)
+        // The common case is deferred; an open row's aggregate (released2) is claimed as usual.
+        assert.deepEqual([...deferred].sort(), [fresh1.eventId, done2.eventId].sort())
+        theirs = b.claim('h-in-tx', [fresh1, done2])
+        let settled = false
+        void theirs.then(() => (settled = true))
+        await new Promise((res) => setTimeout(res, 300))
+        assert.equal(settled, false, 'the other claimer waits for this transaction')
+        const written = await tx.query(
+          `SELECT 1 FROM ${world().schema}.processed_events
+            WHERE handler = 'h-in-tx' AND event_id = ANY ($1::text[])`,
+          [[fresh1.eventId, done2.eventId]],
+        )
+        assert.equal(written.length, 0, 'no row before it is recorded')
+        const recorded = await r.recordDone(
+          'h-in-tx',
+          [
+            { ...fresh1, result: { n: 1 } },
+            { ...done2, result: { n: 2 } },
+          ],
+          tx,
+        )
+        assert.equal(recorded.size, 2)
+        assert.equal((await r.markDone('h-in-tx', [released2.eventId], tx)).size, 1)
+      })
+      assert.deepEqual(Object.fromEntries(await (theirs as Promise<Map<string, string>>)), {
+        [fresh1.eventId]: 'duplicate',
+        [done2.eventId]: 'duplicate',
+      })
+      for (const [e, n] of [
+        [fresh1, 1],
+        [done2, 2],
+      ] as const) {
+        const [row] = await rowsOf(e.eventId)
+        assert.deepEqual(row && [row.status, row.owner, row.attempts, row.result], [
+          'done',
+          r.owner,
+          1,
+          { n },
+        ])
+      }
+      assert.equal((await rowsOf(released2.eventId))[0]?.status, 'done')
+      assert.equal((await rowsOf(replayedOld.eventId))[0]?.status, 'skipped_stale')
+      // The versions moved: an older event of those aggregates is stale, the next one claimable.
+      const late = { ...done1, eventId: randomUUID(), seq: 2 }
+      assert.equal((await r.claim('h-in-tx', [late])).get(late.eventId), 'stale')
+      assert.equal((await r.claim('h-in-tx', [fresh2])).get(fresh2.eventId), 'claimed')
+    })
+
     test('mark_done of a batch records each event its own result; ids alone share one', async () => {
       const r = registry('results')
       await r.start()

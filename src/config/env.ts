@@ -19,7 +19,12 @@ export type CairnConfig = {
     readonly authDisabled: boolean
     readonly maxBodyBytes: number
   }
-  readonly worker: { readonly maxAttempts: number; readonly batchSize: number }
+  readonly worker: {
+    readonly maxAttempts: number
+    readonly batchSize: number
+    /** Side effects of a non-transactional handler (the command workers) run at once. */
+    readonly concurrency: number
+  }
   readonly eventStore: {
     readonly bucket: string
     readonly idempotencyMismatchMode: 'error' | 'warn'
@@ -216,6 +221,7 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
     worker: {
       maxAttempts: int('WORKER_MAX_ATTEMPTS', 5, 1, 1000),
       batchSize: int('WORKER_BATCH_SIZE', 500, 1, 10_000),
+      concurrency: int('WORKER_CONCURRENCY', 32, 1, 1_000),
     },
     eventStore: {
       bucket,

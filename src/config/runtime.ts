@@ -114,6 +114,7 @@ export const openWorkers = async (
       ...(spec.transactional ? { transactional: ws.sql } : {}),
       maxAttempts: config.worker.maxAttempts,
       batchSize: config.worker.batchSize,
+      concurrency: config.worker.concurrency,
       heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,
       loadEnvelope: (id) => ws.eventStore.getByEventId(id),
       logger,

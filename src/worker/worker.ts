@@ -153,6 +153,22 @@ export const createWorker = (options: WorkerOptions): Worker => {
   }
   const stop = new AbortController()
   let producer: BusProducer | undefined
+  /** Side effects of a non-transactional handler running now, over every batch in flight. */
+  let running = 0
+  const slotWaiters: (() => void)[] = []
+  const takeSlot = async (): Promise<void> => {
+    if (running < concurrency) {
+      running++
+      return
+    }
+    await new Promise<void>((resolve) => slotWaiters.push(resolve))
+  }
+  /** Hands the slot to a waiting lane, or frees it. */
+  const freeSlot = (): void => {
+    const next = slotWaiters.shift()
+    if (next === undefined) running--
+    else next()
+  }
 
   const deadLetter = async (
     value: Uint8Array,
@@ -340,8 +356,15 @@ export const createWorker = (options: WorkerOptions): Worker => {
     preset?: { readonly thrower: Thrower | undefined },
   ): Promise<void> => {
     const tx = options.transactional
-    if (items.length === 1 && items[0] !== undefined && preset?.thrower === undefined)
-      return execute(items[0])
+    if (items.length === 1 && items[0] !== undefined && preset?.thrower === undefined) {
+      if (tx !== undefined) return execute(items[0])
+      await takeSlot()
+      try {
+        return await execute(items[0])
+      } finally {
+        freeSlot()
+      }
+    }
     if (tx === undefined) {
       const waiting: DoneInput[] = []
       const deferral: Deferral = {
@@ -369,7 +392,13 @@ export const createWorker = (options: WorkerOptions): Worker => {
       let next = 0
       const lane = async (): Promise<void> => {
         for (let item = items[next++]; item !== undefined; item = items[next++]) {
-          await execute(item, undefined, deferral)
+          // `concurrency` counts the side effects of every batch in flight, not of each.
+          await takeSlot()
+          try {
+            await execute(item, undefined, deferral)
+          } finally {
+            freeSlot()
+          }
         }
       }
       const lanes = await Promise.allSettled(
@@ -563,14 +592,54 @@ export const createWorker = (options: WorkerOptions): Worker => {
     }
   }
 
-  let running: Promise<void> | undefined
+  let looping: Promise<void> | undefined
+
+  /**
+   * A polled batch being settled. A non-transactional worker polls the next batch while one is
+   * settling (`pipeline`), so a slow side effect does not hold back events of other aggregates;
+   * a batch sharing an aggregate (a message key) with one in flight waits for it. Offsets are
+   * committed in poll order, each batch once it and every batch before it are settled.
+   */
+  type Flight = {
+    readonly batch: readonly DeliveredMessage[]
+    readonly keys: ReadonlySet<string>
+    readonly done: Promise<void>
+    state: 'settling' | 'settled' | 'failed'
+    error?: unknown
+  }
+  const pipeline = options.transactional === undefined ? 2 : 1
 
   const loop = async (): Promise<void> => {
     const signal = stop.signal
     let consumer: BusConsumer | undefined
     let ownerBeat: ReturnType<typeof setInterval> | undefined
-    let batch: DeliveredMessage[] = []
+    let flights: Flight[] = []
+    /** Batches to settle again, one at a time and in order, after a failure (an outage). */
+    let again: (readonly DeliveredMessage[])[] = []
+    /** The signal of the poll under way: aborted when a flight ends or the worker stops. */
+    let wake: AbortController | undefined
+    const onStop = (): void => wake?.abort()
+    signal.addEventListener('abort', onStop, { once: true })
     let failures = 0
+    const launch = (batch: readonly DeliveredMessage[]): void => {
+      const flight: Flight = {
+        batch,
+        keys: new Set(batch.map((message) => message.key)),
+        state: 'settling',
+        done: settle(batch).then(
+          () => {
+            flight.state = 'settled'
+            wake?.abort()
+          },
+          (error: unknown) => {
+            flight.state = 'failed'
+            flight.error = error
+            wake?.abort()
+          },
+        ),
+      }
+      flights.push(flight)
+    }
     try {
       for (;;) {
         if (signal.aborted) return
@@ -592,16 +661,48 @@ export const createWorker = (options: WorkerOptions): Worker => {
             })
             log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
           }
-          await redrive()
-          if (batch.length === 0) batch = await consumer.poll(pollWaitMs, signal)
-          if (batch.length > 0) {
-            await settle(batch)
+          // The settled prefix is committed, in poll order.
+          while (flights[0]?.state === 'settled') {
             if (signal.aborted) return
-            await consumer.commit(batch)
-            batch = []
+            await consumer.commit((flights.shift() as Flight).batch)
           }
-          if (failures > 0) log.info({}, 'worker resumed')
-          failures = 0
+          if (flights[0]?.state === 'failed') {
+            // Let the others end, then settle every uncommitted batch again, in order.
+            await Promise.all(flights.map((f) => f.done))
+            const { error } = flights[0]
+            again = [...flights.map((f) => f.batch), ...again]
+            flights = []
+            throw error
+          }
+          if (again.length > 0) {
+            await settle(again[0] as readonly DeliveredMessage[])
+            if (signal.aborted) return
+            await consumer.commit(again.shift() as readonly DeliveredMessage[])
+            continue
+          }
+          await redrive()
+          if (flights.length < pipeline) {
+            wake = new AbortController()
+            let batch: DeliveredMessage[]
+            try {
+              batch = signal.aborted ? [] : await consumer.poll(pollWaitMs, wake.signal)
+            } finally {
+              wake = undefined
+            }
+            if (batch.length > 0) {
+              const keys = new Set(batch.map((message) => message.key))
+              const overlapping = flights.filter((f) => [...keys].some((k) => f.keys.has(k)))
+              await Promise.all(overlapping.map((f) => f.done))
+              launch(batch)
+            }
+          } else {
+            // Full: offsets go in order, so the oldest batch is the one to wait for.
+            await (flights[0] as Flight).done
+          }
+          if (failures > 0 && flights.every((f) => f.state !== 'failed')) {
+            log.info({}, 'worker resumed')
+            failures = 0
+          }
         } catch (error) {
           if (isCairnError(error, ErrorCode.CLOSED) && signal.aborted) return
           // A misconfiguration at start (not an outage, not a topic yet to be created) will not
@@ -615,7 +716,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
             log.error({ err: error.message }, 'worker cannot start')
             throw error
           }
-          // Registry or bus unreachable: pause, keep the batch, commit nothing, try again.
+          // Registry or bus unreachable: pause, keep the batches, commit nothing, try again.
           failures++
           m.pauses++
           const wait = backoffMs(failures, { baseMs: 200, maxMs: 5_000, random: () => 1 })
@@ -627,6 +728,9 @@ export const createWorker = (options: WorkerOptions): Worker => {
         }
       }
     } finally {
+      // Batches still settling end first (their offsets stay uncommitted: they are redelivered).
+      await Promise.all(flights.map((f) => f.done))
+      signal.removeEventListener('abort', onStop)
       clearInterval(ownerBeat)
       await consumer?.close().catch(() => {})
       await producer?.close().catch(() => {})
@@ -637,14 +741,14 @@ export const createWorker = (options: WorkerOptions): Worker => {
 
   const close = async (): Promise<void> => {
     stop.abort()
-    await running
+    await looping
   }
 
   return {
     run(signal) {
       signal?.addEventListener('abort', () => stop.abort(), { once: true })
-      running ??= loop()
-      return running
+      looping ??= loop()
+      return looping
     },
     metrics: () => ({ ...m }),
     close,

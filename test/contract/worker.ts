@@ -561,6 +561,79 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
       )
 
       withWorld(
+        'a non-transactional worker polls on while a batch settles: a slow side effect holds back neither other aggregates nor the concurrency limit, and offsets are committed in order',
+        async (w, start) => {
+          const topic = uniqueName('pipe')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          // The offsets the worker commits, as the group would hold them.
+          const committed: bigint[] = []
+          const bus: Bus = {
+            ...w.bus,
+            consumer: async (o) => {
+              const inner = await w.bus.consumer(o)
+              return {
+                poll: (ms, signal) => inner.poll(ms, signal),
+                commit: async (messages) => {
+                  committed.push(...messages.map((m) => m.offset))
+                  await inner.commit(messages)
+                },
+                close: () => inner.close(),
+                [Symbol.asyncDispose]: () => inner.close(),
+              }
+            },
+          }
+          const slow = stored(`pipe-slow-${topic}`, 1)
+          let release = (): void => {}
+          const gate = new Promise<void>((r) => (release = r))
+          let slowStarted = false
+          let running = 0
+          let most = 0
+          const applied: string[] = []
+          start(
+            {
+              bus,
+              topics: [topic],
+              concurrency: 2,
+              handle: async (e) => {
+                running++
+                most = Math.max(most, running)
+                if (e.event_id === slow.event_id) {
+                  slowStarted = true
+                  await gate
+                } else {
+                  await new Promise((r) => setTimeout(r, 20))
+                }
+                applied.push(e.aggregate_id)
+                running--
+              },
+            },
+            'external',
+          )
+          try {
+            await publish(w.bus, topic, [slow])
+            await eventually(() => slowStarted, 'the slow effect started')
+            const others = Array.from({ length: 6 }, (_, a) => stored(`pipe-${a}-${topic}`, 1))
+            await publish(w.bus, topic, others)
+            await eventually(() => applied.length >= 6, 'the later batch applied meanwhile', 15_000)
+            assert.ok(!applied.includes(slow.aggregate_id), 'the slow one is still running')
+            assert.ok(most <= 2, `at most the concurrency over both batches (${most})`)
+            await new Promise((r) => setTimeout(r, 300))
+            assert.equal(committed.length, 0, 'nothing committed past the unsettled first batch')
+          } finally {
+            release()
+          }
+          await eventually(async () => ((await statuses(w)).done ?? 0) >= 7, 'all done', 15_000)
+          await eventually(() => committed.includes(6n), 'every offset committed', 15_000)
+          assert.deepEqual(
+            committed,
+            [...committed].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+            'in order',
+          )
+          assert.equal(committed[0], 0n, 'the slow batch first')
+        },
+      )
+
+      withWorld(
         'anything but an EventEnvelope is dead-lettered with the reason; the rest flows',
         async (w, start) => {
           const topic = uniqueName('bad')
@@ -627,6 +700,69 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
           await eventually(async () => (await effects(w)).length >= 5, 'resumed', 30_000)
           await new Promise((r) => setTimeout(r, 300))
           assert.equal((await effects(w)).length, 5)
+        },
+      )
+
+      withWorld(
+        'registry unreachable with batches in flight (a non-transactional worker): it pauses, commits nothing unsettled, then settles them again in order, each effect once (C6)',
+        async (w, start) => {
+          const topic = uniqueName('outage-ext')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          let down = false
+          const failing: Sql = {
+            ...w.sql,
+            query: (text, params) =>
+              down
+                ? Promise.reject(
+                    new CairnError(ErrorCode.SQL_ERROR, 'injected: connection refused'),
+                  )
+                : w.sql.query(text, params),
+          }
+          const registry = createProcessedEventRegistry({
+            sql: failing,
+            schema: w.schema,
+            member: 'outage-ext',
+            leaseMs: 5_000,
+          })
+          const sent = new Map<string, number>()
+          let release = (): void => {}
+          const gate = new Promise<void>((r) => (release = r))
+          const first = stored(`oe-first-${topic}`, 1)
+          const worker = start(
+            {
+              topics: [topic],
+              registry,
+              handle: async (e) => {
+                sent.set(e.event_id, (sent.get(e.event_id) ?? 0) + 1)
+                // The first batch is still settling when the registry goes away.
+                if (e.event_id === first.event_id) await gate
+              },
+            },
+            'external',
+          )
+          try {
+            await publish(w.bus, topic, [first])
+            await eventually(() => sent.has(first.event_id), 'the first batch started')
+            const later = Array.from({ length: 5 }, (_, a) => stored(`oe-${a}-${topic}`, 1))
+            await publish(w.bus, topic, later)
+            await eventually(() => later.every((e) => sent.has(e.event_id)), 'the second batch ran')
+            down = true
+            release()
+            await eventually(() => worker.metrics().pauses >= 2, 'paused', 30_000)
+            const firstRow = await w.sql.query<{ status: string }>(
+              `SELECT status FROM ${w.schema}.processed_events WHERE event_id = $1`,
+              [first.event_id],
+            )
+            assert.equal(firstRow[0]?.status, 'processing', 'the first not done while it is away')
+            down = false
+            await eventually(async () => ((await statuses(w)).done ?? 0) >= 6, 'resumed', 30_000)
+          } finally {
+            release()
+          }
+          // Effects ran again only where mark_done had not landed (the idempotency key's case),
+          // and every event ends done once.
+          assert.deepEqual(await statuses(w), { done: 6 })
+          assert.equal(sent.size, 6)
         },
       )
     })

@@ -76,7 +76,7 @@ export const openObjectStore = async (config: CairnConfig): Promise<ObjectStore>
 export const openSql = async (config: CairnConfig): Promise<Sql> =>
   config.mode === 'embedded' || config.databaseUrl === undefined
     ? createPgliteSql({ dataDir: path.join(config.dataDir, 'pglite') })
-    : createPgSql({ connectionString: config.databaseUrl })
+    : createPgSql({ connectionString: config.databaseUrl, prepare: config.databasePrepare })
 
 export const openWriteSide = async (
   config: CairnConfig,

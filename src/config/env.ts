@@ -62,6 +62,8 @@ export type CairnConfig = {
     readonly secretAccessKey: string
   }
   readonly databaseUrl?: string
+  /** Prepare parameterised statements once per connection (`CAIRN_DATABASE_PREPARE`). */
+  readonly databasePrepare: boolean
   readonly kafkaBrokers?: readonly string[]
 }
 
@@ -204,6 +206,7 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
   } = {
     mode,
     dataDir: str('CAIRN_DATA_DIR', '.data'),
+    databasePrepare: bool('CAIRN_DATABASE_PREPARE', true),
     logLevel: oneOf<LogLevel>('LOG_LEVEL', 'info', {
       debug: 'debug',
       info: 'info',

@@ -79,6 +79,8 @@ export type WorkerOptions = {
   readonly inProgressWaitMs?: number
   /** Reads an event from the event store, for events an operator released for a retry. */
   readonly loadEnvelope?: (eventId: string) => Promise<StoredEnvelope | null>
+  /** How often it looks for events released for a retry (default 1,000 ms). */
+  readonly redriveIntervalMs?: number
   readonly logger?: Logger
 }
 
@@ -572,9 +574,16 @@ export const createWorker = (options: WorkerOptions): Worker => {
     }
   }
 
-  /** Events an operator released for a retry: read them from the event store, in sequence order. */
+  const redriveIntervalMs = options.redriveIntervalMs ?? 1_000
+  let redrivenAt = Number.NEGATIVE_INFINITY
+  /**
+   * Events an operator released for a retry: read them from the event store, in sequence order.
+   * Looked for every `redriveIntervalMs`, not at every poll (one statement each time).
+   */
   const redrive = async (): Promise<void> => {
     if (options.loadEnvelope === undefined) return
+    if (Date.now() - redrivenAt < redriveIntervalMs) return
+    redrivenAt = Date.now()
     const rows = await registry.claimRetries(handler, 50)
     for (const row of rows) {
       const envelope = await options.loadEnvelope(row.eventId)

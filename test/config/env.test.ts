@@ -35,6 +35,8 @@ test('the worker batch size: 500 by default, 1 to 10,000', () => {
   assert.equal(problemsOf({ WORKER_BATCH_SIZE: '0' }).length, 1)
   assert.match(problemsOf({ WORKER_BATCH_SIZE: '20000' })[0] ?? '', /WORKER_BATCH_SIZE/)
   assert.equal(loadConfig({}).worker.concurrency, 32)
+  assert.equal(loadConfig({}).databasePrepare, true)
+  assert.equal(loadConfig({ CAIRN_DATABASE_PREPARE: 'false' }).databasePrepare, false)
   assert.equal(loadConfig({ WORKER_CONCURRENCY: '4' }).worker.concurrency, 4)
   assert.match(problemsOf({ WORKER_CONCURRENCY: '0' })[0] ?? '', /WORKER_CONCURRENCY/)
 })

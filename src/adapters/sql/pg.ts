@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import pg from 'pg'
 import type { Row, Sql, SqlQueryable } from '../../core/ports/sql.ts'
 
@@ -6,7 +7,16 @@ export type PgSqlOptions = {
   /** Pool size (default 10). */
   readonly max?: number
   readonly applicationName?: string
+  /**
+   * Parameterised statements are prepared once per connection and reused (default true): the
+   * server parses and plans each of them once instead of at every call. Turn off behind a pooler
+   * that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
+   */
+  readonly prepare?: boolean
 }
+
+/** Distinct statement texts prepared by one adapter at most; others run unnamed. */
+const MAX_PREPARED = 1_000
 
 /** The SQL port on a PostgreSQL server through `pg`'s pool. */
 export const createPgSql = (options: PgSqlOptions): Sql => {
@@ -18,11 +28,27 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
   // An idle client that loses its server must not crash the process; the next query reconnects.
   pool.on('error', () => {})
 
+  const prepare = options.prepare ?? true
+  /** Statement names by text (a hash: the same text gets the same name on every connection). */
+  const names = new Map<string, string>()
+  const nameOf = (text: string): string | undefined => {
+    let name = names.get(text)
+    if (name === undefined && names.size < MAX_PREPARED) {
+      name = `cairn_${createHash('sha1').update(text).digest('hex').slice(0, 24)}`
+      names.set(text, name)
+    }
+    return name
+  }
+
   const queryOn =
     (client: pg.Pool | pg.PoolClient) =>
     async <R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]> => {
-      const res = await client.query<R>(text, params as unknown[] | undefined)
-      return res.rows
+      const values = params as unknown[] | undefined
+      const name = prepare && values !== undefined ? nameOf(text) : undefined
+      if (name === undefined || values === undefined) {
+        return (await client.query<R>(text, values)).rows
+      }
+      return (await client.query<R>({ name, text, values })).rows
     }
 
   const execOn =

@@ -525,22 +525,22 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     let next = position
     /** The first listed manifest the position must not pass (unpublished, unsettled, unseen). */
-    let stop: OpenManifest | undefined
+    let barrier: OpenManifest | undefined
     for (const om of listed) {
       const complete = !unfinished.has(om.key)
       // Beyond the settle listing's end a late key could hide between the two listings.
       if (!complete || om.us >= watermarkUs || (settleEnd !== undefined && om.key > settleEnd)) {
-        stop = om
+        barrier = om
         break
       }
       next = om.key
     }
-    if (stop !== undefined || page.next === undefined) {
+    if (barrier !== undefined || page.next === undefined) {
       // Every key before the watermark was listed and is done: the position may move up to the
       // watermark, or to just before the first manifest it must not pass. No manifest can still
       // appear below that floor (docs/publisher.md), so a quiet start followed by steady traffic
       // (always something newer than the watermark) does not leave the checkpoint unset.
-      const upToUs = Math.min(watermarkUs, stop?.us ?? watermarkUs)
+      const upToUs = Math.min(watermarkUs, barrier?.us ?? watermarkUs)
       const floor = manifestKeyFloor(Math.max(0, Math.floor(upToUs)))
       const safe = settleEnd === undefined || floor <= settleEnd
       if (safe && (next === null || floor > next)) next = floor

@@ -671,9 +671,10 @@ export const createWorker = (options: WorkerOptions): Worker => {
             log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
           }
           // The settled prefix is committed, in poll order.
-          while (flights[0]?.state === 'settled') {
+          for (let head = flights[0]; head?.state === 'settled'; head = flights[0]) {
             if (signal.aborted) return
-            await consumer.commit((flights.shift() as Flight).batch)
+            await consumer.commit(head.batch)
+            flights.shift()
           }
           if (flights[0]?.state === 'failed') {
             // Let the others end, then settle every uncommitted batch again, in order.

@@ -377,9 +377,9 @@ const measureAt = async (
  * writers' PostgreSQL NOTIFY), `cairn worker ontology instance` and `cairn worker projection`.
  * Visibility is the commit of the instance's row, notified by a trigger the bench adds to the
  * read-model table (with a slow query by id as a safety net), so detecting it loads neither the
- * OMS nor PostgreSQL with polling. Two open loops, each from an idle pipeline: at half the append ceiling (issue 7's
- * setting), then at half the pipeline's drain rate (how fast it worked off the backlog the
- * ceiling's closed loop left), i.e. a load the pipeline sustains.
+ * OMS nor PostgreSQL with polling. Two open loops, each from an idle pipeline: at half the append
+ * ceiling (issue 7's setting), then at half the pipeline's drain rate (how fast it worked off the
+ * backlog the ceiling's closed loop left), i.e. a load the pipeline sustains.
  */
 export const e2e: Scenario = {
   name: 'e2e',

@@ -423,35 +423,73 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     })
   }
   /**
-   * One pass: list after the checkpoint (when `listing`), publish what is ready, advance over
-   * what is settled. Without a listing it publishes what commit notices made known and leaves
-   * the checkpoint where it is: only a listing proves that nothing before a key was missed.
-   * Says whether a listing left new keys unread (the next cycle lists at once).
+   * A listing's result: the settle listing from `from` (the position when it was sent), the tail
+   * listing when the settle listing left pages, and the watermark taken before it was sent.
    */
-  const cycle = async (listing: boolean): Promise<{ readonly more: boolean }> => {
+  type Listed = {
+    readonly from: string | null
+    readonly watermarkUs: number
+    readonly page: ListPage
+    readonly tail: ListPage | undefined
+  }
+  /** The listing under way: it is sent without holding up cycles that publish from notices. */
+  let listingInFlight = false
+  /** A listing that came back and waits for the next cycle. */
+  let listed: { readonly ok: Listed } | { readonly error: unknown } | undefined
+
+  const startListing = (): void => {
+    listingInFlight = true
+    lastListAt = clock.now()
+    const from = position
     // The watermark is taken before listing: a key older than it that this listing misses
     // cannot belong to an acknowledged append (docs/publisher.md).
     const watermarkUs = (clock.now() - settleMs) * 1000
-    let page: ListPage | undefined
-    let tail: ListPage | undefined
-    if (listing) {
-      lastListAt = clock.now()
+    const list = async (): Promise<Listed> => {
       // The settle listing, from the checkpoint: it finds late arrivals and decides how far the
       // checkpoint may move.
-      page = await store.list(BY_DATE_PREFIX, {
-        ...(position === null ? {} : { startAfter: position }),
+      const page = await store.list(BY_DATE_PREFIX, {
+        ...(from === null ? {} : { startAfter: from }),
         limit: batchSize,
       })
-      for (const key of page.keys) register(key)
       // More unsettled manifests than one page: the tail listing continues after the newest key
       // known, so new commits are published at once instead of after the older ones settle.
+      let tail: ListPage | undefined
       if (page.next !== undefined) {
         let newest = page.keys.at(-1) as string
         for (const key of open.keys()) if (key > newest) newest = key
         tail = await store.list(BY_DATE_PREFIX, { startAfter: newest, limit: batchSize })
-        for (const key of tail.keys) register(key)
       }
+      return { from, watermarkUs, page, tail }
     }
+    void list()
+      .then(
+        (ok) => {
+          listed = { ok }
+        },
+        (error: unknown) => {
+          listed = { error }
+        },
+      )
+      .finally(() => {
+        listingInFlight = false
+        wakeup.fn?.()
+      })
+  }
+
+  /**
+   * One pass: take in a listing that came back (`listing`), publish what is ready, advance over
+   * what is settled. Without a listing it publishes what commit notices made known and leaves
+   * the checkpoint where it is: only a listing proves that nothing before a key was missed.
+   * Says whether to list again at once (pages left unread, or a listing dropped).
+   */
+  const cycle = async (listing: Listed | undefined): Promise<{ readonly more: boolean }> => {
+    // A listing sent before the position was adopted anew (a reset, a takeover) is dropped.
+    const valid = listing !== undefined && listing.from === position ? listing : undefined
+    const watermarkUs = valid?.watermarkUs ?? (clock.now() - settleMs) * 1000
+    const page = valid?.page
+    const tail = valid?.tail
+    for (const key of page?.keys ?? []) register(key)
+    for (const key of tail?.keys ?? []) register(key)
     const settleEnd = page?.next === undefined ? undefined : page.keys.at(-1)
 
     const work = [...unfinished]
@@ -517,7 +555,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     // Age in ms of the oldest manifest not yet fully published (0 when caught up).
     const oldest = work.find((om) => unfinished.has(om.key))
     m.lagMs = oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
-    if (page === undefined) return { more: false }
+    if (page === undefined) return { more: listing !== undefined && valid === undefined }
 
     // Advance over the settled prefix of what is done.
     const listed = [...open.values()]
@@ -616,8 +654,13 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
           }
         }
         if (m.role === 'active') {
+          // The listing runs beside the cycles: notices are published while it is under way.
+          if ((listing || wantList) && !listingInFlight && listed === undefined) startListing()
+          const got = listed
+          listed = undefined
+          if (got !== undefined && 'error' in got) throw got.error
           // A listing that left pages unread goes on at once.
-          if ((await cycle(listing || wantList)).more) wantList = true
+          if ((await cycle(got?.ok)).more) wantList = true
           const due = clock.now() - lastSaveAt >= heartbeatMs
           // Soon after publishing; otherwise (an idle watermark moving) with the heartbeat only.
           const moved = position !== lastSavedPosition && m.published !== publishedAtSave
@@ -657,16 +700,17 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       if (backoffMs > 0) {
         await sleepUntil(backoffMs, signal, { fn: null })
         wantList = true
-      } else if (wantList || noticed) {
-        // More to do at once: pages left unread, a new leader, notices that came meanwhile.
+      } else if (wantList || noticed || listed !== undefined) {
+        // More to do at once: pages left unread, a new leader, notices or a listing that came
+        // meanwhile.
       } else if (m.held > heldBefore) {
         // Held events wait for a predecessor that another writer is about to index: look again
         // soon (a notice may announce it first; a listing does when due).
         await sleepUntil(50, signal, wakeup)
       } else {
         await sleepUntil(pollIntervalMs, signal, wakeup)
-        // Neither a wake nor a notice: the poll timer ran out.
-        if (!noticed) wantList = true
+        // Neither a wake, a notice nor a listing: the poll timer ran out.
+        if (!noticed && listed === undefined && !listingInFlight) wantList = true
       }
     }
   }

@@ -355,6 +355,55 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       )
 
       withWorld(
+        'a listing under way does not hold up notices: commits are published while a LIST hangs, and the listing is taken in when it returns',
+        async (w) => {
+          const topic = uniqueName('beside')
+          const store = w.ws.store()
+          let hang = false
+          let release = (): void => {}
+          const released = new Promise<void>((r) => (release = r))
+          let hung = 0
+          const slow: ObjectStore = {
+            ...w.ws.objectStore,
+            list: async (prefix, options) => {
+              if (hang && prefix.startsWith('indexes/by-date')) {
+                hung++
+                await released
+              }
+              return w.ws.objectStore.list(prefix, options)
+            },
+          }
+          const publisher = startPublisher(w, { objectStore: slow, listIntervalMs: 50 })
+          try {
+            await eventually(() => publisher.metrics().role === 'active', 'active')
+            store.onCommit((n) => publisher.noteCommit(n))
+            hang = true
+            await eventually(() => hung >= 1, 'a listing hangs')
+            const envs = Array.from({ length: 6 }, (_, i) => event(topic, `bs-${i % 2}`, { i }))
+            for (const e of envs) await store.append({ envelopes: [e] })
+            const got = await collect(
+              w.bus,
+              topic,
+              (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 6,
+              10_000,
+            )
+            assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 6)
+            assertOrdered(got, ['bs-0', 'bs-1'])
+            assert.equal(hung, 1, 'one listing at a time')
+          } finally {
+            hang = false
+            release()
+          }
+          // Once it returns, listings go on and the checkpoint moves past what was published.
+          await eventually(async () => {
+            const { checkpoint } = await loadCheckpoint(w.ws.objectStore)
+            return (checkpoint?.recent_event_ids.length ?? 0) >= 6
+          }, 'checkpoint saved after the listing returned')
+          assert.equal(publisher.metrics().published, 6)
+        },
+      )
+
+      withWorld(
         'a stream of commit notices is published from the notices: one listing per list interval, not per commit, and the checkpoint still moves',
         async (w) => {
           const topic = uniqueName('notices')

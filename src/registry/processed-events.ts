@@ -229,6 +229,19 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
   }
 
   /** `events`: ClaimInputs, or their JSON as claim_events takes it. */
+  /**
+   * The CTE that moves the aggregates' versions up to the highest sequence among the rows of the
+   * CTE `done` (handler `$1`); shared by `markDone` and `recordDone`.
+   */
+  const movedVersions = `versions AS (
+           INSERT INTO ${schema}.aggregate_versions AS v (handler, aggregate_type, aggregate_id, last_sequence)
+           SELECT $1, aggregate_type, aggregate_id, max(sequence_number) FROM done
+            GROUP BY aggregate_type, aggregate_id
+           ON CONFLICT (handler, aggregate_type, aggregate_id)
+           DO UPDATE SET last_sequence = EXCLUDED.last_sequence, updated_at = now()
+            WHERE v.last_sequence < EXCLUDED.last_sequence
+         )`
+
   const claimEvents = async (
     handler: string,
     events: readonly ClaimInput[] | string,
@@ -323,14 +336,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
                   $7::jsonb -> event_id
              FROM ev
            RETURNING event_id, aggregate_type, aggregate_id, sequence_number
-         ), versions AS (
-           INSERT INTO ${schema}.aggregate_versions AS v (handler, aggregate_type, aggregate_id, last_sequence)
-           SELECT $1, aggregate_type, aggregate_id, max(sequence_number) FROM done
-            GROUP BY aggregate_type, aggregate_id
-           ON CONFLICT (handler, aggregate_type, aggregate_id)
-           DO UPDATE SET last_sequence = EXCLUDED.last_sequence, updated_at = now()
-            WHERE v.last_sequence < EXCLUDED.last_sequence
-         )
+         ), ${movedVersions}
          SELECT event_id FROM done`,
         [
           handler,
@@ -375,14 +381,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
                    AND v.aggregate_id = processed_events.aggregate_id
                    AND v.last_sequence >= processed_events.sequence_number)
             RETURNING event_id, aggregate_type, aggregate_id, sequence_number
-         ), versions AS (
-           INSERT INTO ${schema}.aggregate_versions AS v (handler, aggregate_type, aggregate_id, last_sequence)
-           SELECT $1, aggregate_type, aggregate_id, max(sequence_number) FROM done
-            GROUP BY aggregate_type, aggregate_id
-           ON CONFLICT (handler, aggregate_type, aggregate_id)
-           DO UPDATE SET last_sequence = EXCLUDED.last_sequence, updated_at = now()
-            WHERE v.last_sequence < EXCLUDED.last_sequence
-         )
+         ), ${movedVersions}
          SELECT event_id FROM done`,
         [handler, eventIds, owner, JSON.stringify(results)],
         tx,

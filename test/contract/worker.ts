@@ -282,6 +282,19 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
         },
       )
 
+      /** The world's SQL, refusing every query and transaction while `isDown()` says so. */
+      const failingSql = (w: WorkerWorld, isDown: () => boolean): Sql => ({
+        ...w.sql,
+        query: (text, params) =>
+          isDown()
+            ? Promise.reject(new CairnError(ErrorCode.SQL_ERROR, 'injected: connection refused'))
+            : w.sql.query(text, params),
+        transaction: (fn) =>
+          isDown()
+            ? Promise.reject(new Error('injected: connection refused'))
+            : w.sql.transaction(fn),
+      })
+
       /**
        * A registry whose completion statements are recorded (ids per statement): markDone, and
        * recordDone (deferred claims recorded done), also counted in `recorded`.
@@ -672,19 +685,7 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
           const topic = uniqueName('outage')
           await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
           let down = true
-          const failing: Sql = {
-            ...w.sql,
-            query: (text, params) =>
-              down
-                ? Promise.reject(
-                    new CairnError(ErrorCode.SQL_ERROR, 'injected: connection refused'),
-                  )
-                : w.sql.query(text, params),
-            transaction: (fn) =>
-              down
-                ? Promise.reject(new Error('injected: connection refused'))
-                : w.sql.transaction(fn),
-          }
+          const failing = failingSql(w, () => down)
           const registry = createProcessedEventRegistry({
             sql: failing,
             schema: w.schema,
@@ -709,15 +710,7 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
           const topic = uniqueName('outage-ext')
           await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
           let down = false
-          const failing: Sql = {
-            ...w.sql,
-            query: (text, params) =>
-              down
-                ? Promise.reject(
-                    new CairnError(ErrorCode.SQL_ERROR, 'injected: connection refused'),
-                  )
-                : w.sql.query(text, params),
-          }
+          const failing = failingSql(w, () => down)
           const registry = createProcessedEventRegistry({
             sql: failing,
             schema: w.schema,

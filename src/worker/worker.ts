@@ -1,5 +1,6 @@
 import type { StoredEnvelope } from '../core/envelope.ts'
 import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
+import { DEFAULT_MAX_BATCH } from '../core/ports/bus.ts'
 import type { Bus, BusConsumer, BusProducer, DeliveredMessage } from '../core/ports/bus.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
@@ -59,7 +60,8 @@ export type WorkerOptions = {
   readonly maxAttempts?: number
   /**
    * Messages taken per poll (default 500): a transactional batch holds one lock per aggregate
-   * until it commits, so batch size × concurrent workers must fit PostgreSQL's lock table.
+   * until it commits, and a worker has at most twice the batch size in flight, so 2 × batch size
+   * × concurrent workers must fit PostgreSQL's lock table.
    */
   readonly batchSize?: number
   readonly backoffBaseMs?: number
@@ -107,6 +109,40 @@ export type Worker = {
 }
 
 class LostClaim extends Error {}
+
+/**
+ * Transactional batches a worker settles at once (each in its own transaction and connection,
+ * holding its aggregates' locks until it commits).
+ */
+const TRANSACTIONAL_FLIGHTS = 4
+
+/**
+ * A batch split by partition into at most `parts` batches (partitions dealt out in turn), each in
+ * the order of `batch`: messages of different partitions never share a key, so the parts can be
+ * settled side by side.
+ */
+export const byPartition = (
+  batch: readonly DeliveredMessage[],
+  parts: number,
+): DeliveredMessage[][] => {
+  const groups: DeliveredMessage[][] = []
+  const groupOf = new Map<string, DeliveredMessage[]>()
+  const count = Math.max(1, parts)
+  for (const message of batch) {
+    const id = `${message.partition}:${message.topic}`
+    let group = groupOf.get(id)
+    if (group === undefined) {
+      group = groups[groupOf.size % count]
+      if (group === undefined) {
+        group = []
+        groups.push(group)
+      }
+      groupOf.set(id, group)
+    }
+    group.push(message)
+  }
+  return groups
+}
 
 /** The event whose handler threw in a batch (its try counts as its first attempt). */
 type Thrower = { readonly eventId: string; readonly error: unknown }
@@ -604,19 +640,28 @@ export const createWorker = (options: WorkerOptions): Worker => {
   let looping: Promise<void> | undefined
 
   /**
-   * A polled batch being settled. A non-transactional worker polls the next batch while one is
-   * settling (`pipeline`), so a slow side effect does not hold back events of other aggregates;
-   * a batch sharing an aggregate (a message key) with one in flight waits for it. Offsets are
-   * committed in poll order, each batch once it and every batch before it are settled.
+   * A polled batch (or, for a transactional worker, one partition's part of it) being settled.
+   * The worker polls on while batches settle, up to `pipeline` of them: a slow side effect holds
+   * back only its own batch, and a transactional worker's batches of different partitions commit
+   * side by side, each in its own transaction. A batch sharing an aggregate (a message key) with
+   * an earlier one waits for it, and is not settled at all if that one failed (it is settled
+   * again later, in order). Offsets are committed in poll order, each batch's once it and every
+   * batch before it are settled.
    */
   type Flight = {
     readonly batch: readonly DeliveredMessage[]
     readonly keys: ReadonlySet<string>
-    readonly done: Promise<void>
+    done: Promise<void>
     state: 'settling' | 'settled' | 'failed'
     error?: unknown
   }
-  const pipeline = options.transactional === undefined ? 2 : 1
+  const pipeline = options.transactional === undefined ? 2 : TRANSACTIONAL_FLIGHTS
+  /**
+   * A transactional worker polls again only while at most one batch's worth of messages is in
+   * flight, so its transactions hold at most twice the batch size of aggregate locks.
+   */
+  const lockBudget =
+    options.transactional === undefined ? Infinity : (options.batchSize ?? DEFAULT_MAX_BATCH)
 
   const loop = async (): Promise<void> => {
     const signal = stop.signal
@@ -630,12 +675,22 @@ export const createWorker = (options: WorkerOptions): Worker => {
     const onStop = (): void => wake?.abort()
     signal.addEventListener('abort', onStop, { once: true })
     let failures = 0
+    const inFlight = (): number =>
+      flights.reduce((n, f) => (f.state === 'settling' ? n + f.batch.length : n), 0)
     const launch = (batch: readonly DeliveredMessage[]): void => {
-      const flight: Flight = {
-        batch,
-        keys: new Set(batch.map((message) => message.key)),
-        state: 'settling',
-        done: settle(batch).then(
+      const keys = new Set(batch.map((message) => message.key))
+      const before = flights.filter(
+        (f) => f.state !== 'settled' && [...keys].some((k) => f.keys.has(k)),
+      )
+      const flight: Flight = { batch, keys, state: 'settling', done: Promise.resolve() }
+      flight.done = Promise.all(before.map((f) => f.done))
+        .then(() => {
+          // An aggregate's later events must not be settled before its earlier ones are.
+          const failed = before.find((f) => f.state === 'failed')
+          if (failed !== undefined) throw failed.error
+          return settle(batch)
+        })
+        .then(
           () => {
             flight.state = 'settled'
             wake?.abort()
@@ -645,8 +700,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
             flight.error = error
             wake?.abort()
           },
-        ),
-      }
+        )
       flights.push(flight)
     }
     try {
@@ -676,13 +730,13 @@ export const createWorker = (options: WorkerOptions): Worker => {
             await consumer.commit(head.batch)
             flights.shift()
           }
-          if (flights[0]?.state === 'failed') {
+          const failed = flights.find((f) => f.state === 'failed')
+          if (failed !== undefined) {
             // Let the others end, then settle every uncommitted batch again, in order.
             await Promise.all(flights.map((f) => f.done))
-            const { error } = flights[0]
             again = [...flights.map((f) => f.batch), ...again]
             flights = []
-            throw error
+            throw failed.error
           }
           if (again.length > 0) {
             await settle(again[0] as readonly DeliveredMessage[])
@@ -691,7 +745,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
             continue
           }
           await redrive()
-          if (flights.length < pipeline) {
+          if (flights.length < pipeline && inFlight() <= lockBudget) {
             wake = new AbortController()
             let batch: DeliveredMessage[]
             try {
@@ -700,10 +754,8 @@ export const createWorker = (options: WorkerOptions): Worker => {
               wake = undefined
             }
             if (batch.length > 0) {
-              const keys = new Set(batch.map((message) => message.key))
-              const overlapping = flights.filter((f) => [...keys].some((k) => f.keys.has(k)))
-              await Promise.all(overlapping.map((f) => f.done))
-              launch(batch)
+              if (options.transactional === undefined) launch(batch)
+              else for (const part of byPartition(batch, pipeline - flights.length)) launch(part)
             }
           } else {
             // Full: offsets go in order, so the oldest batch is the one to wait for.

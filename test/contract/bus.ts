@@ -131,6 +131,52 @@ export const busContract = (cases: readonly AdapterCase<Bus>[]): void =>
       },
     )
 
+    test(
+      'under a backlog, consecutive polls begin with different partitions, each in its order',
+      slow,
+      async () => {
+        const topic = await topicWith(3)
+        const keys = spreadKeys(30, 3)
+        const producer = bus().producer()
+        // 20 messages per key: every partition holds more than a batch.
+        await producer.send(
+          Array.from({ length: 20 }, (_, n) =>
+            keys.map((k, i) => message(topic, k, `e-${n}-${i}`)),
+          ).flat(),
+        )
+        await producer.close()
+        const consumer = await consumerOf(topic, uniqueName('g'), { maxBatch: 25 })
+        try {
+          const batches: DeliveredMessage[][] = []
+          for (let got = 0; got < 600 && batches.length < 100;) {
+            const batch = await consumer.poll(2_000)
+            if (batch.length > 0) batches.push(batch)
+            got += batch.length
+          }
+          // While every partition has more than a batch buffered, a batch is one partition's and
+          // the next begins with another (a worker can settle them side by side).
+          const [a, b, c] = batches
+          assert.ok(a && b && c)
+          for (const batch of [a, b, c]) {
+            assert.equal(new Set(batch.map((m) => m.partition)).size, 1, 'one partition each')
+          }
+          assert.equal(new Set([a, b, c].map((x) => x[0]?.partition)).size, 3)
+          const all = batches.flat()
+          assert.equal(new Set(all.map(idOf)).size, 600, 'every message once')
+          for (const partition of [0, 1, 2]) {
+            const offsets = all.filter((m) => m.partition === partition).map((m) => m.offset)
+            assert.deepEqual(
+              offsets,
+              offsets.map((_, i) => offsets[0]! + BigInt(i)),
+              `partition ${partition} in order, no gap`,
+            )
+          }
+        } finally {
+          await consumer.close()
+        }
+      },
+    )
+
     test('a committed message is not delivered again; an uncommitted one is', slow, async () => {
       const topic = await topicWith(1)
       const groupId = uniqueName('g')

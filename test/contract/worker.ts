@@ -61,7 +61,12 @@ const publish = async (
 }
 
 /** The worker runtime's contract (DESIGN.md C1–C6) on each bus + registry pair. */
-export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void => {
+export const workerContract = (
+  cases: readonly (AdapterCase<WorkerWorld> & {
+    /** Transactions of different connections run side by side (not PGlite's single session). */
+    readonly concurrentTransactions?: boolean
+  })[],
+): void => {
   for (const c of cases) {
     void describe(`worker on ${c.name}`, () => {
       const withWorld = (
@@ -643,6 +648,160 @@ export const workerContract = (cases: readonly AdapterCase<WorkerWorld>[]): void
             'in order',
           )
           assert.equal(committed[0], 0n, 'the slow batch first')
+        },
+      )
+
+      if (c.concurrentTransactions === true) {
+        withWorld(
+          'a transactional worker commits later batches of other aggregates while an earlier batch is still in its transaction; offsets in order',
+          async (w, start) => {
+            const topic = uniqueName('txpipe')
+            await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+            const committed: bigint[] = []
+            const bus: Bus = {
+              ...w.bus,
+              consumer: async (o) => {
+                const inner = await w.bus.consumer(o)
+                return {
+                  poll: (ms, signal) => inner.poll(ms, signal),
+                  commit: async (messages) => {
+                    committed.push(...messages.map((m) => m.offset))
+                    await inner.commit(messages)
+                  },
+                  close: () => inner.close(),
+                  [Symbol.asyncDispose]: () => inner.close(),
+                }
+              },
+            }
+            const slow = stored(`txpipe-slow-${topic}`, 1)
+            let release = (): void => {}
+            const gate = new Promise<void>((r) => (release = r))
+            let slowStarted = false
+            const apply = project(w)
+            start({
+              bus,
+              topics: [topic],
+              handle: async (e, ctx) => {
+                if (e.event_id === slow.event_id) {
+                  slowStarted = true
+                  await gate
+                }
+                return apply(e, ctx)
+              },
+            })
+            try {
+              await publish(w.bus, topic, [slow])
+              await eventually(() => slowStarted, 'the slow transaction started')
+              const others = Array.from({ length: 6 }, (_, a) => stored(`txpipe-${a}-${topic}`, 1))
+              await publish(w.bus, topic, others)
+              await eventually(
+                async () => (await effects(w)).length >= 6,
+                'the later batch committed meanwhile',
+                15_000,
+              )
+              assert.ok(
+                !(await effects(w)).some((e) => e.event_id === slow.event_id),
+                'the slow one is still in its transaction',
+              )
+              await new Promise((r) => setTimeout(r, 300))
+              assert.equal(committed.length, 0, 'nothing committed past the unsettled first batch')
+            } finally {
+              release()
+            }
+            await eventually(async () => ((await statuses(w)).done ?? 0) >= 7, 'all done', 15_000)
+            await eventually(() => committed.includes(6n), 'every offset committed', 15_000)
+            assert.equal(committed[0], 0n, 'the slow batch first')
+            assert.deepEqual(
+              committed,
+              [...committed].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+              'in order',
+            )
+            assert.equal((await effects(w)).length, 7)
+          },
+        )
+      }
+
+      withWorld(
+        'a batch whose earlier batch of the same aggregate failed is not settled before it: both are settled again, in order (C3, C6)',
+        async (w, start) => {
+          const topic = uniqueName('order-fail')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          const first = stored(`of-${topic}`, 1)
+          const second = stored(`of-${topic}`, 2)
+          // The first event's completion fails once (a registry hiccup); nothing else does.
+          let failOnce = false
+          const flaky: Sql = {
+            ...w.sql,
+            query: (text, params) => {
+              const mine = (params ?? []).some(
+                (p) => Array.isArray(p) && p.includes(first.event_id),
+              )
+              if (failOnce && mine && text.includes("'done'")) {
+                failOnce = false
+                return Promise.reject(
+                  new CairnError(ErrorCode.SQL_ERROR, 'injected: connection reset'),
+                )
+              }
+              return w.sql.query(text, params)
+            },
+          }
+          const registry = createProcessedEventRegistry({
+            sql: flaky,
+            schema: w.schema,
+            member: 'order-fail',
+            leaseMs: 5_000,
+          })
+          const polled: string[] = []
+          const bus: Bus = {
+            ...w.bus,
+            consumer: async (o) => {
+              const inner = await w.bus.consumer(o)
+              return {
+                poll: async (ms, signal) => {
+                  const batch = await inner.poll(ms, signal)
+                  polled.push(...batch.map((m) => m.headers.event_id ?? ''))
+                  return batch
+                },
+                commit: (messages) => inner.commit(messages),
+                close: () => inner.close(),
+                [Symbol.asyncDispose]: () => inner.close(),
+              }
+            },
+          }
+          let release = (): void => {}
+          const gate = new Promise<void>((r) => (release = r))
+          const applied: number[] = []
+          const worker = start(
+            {
+              bus,
+              topics: [topic],
+              registry,
+              handle: async (e) => {
+                if (e.event_id === first.event_id && applied.length === 0) await gate
+                applied.push(e.sequence_number)
+              },
+            },
+            'external',
+          )
+          try {
+            await publish(w.bus, topic, [first])
+            await eventually(() => polled.includes(first.event_id), 'the first batch polled')
+            await publish(w.bus, topic, [second])
+            await eventually(() => polled.includes(second.event_id), 'the second batch polled')
+            failOnce = true
+          } finally {
+            release()
+          }
+          // Before, the second was claimed at once and waited on the first's open claim, which
+          // could not be settled again until the second ended: the worker hung.
+          await eventually(async () => ((await statuses(w)).done ?? 0) >= 2, 'both done', 15_000)
+          assert.equal(failOnce, false, 'the failure was injected')
+          assert.deepEqual(
+            applied,
+            [1, 1, 2],
+            'the first again (its completion failed), then the second',
+          )
+          assert.equal(worker.metrics().stale, 0)
         },
       )
 

@@ -6,6 +6,7 @@ import { databaseUrl, kafkaBrokers, uniqueName } from '../support/services.ts'
 workerContract([
   {
     name: 'Kafka + PostgreSQL',
+    concurrentTransactions: true,
     async create() {
       const bus = createKafkaBus({ brokers: kafkaBrokers() })
       const sql = createPgSql({ connectionString: databaseUrl() })

@@ -1,5 +1,5 @@
 import { CairnError, ErrorCode } from '../../core/errors.ts'
-import { partitionOf } from '../../core/ports/bus.ts'
+import { DEFAULT_MAX_BATCH, partitionOf } from '../../core/ports/bus.ts'
 import type {
   Bus,
   BusConsumer,
@@ -9,9 +9,6 @@ import type {
   DeliveredMessage,
   TopicSpec,
 } from '../../core/ports/bus.ts'
-
-/** Most messages one `poll` returns unless the consumer asks otherwise. */
-export const DEFAULT_MAX_BATCH = 500
 
 type StoredRecord = {
   readonly key: string

@@ -10,7 +10,7 @@ import {
   stringSerializer,
 } from '@platformatic/kafka'
 import { CairnError, ErrorCode } from '../../core/errors.ts'
-import { murmur2 } from '../../core/ports/bus.ts'
+import { DEFAULT_MAX_BATCH, murmur2 } from '../../core/ports/bus.ts'
 import type {
   Bus,
   BusConsumer,
@@ -49,7 +49,6 @@ export type KafkaBusOptions = {
 
 export type KafkaBus = Bus & { readonly brokers: readonly string[] }
 
-export const DEFAULT_MAX_BATCH = 500
 const PARTITION_MAX_BYTES = 1_048_576
 const FETCH_MAX_BYTES = 16 * 1_048_576
 const TOPIC_READY_TIMEOUT_MS = 10_000
@@ -512,6 +511,35 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
       }
     }
 
+    /** The partition the latest batch began with. */
+    let servedFirst = ''
+    /**
+     * The next batch from the buffer, which holds one fetch: a run of messages per partition. A
+     * batch begins with the run after the one the previous batch began with (then fills up from
+     * the runs after it), so under a backlog consecutive batches come from different partitions
+     * and share no key: a worker can settle them side by side. Per partition, order is kept.
+     */
+    const take = (): DeliveredMessage[] => {
+      let start = 0
+      let afterServed = false
+      for (let i = 0; i < buffer.length; i++) {
+        const m = buffer[i] as DeliveredMessage
+        const id = partitionId(m.topic, m.partition)
+        const runStart =
+          i === 0 || id !== partitionId(buffer[i - 1]!.topic, buffer[i - 1]!.partition)
+        if (!runStart) continue
+        if (afterServed) {
+          start = i
+          break
+        }
+        afterServed = id === servedFirst
+      }
+      if (start > 0) buffer = [...buffer.slice(start), ...buffer.slice(0, start)]
+      const first = buffer[0] as DeliveredMessage
+      servedFirst = partitionId(first.topic, first.partition)
+      return buffer.splice(0, maxBatch)
+    }
+
     /** Resolves true when `promise` settles, false after `ms`, on abort, or on a wake-up. */
     const settles = (
       promise: Promise<unknown> | undefined,
@@ -542,7 +570,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
           let first = true
           for (;;) {
             if (closing !== undefined || signal?.aborted === true) return []
-            if (bufferEpoch === epoch && buffer.length > 0) return buffer.splice(0, maxBatch)
+            if (bufferEpoch === epoch && buffer.length > 0) return take()
             const remaining = deadline - Date.now()
             if (remaining <= 0 && !first) return []
             first = false

@@ -53,13 +53,16 @@ export type BusProducer = {
   [Symbol.asyncDispose](): Promise<void>
 }
 
+/** Most messages one `poll` returns unless the consumer asks otherwise. */
+export const DEFAULT_MAX_BATCH = 500
+
 export type ConsumerOptions = {
   readonly groupId: string
   readonly topics: readonly string[]
   readonly clientId?: string
   /** Where a partition with no committed offset in the group starts: default 'earliest'. */
   readonly start?: 'earliest' | 'latest'
-  /** Most messages one `poll` returns (default 500). */
+  /** Most messages one `poll` returns (default `DEFAULT_MAX_BATCH`, 500). */
   readonly maxBatch?: number
 }
 

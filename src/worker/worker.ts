@@ -724,11 +724,13 @@ export const createWorker = (options: WorkerOptions): Worker => {
             })
             log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
           }
-          // The settled prefix is committed, in poll order.
-          for (let head = flights[0]; head?.state === 'settled'; head = flights[0]) {
+          // The settled prefix is committed, in poll order, in one request.
+          let settled = 0
+          while (flights[settled]?.state === 'settled') settled++
+          if (settled > 0) {
             if (signal.aborted) return
-            await consumer.commit(head.batch)
-            flights.shift()
+            await consumer.commit(flights.slice(0, settled).flatMap((f) => f.batch))
+            flights.splice(0, settled)
           }
           const failed = flights.find((f) => f.state === 'failed')
           if (failed !== undefined) {

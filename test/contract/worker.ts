@@ -658,6 +658,7 @@ export const workerContract = (
             const topic = uniqueName('txpipe')
             await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
             const committed: bigint[] = []
+            const commits: bigint[][] = []
             const bus: Bus = {
               ...w.bus,
               consumer: async (o) => {
@@ -666,6 +667,7 @@ export const workerContract = (
                   poll: (ms, signal) => inner.poll(ms, signal),
                   commit: async (messages) => {
                     committed.push(...messages.map((m) => m.offset))
+                    commits.push(messages.map((m) => m.offset))
                     await inner.commit(messages)
                   },
                   close: () => inner.close(),
@@ -715,6 +717,10 @@ export const workerContract = (
               committed,
               [...committed].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
               'in order',
+            )
+            assert.ok(
+              commits[0]?.includes(6n),
+              `the batches settled behind the slow one are committed with it, in one request (${JSON.stringify(commits.map((c) => c.map(Number)))})`,
             )
             assert.equal((await effects(w)).length, 7)
           },

@@ -371,21 +371,25 @@ const measureAt = async (
   return { row, visibleRate }
 }
 
+/** Commands/s of the light-load loop: well within what the pipeline keeps up with on 2 cores. */
+const LIGHT_RATE = 20
+
 /**
  * The time from a command's 202 to its instance being in the read model. The whole pipeline runs
  * as separate processes in distributed mode: `cairn oms`, `cairn publisher` (woken by the
  * writers' PostgreSQL NOTIFY), `cairn worker ontology instance` and `cairn worker projection`.
  * Visibility is the commit of the instance's row, notified by a trigger the bench adds to the
  * read-model table (with a slow query by id as a safety net), so detecting it loads neither the
- * OMS nor PostgreSQL with polling. Two open loops, each from an idle pipeline: at half the append
- * ceiling (issue 7's setting), then at half the pipeline's drain rate (how fast it worked off the
- * backlog the ceiling's closed loop left), i.e. a load the pipeline sustains.
+ * OMS nor PostgreSQL with polling. Three open loops, each from an idle pipeline: a light load
+ * (`LIGHT_RATE`), at half the append ceiling (issue 7's setting), then at half the pipeline's
+ * drain rate (how fast it worked off the backlog the ceiling's closed loop left), i.e. a load the
+ * pipeline sustains.
  */
 export const e2e: Scenario = {
   name: 'e2e',
   kind: 'scenario',
   summary:
-    'command 202 → instance row in the read model, open loop at 50 % of the append ceiling and at 50 % of the rate the pipeline drained; oms, publisher, command workers and projection as separate processes (distributed mode)',
+    'command 202 → instance row in the read model, open loop at a light 20/s, at 50 % of the append ceiling and at 50 % of the rate the pipeline drained; oms, publisher, command workers and projection as separate processes (distributed mode)',
   async run(ctx) {
     const deployment = openDeployment(ctx, 'e2e')
     const sql = pgSql(ctx, 'e2e-visibility')
@@ -421,6 +425,18 @@ export const e2e: Scenario = {
           `bench_visible_${ctx.runId}`.toLowerCase().replace(/[^a-z0-9_]/g, '_'),
         )
         try {
+          // Light load first, from an idle pipeline: the latency of the path itself, with the
+          // machine mostly idle (nothing queues for CPU).
+          const light = await measureAt(
+            ctx,
+            pipeline,
+            LIGHT_RATE,
+            `${LIGHT_RATE}/s light`,
+            'l',
+            12,
+            [`offered: a fixed light load (${LIGHT_RATE}/s), the path's own latency`],
+            {},
+          )
           const ceiling = await appendCeiling(ctx, client, instances, deployment, pipeline.created)
           // The ceiling's closed loop leaves a backlog: each open loop starts from an idle pipeline.
           const backlog = await drain(ctx, pipeline)
@@ -455,7 +471,7 @@ export const e2e: Scenario = {
             [`offered: 50 % of the pipeline's drain rate (${Math.round(drained * 10) / 10}/s)`],
             { drainedRate: drained },
           )
-          return [first.row, second.row]
+          return [light.row, first.row, second.row]
         } finally {
           await unlisten()
         }

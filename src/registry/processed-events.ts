@@ -246,7 +246,6 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     handler: string,
     events: readonly ClaimInput[] | string,
     tx?: SqlQueryable,
-    fn: 'claim_events' | 'claim_events_in_tx' = 'claim_events',
   ) => {
     const payload =
       typeof events === 'string'
@@ -260,7 +259,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
             })),
           )
     const rows = await q<{ result: unknown }>(
-      `SELECT ${schema}.${fn}($1, $2, $3::jsonb, $4, $5) AS result`,
+      `SELECT ${schema}.claim_events($1, $2, $3::jsonb, $4, $5) AS result`,
       [handler, owner, payload, leaseMs, ownerTimeoutMs],
       tx,
     )
@@ -316,9 +315,30 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
       const outcomes = new Map<string, ClaimOutcome>()
       const deferred = new Set<string>()
       if (events.length === 0) return { outcomes, deferred }
-      for (const r of await claimEvents(handler, events, tx, 'claim_events_in_tx')) {
-        outcomes.set(r.event_id, r.outcome)
-        if (r.deferred === true) deferred.add(r.event_id)
+      // Arrays in and out (migration 006): cheaper for PostgreSQL than a JSON document per batch.
+      const rows = await q<{
+        event_ids: string[] | null
+        outcomes: ClaimOutcome[] | null
+        deferred: boolean[] | null
+      }>(
+        `SELECT event_ids, outcomes, deferred
+           FROM ${schema}.claim_batch_in_tx($1, $2, $3::text[], $4::text[], $5::text[], $6::bigint[], $7, $8)`,
+        [
+          handler,
+          owner,
+          events.map((e) => e.eventId),
+          events.map((e) => e.aggregateType),
+          events.map((e) => e.aggregateId),
+          events.map((e) => e.seq),
+          leaseMs,
+          ownerTimeoutMs,
+        ],
+        tx,
+      )
+      const { event_ids: ids, outcomes: outs, deferred: later } = rows[0] ?? {}
+      for (const [i, id] of (ids ?? []).entries()) {
+        outcomes.set(id, outs?.[i] as ClaimOutcome)
+        if (later?.[i] === true) deferred.add(id)
       }
       return { outcomes, deferred }
     },

@@ -446,6 +446,44 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       }
       assert.deepEqual(Object.fromEntries(await r.claim('h-in-tx-plain', batch)), expected)
 
+      // 005's JSON form, kept for workers of the previous release (a rolling upgrade), calls the
+      // array form (006) and gives the same outcomes and deferrals.
+      await assert.rejects(
+        world().sql.transaction(async (tx) => {
+          const [row] = await tx.query<{ result: unknown }>(
+            `SELECT ${world().schema}.claim_events_in_tx($1, $2, $3::jsonb, 60000, 60000) AS result`,
+            [
+              'h-in-tx',
+              r.owner,
+              JSON.stringify(
+                batch.map((e) => ({
+                  event_id: e.eventId,
+                  aggregate_type: e.aggregateType,
+                  aggregate_id: e.aggregateId,
+                  seq: e.seq,
+                })),
+              ),
+            ],
+          )
+          const raw = row?.result
+          const list = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
+            event_id: string
+            outcome: string
+            deferred: boolean
+          }[]
+          assert.deepEqual(Object.fromEntries(list.map((x) => [x.event_id, x.outcome])), expected)
+          assert.deepEqual(
+            list
+              .filter((x) => x.deferred)
+              .map((x) => x.event_id)
+              .sort(),
+            [fresh1.eventId, done2.eventId].sort(),
+          )
+          throw new Error('rolled back')
+        }),
+        /rolled back/,
+      )
+
       // Rolled back after recording: nothing of it is left.
       await assert.rejects(
         world().sql.transaction(async (tx) => {
@@ -571,6 +609,7 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       }
       await history('h-mix-batch')
       await history('h-mix-single')
+      await history('h-mix-tx')
       const batch = [
         fresh1,
         fresh2,
@@ -624,6 +663,13 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       }
       assert.deepEqual(Object.fromEntries(together), Object.fromEntries(expected))
       assert.deepEqual(Object.fromEntries(single), Object.fromEntries(expected))
+      // In the applying transaction: the repeated id sends the whole batch to claim_events, so
+      // nothing is deferred and the rows are claim's.
+      await world().sql.transaction(async (tx) => {
+        const { outcomes, deferred } = await r.claimInTransaction('h-mix-tx', batch, tx)
+        assert.deepEqual(Object.fromEntries(outcomes), Object.fromEntries(expected))
+        assert.equal(deferred.size, 0)
+      })
 
       const rowOf = async (h: string, eventId: string) => {
         const row = (await r.status(eventId)).find((x) => x.handler === h)
@@ -634,6 +680,11 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
           await rowOf('h-mix-batch', e.eventId),
           await rowOf('h-mix-single', e.eventId),
           `row of seq ${e.seq} of ${e.aggregateId}`,
+        )
+        assert.deepEqual(
+          await rowOf('h-mix-tx', e.eventId),
+          await rowOf('h-mix-single', e.eventId),
+          `in a transaction: row of seq ${e.seq} of ${e.aggregateId}`,
         )
       }
       assert.deepEqual(await rowOf('h-mix-batch', replayedOld.eventId), [

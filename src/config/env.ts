@@ -24,6 +24,8 @@ export type CairnConfig = {
     readonly batchSize: number
     /** Side effects of a non-transactional handler (the command workers) run at once. */
     readonly concurrency: number
+    /** Offsets of settled messages are committed at most this often. */
+    readonly commitIntervalMs: number
   }
   readonly eventStore: {
     readonly bucket: string
@@ -225,6 +227,7 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
       maxAttempts: int('WORKER_MAX_ATTEMPTS', 5, 1, 1000),
       batchSize: int('WORKER_BATCH_SIZE', 500, 1, 10_000),
       concurrency: int('WORKER_CONCURRENCY', 32, 1, 1_000),
+      commitIntervalMs: int('WORKER_COMMIT_INTERVAL_MS', 500, 0, 60_000),
     },
     eventStore: {
       bucket,

@@ -115,6 +115,7 @@ export const openWorkers = async (
       maxAttempts: config.worker.maxAttempts,
       batchSize: config.worker.batchSize,
       concurrency: config.worker.concurrency,
+      commitIntervalMs: config.worker.commitIntervalMs,
       heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,
       loadEnvelope: (id) => ws.eventStore.getByEventId(id),
       logger,

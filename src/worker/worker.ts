@@ -81,6 +81,12 @@ export type WorkerOptions = {
   readonly inProgressWaitMs?: number
   /** Reads an event from the event store, for events an operator released for a retry. */
   readonly loadEnvelope?: (eventId: string) => Promise<StoredEnvelope | null>
+  /**
+   * Offsets of settled messages are committed at most this often (default 500 ms; 0 commits after
+   * every batch), all at once, and when the worker stops. A crash redelivers what was settled
+   * since: those events are duplicates to the registry, acknowledged without their effect.
+   */
+  readonly commitIntervalMs?: number
   /** How often it looks for events released for a retry (default 1,000 ms). */
   readonly redriveIntervalMs?: number
   readonly logger?: Logger
@@ -656,6 +662,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
     error?: unknown
   }
   const pipeline = options.transactional === undefined ? 2 : TRANSACTIONAL_FLIGHTS
+  const commitIntervalMs = options.commitIntervalMs ?? 500
   /**
    * A transactional worker polls again only while at most one batch's worth of messages is in
    * flight, so its transactions hold at most twice the batch size of aggregate locks.
@@ -668,6 +675,9 @@ export const createWorker = (options: WorkerOptions): Worker => {
     let consumer: BusConsumer | undefined
     let ownerBeat: ReturnType<typeof setInterval> | undefined
     let flights: Flight[] = []
+    /** Settled messages whose offsets are not committed yet, in poll order. */
+    let uncommitted: DeliveredMessage[] = []
+    let committedAt = 0
     /** Batches to settle again, one at a time and in order, after a failure (an outage). */
     let again: (readonly DeliveredMessage[])[] = []
     /** The signal of the poll under way: aborted when a flight ends or the worker stops. */
@@ -724,13 +734,16 @@ export const createWorker = (options: WorkerOptions): Worker => {
             })
             log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
           }
-          // The settled prefix is committed, in poll order, in one request.
+          // The settled prefix leaves the flights; its offsets are committed in poll order, all
+          // at once, at most every `commitIntervalMs`.
           let settled = 0
           while (flights[settled]?.state === 'settled') settled++
-          if (settled > 0) {
+          for (const f of flights.splice(0, settled)) uncommitted.push(...f.batch)
+          if (uncommitted.length > 0 && Date.now() - committedAt >= commitIntervalMs) {
             if (signal.aborted) return
-            await consumer.commit(flights.slice(0, settled).flatMap((f) => f.batch))
-            flights.splice(0, settled)
+            await consumer.commit(uncommitted)
+            uncommitted = []
+            committedAt = Date.now()
           }
           const failed = flights.find((f) => f.state === 'failed')
           if (failed !== undefined) {
@@ -743,7 +756,10 @@ export const createWorker = (options: WorkerOptions): Worker => {
           if (again.length > 0) {
             await settle(again[0] as readonly DeliveredMessage[])
             if (signal.aborted) return
-            await consumer.commit(again.shift() as readonly DeliveredMessage[])
+            uncommitted.push(...(again.shift() as readonly DeliveredMessage[]))
+            await consumer.commit(uncommitted)
+            uncommitted = []
+            committedAt = Date.now()
             continue
           }
           await redrive()
@@ -792,8 +808,21 @@ export const createWorker = (options: WorkerOptions): Worker => {
         }
       }
     } finally {
-      // Batches still settling end first (their offsets stay uncommitted: they are redelivered).
+      // Batches still settling end first; what is settled in poll order is committed (the rest is
+      // redelivered).
       await Promise.all(flights.map((f) => f.done))
+      for (const f of flights) {
+        if (f.state !== 'settled') break
+        uncommitted.push(...f.batch)
+      }
+      if (uncommitted.length > 0) {
+        await consumer?.commit(uncommitted).catch((error: unknown) => {
+          log.warn(
+            { err: String(error) },
+            'committing offsets at stop failed; they are redelivered',
+          )
+        })
+      }
       signal.removeEventListener('abort', onStop)
       clearInterval(ownerBeat)
       await consumer?.close().catch(() => {})

@@ -39,6 +39,12 @@ test('the worker batch size: 500 by default, 1 to 10,000', () => {
   assert.equal(loadConfig({ CAIRN_DATABASE_PREPARE: 'false' }).databasePrepare, false)
   assert.equal(loadConfig({ WORKER_CONCURRENCY: '4' }).worker.concurrency, 4)
   assert.match(problemsOf({ WORKER_CONCURRENCY: '0' })[0] ?? '', /WORKER_CONCURRENCY/)
+  assert.equal(loadConfig({}).worker.commitIntervalMs, 500)
+  assert.equal(loadConfig({ WORKER_COMMIT_INTERVAL_MS: '0' }).worker.commitIntervalMs, 0)
+  assert.match(
+    problemsOf({ WORKER_COMMIT_INTERVAL_MS: '-1' })[0] ?? '',
+    /WORKER_COMMIT_INTERVAL_MS/,
+  )
 })
 
 test('the flush batch size defaults to the batch size', () => {

@@ -728,6 +728,48 @@ export const workerContract = (
       }
 
       withWorld(
+        'offsets are committed at most every commitIntervalMs, all at once, and when the worker stops: a new member of the group gets nothing again',
+        async (w, start) => {
+          const topic = uniqueName('commits')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          const commits: bigint[][] = []
+          const bus: Bus = {
+            ...w.bus,
+            consumer: async (o) => {
+              const inner = await w.bus.consumer(o)
+              return {
+                poll: (ms, signal) => inner.poll(ms, signal),
+                commit: async (messages) => {
+                  commits.push(messages.map((m) => m.offset))
+                  await inner.commit(messages)
+                },
+                close: () => inner.close(),
+                [Symbol.asyncDispose]: () => inner.close(),
+              }
+            },
+          }
+          const worker = start({ bus, topics: [topic], commitIntervalMs: 60_000 })
+          // Five batches, one after the other.
+          for (let i = 0; i < 5; i++) {
+            await publish(w.bus, topic, [stored(`c-${i}-${topic}`, 1)])
+            await eventually(async () => ((await statuses(w)).done ?? 0) >= i + 1, `event ${i}`)
+          }
+          await new Promise((r) => setTimeout(r, 300))
+          // The first batch finds no commit before it (the interval starts then).
+          assert.ok(
+            commits.length <= 1,
+            `at most one commit so far: ${JSON.stringify(commits.map((c) => c.map(Number)))}`,
+          )
+          await worker.close()
+          assert.equal(commits.at(-1)?.at(-1), 4n, 'the settled offsets committed at stop')
+          const again = start({ topics: [topic], groupId: 'g' })
+          await new Promise((r) => setTimeout(r, 1_500))
+          assert.equal(again.metrics().processed + again.metrics().duplicates, 0, 'nothing again')
+          assert.equal((await effects(w)).length, 5)
+        },
+      )
+
+      withWorld(
         'a batch whose earlier batch of the same aggregate failed is not settled before it: both are settled again, in order (C3, C6)',
         async (w, start) => {
           const topic = uniqueName('order-fail')

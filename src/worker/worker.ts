@@ -675,8 +675,16 @@ export const createWorker = (options: WorkerOptions): Worker => {
     let consumer: BusConsumer | undefined
     let ownerBeat: ReturnType<typeof setInterval> | undefined
     let flights: Flight[] = []
-    /** Settled messages whose offsets are not committed yet, in poll order. */
-    let uncommitted: DeliveredMessage[] = []
+    /** Per partition, the last settled message whose offset is not committed yet. */
+    const uncommitted = new Map<string, DeliveredMessage>()
+    const settledAll = (batch: readonly DeliveredMessage[]): void => {
+      for (const m of batch) uncommitted.set(`${m.partition}:${m.topic}`, m)
+    }
+    const commitSettled = async (c: BusConsumer): Promise<void> => {
+      await c.commit([...uncommitted.values()])
+      uncommitted.clear()
+      committedAt = Date.now()
+    }
     let committedAt = 0
     /** Batches to settle again, one at a time and in order, after a failure (an outage). */
     let again: (readonly DeliveredMessage[])[] = []
@@ -738,12 +746,10 @@ export const createWorker = (options: WorkerOptions): Worker => {
           // at once, at most every `commitIntervalMs`.
           let settled = 0
           while (flights[settled]?.state === 'settled') settled++
-          for (const f of flights.splice(0, settled)) uncommitted.push(...f.batch)
-          if (uncommitted.length > 0 && Date.now() - committedAt >= commitIntervalMs) {
+          for (const f of flights.splice(0, settled)) settledAll(f.batch)
+          if (uncommitted.size > 0 && Date.now() - committedAt >= commitIntervalMs) {
             if (signal.aborted) return
-            await consumer.commit(uncommitted)
-            uncommitted = []
-            committedAt = Date.now()
+            await commitSettled(consumer)
           }
           const failed = flights.find((f) => f.state === 'failed')
           if (failed !== undefined) {
@@ -756,10 +762,8 @@ export const createWorker = (options: WorkerOptions): Worker => {
           if (again.length > 0) {
             await settle(again[0] as readonly DeliveredMessage[])
             if (signal.aborted) return
-            uncommitted.push(...(again.shift() as readonly DeliveredMessage[]))
-            await consumer.commit(uncommitted)
-            uncommitted = []
-            committedAt = Date.now()
+            settledAll(again.shift() as readonly DeliveredMessage[])
+            await commitSettled(consumer)
             continue
           }
           await redrive()
@@ -813,10 +817,10 @@ export const createWorker = (options: WorkerOptions): Worker => {
       await Promise.all(flights.map((f) => f.done))
       for (const f of flights) {
         if (f.state !== 'settled') break
-        uncommitted.push(...f.batch)
+        settledAll(f.batch)
       }
-      if (uncommitted.length > 0) {
-        await consumer?.commit(uncommitted).catch((error: unknown) => {
+      if (consumer !== undefined && uncommitted.size > 0) {
+        await commitSettled(consumer).catch((error: unknown) => {
           log.warn(
             { err: String(error) },
             'committing offsets at stop failed; they are redelivered',

@@ -111,7 +111,7 @@ const main = async (): Promise<number> => {
     quick,
     seed: Number(values.seed),
     runId: Date.now().toString(36),
-    warmupMs: quick ? 1_500 : 5_000,
+    warmupMs: quick ? 1_000 : 5_000,
     measureMs: quick ? 4_000 : 20_000,
     aggregates: 10_000,
     payloadBytes: 1024,

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { readdir, readFile } from 'node:fs/promises'
 import {
   createS3Client,
@@ -25,8 +26,6 @@ export type Resource =
       readonly groups: readonly string[]
     }
 
-/** Object deletions in flight per bucket. */
-const DELETE_CONCURRENCY = 32
 /** A bucket being emptied reports its progress this often. */
 const PROGRESS_MS = 5_000
 
@@ -48,19 +47,6 @@ const s3Client = (): S3Client =>
 
 const mib = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MiB`
 
-/** Runs `fn` on every item, at most `limit` at a time. */
-const eachLimited = async <T>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> => {
-  let next = 0
-  const lane = async (): Promise<void> => {
-    for (let i = next++; i < items.length; i = next++) await fn(items[i] as T)
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane))
-}
-
 type Listed = { readonly objects: { key: string; size: number }[]; readonly truncated: boolean }
 
 const listPage = async (client: S3Client, bucket: string, startAfter?: string): Promise<Listed> => {
@@ -80,7 +66,39 @@ const listPage = async (client: S3Client, bucket: string, startAfter?: string): 
   return { objects, truncated: /<IsTruncated>true<\/IsTruncated>/.test(xml) }
 }
 
-/** Deletes every object of `bucket` (32 at a time), then the bucket; returns what it held. */
+const xmlEscape = (text: string): string => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+
+/**
+ * Deletes one listed page of objects (up to 1,000) with one multi-object delete request
+ * (`POST ?delete`, quiet: the answer lists only the failures); throws on any failure.
+ */
+const deletePage = async (
+  client: S3Client,
+  bucket: string,
+  keys: readonly string[],
+): Promise<void> => {
+  const body = Buffer.from(
+    `<Delete><Quiet>true</Quiet>${keys.map((k) => `<Object><Key>${xmlEscape(k)}</Key></Object>`).join('')}</Delete>`,
+  )
+  const res = await client.request({
+    method: 'POST',
+    bucket,
+    query: [['delete', '']],
+    headers: {
+      'content-md5': createHash('md5').update(body).digest('base64'),
+      'content-type': 'application/xml',
+    },
+    body,
+  })
+  const failed = res.body.toString('utf8').match(/<Error>[\s\S]*?<\/Error>/)
+  if (res.status !== 200 || failed !== null) {
+    throw new Error(
+      `DELETE ${keys.length} objects of ${bucket}: ${res.status} ${failed?.[0] ?? s3ErrorCode(res.body)}`,
+    )
+  }
+}
+
+/** Deletes every object of `bucket` (a listed page per request), then the bucket; returns what it held. */
 const dropBucket = async (
   client: S3Client,
   bucket: string,
@@ -93,13 +111,15 @@ const dropBucket = async (
   let after: string | undefined
   for (;;) {
     const page = await listPage(client, bucket, after)
-    await eachLimited(page.objects, DELETE_CONCURRENCY, async ({ key, size }) => {
-      const res = await client.request({ method: 'DELETE', bucket, key })
-      if (res.status !== 204 && res.status !== 200 && res.status !== 404)
-        throw new Error(`DELETE ${bucket}/${key}: ${res.status} ${s3ErrorCode(res.body)}`)
-      objects++
-      bytes += size
-    })
+    if (page.objects.length > 0) {
+      await deletePage(
+        client,
+        bucket,
+        page.objects.map((o) => o.key),
+      )
+    }
+    objects += page.objects.length
+    for (const o of page.objects) bytes += o.size
     if (Date.now() - reported >= PROGRESS_MS) {
       reported = Date.now()
       const rate = Math.round(objects / ((reported - t0) / 1000))

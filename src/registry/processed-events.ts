@@ -242,6 +242,14 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
             WHERE v.last_sequence < EXCLUDED.last_sequence
          )`
 
+  /** Events as the four parallel arrays ($n::text[] × 3, bigint[]) the batch statements unnest. */
+  const columnsOf = (events: readonly ClaimInput[]) => [
+    events.map((e) => e.eventId),
+    events.map((e) => e.aggregateType),
+    events.map((e) => e.aggregateId),
+    events.map((e) => e.seq),
+  ]
+
   const claimEvents = async (
     handler: string,
     events: readonly ClaimInput[] | string,
@@ -323,16 +331,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
       }>(
         `SELECT event_ids, outcomes, deferred
            FROM ${schema}.claim_batch_in_tx($1, $2, $3::text[], $4::text[], $5::text[], $6::bigint[], $7, $8)`,
-        [
-          handler,
-          owner,
-          events.map((e) => e.eventId),
-          events.map((e) => e.aggregateType),
-          events.map((e) => e.aggregateId),
-          events.map((e) => e.seq),
-          leaseMs,
-          ownerTimeoutMs,
-        ],
+        [handler, owner, ...columnsOf(events), leaseMs, ownerTimeoutMs],
         tx,
       )
       const { event_ids: ids, outcomes: outs, deferred: later } = rows[0] ?? {}
@@ -358,15 +357,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
            RETURNING event_id, aggregate_type, aggregate_id, sequence_number
          ), ${movedVersions}
          SELECT event_id FROM done`,
-        [
-          handler,
-          owner,
-          events.map((e) => e.eventId),
-          events.map((e) => e.aggregateType),
-          events.map((e) => e.aggregateId),
-          events.map((e) => e.seq),
-          JSON.stringify(resultsById(events)),
-        ],
+        [handler, owner, ...columnsOf(events), JSON.stringify(resultsById(events))],
         tx,
       )
       return new Set(rows.map((r) => r.event_id))

@@ -4,7 +4,7 @@ import { migrate } from '../../src/adapters/sql/migrations.ts'
 import { canonicalJson, createEnvelope } from '../../src/core/envelope.ts'
 import type { StoredEnvelope } from '../../src/core/envelope.ts'
 import { CairnError, ErrorCode } from '../../src/core/errors.ts'
-import type { Bus } from '../../src/core/ports/bus.ts'
+import type { Bus, DeliveredMessage } from '../../src/core/ports/bus.ts'
 import type { Sql } from '../../src/core/ports/sql.ts'
 import { CHECKPOINT_KEY, eventKey } from '../../src/event-store/keys.ts'
 import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
@@ -59,6 +59,33 @@ const publish = async (
     await producer.close()
   }
 }
+
+/** A bus whose consumers report each polled batch and each commit's offsets (what a worker does). */
+const observedBus = (
+  bus: Bus,
+  on: {
+    readonly polled?: (batch: readonly DeliveredMessage[]) => void
+    readonly committed?: (offsets: bigint[]) => void
+  },
+): Bus => ({
+  ...bus,
+  consumer: async (o) => {
+    const inner = await bus.consumer(o)
+    return {
+      poll: async (ms, signal) => {
+        const batch = await inner.poll(ms, signal)
+        on.polled?.(batch)
+        return batch
+      },
+      commit: async (messages) => {
+        on.committed?.(messages.map((m) => m.offset))
+        await inner.commit(messages)
+      },
+      close: () => inner.close(),
+      [Symbol.asyncDispose]: () => inner.close(),
+    }
+  },
+})
 
 /** The worker runtime's contract (DESIGN.md C1–C6) on each bus + registry pair. */
 export const workerContract = (
@@ -585,21 +612,7 @@ export const workerContract = (
           await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
           // The offsets the worker commits, as the group would hold them.
           const committed: bigint[] = []
-          const bus: Bus = {
-            ...w.bus,
-            consumer: async (o) => {
-              const inner = await w.bus.consumer(o)
-              return {
-                poll: (ms, signal) => inner.poll(ms, signal),
-                commit: async (messages) => {
-                  committed.push(...messages.map((m) => m.offset))
-                  await inner.commit(messages)
-                },
-                close: () => inner.close(),
-                [Symbol.asyncDispose]: () => inner.close(),
-              }
-            },
-          }
+          const bus = observedBus(w.bus, { committed: (offsets) => committed.push(...offsets) })
           const slow = stored(`pipe-slow-${topic}`, 1)
           let release = (): void => {}
           const gate = new Promise<void>((r) => (release = r))
@@ -659,22 +672,12 @@ export const workerContract = (
             await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
             const committed: bigint[] = []
             const commits: bigint[][] = []
-            const bus: Bus = {
-              ...w.bus,
-              consumer: async (o) => {
-                const inner = await w.bus.consumer(o)
-                return {
-                  poll: (ms, signal) => inner.poll(ms, signal),
-                  commit: async (messages) => {
-                    committed.push(...messages.map((m) => m.offset))
-                    commits.push(messages.map((m) => m.offset))
-                    await inner.commit(messages)
-                  },
-                  close: () => inner.close(),
-                  [Symbol.asyncDispose]: () => inner.close(),
-                }
+            const bus = observedBus(w.bus, {
+              committed: (offsets) => {
+                committed.push(...offsets)
+                commits.push(offsets)
               },
-            }
+            })
             const slow = stored(`txpipe-slow-${topic}`, 1)
             let release = (): void => {}
             const gate = new Promise<void>((r) => (release = r))
@@ -733,21 +736,7 @@ export const workerContract = (
           const topic = uniqueName('commits')
           await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
           const commits: bigint[][] = []
-          const bus: Bus = {
-            ...w.bus,
-            consumer: async (o) => {
-              const inner = await w.bus.consumer(o)
-              return {
-                poll: (ms, signal) => inner.poll(ms, signal),
-                commit: async (messages) => {
-                  commits.push(messages.map((m) => m.offset))
-                  await inner.commit(messages)
-                },
-                close: () => inner.close(),
-                [Symbol.asyncDispose]: () => inner.close(),
-              }
-            },
-          }
+          const bus = observedBus(w.bus, { committed: (offsets) => commits.push(offsets) })
           const worker = start({ bus, topics: [topic], commitIntervalMs: 60_000 })
           // Five batches, one after the other.
           for (let i = 0; i < 5; i++) {
@@ -800,22 +789,9 @@ export const workerContract = (
             leaseMs: 5_000,
           })
           const polled: string[] = []
-          const bus: Bus = {
-            ...w.bus,
-            consumer: async (o) => {
-              const inner = await w.bus.consumer(o)
-              return {
-                poll: async (ms, signal) => {
-                  const batch = await inner.poll(ms, signal)
-                  polled.push(...batch.map((m) => m.headers.event_id ?? ''))
-                  return batch
-                },
-                commit: (messages) => inner.commit(messages),
-                close: () => inner.close(),
-                [Symbol.asyncDispose]: () => inner.close(),
-              }
-            },
-          }
+          const bus = observedBus(w.bus, {
+            polled: (batch) => polled.push(...batch.map((m) => m.headers.event_id ?? '')),
+          })
           let release = (): void => {}
           const gate = new Promise<void>((r) => (release = r))
           const applied: number[] = []

@@ -12,7 +12,7 @@ import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
 import { createPublisher, QUARANTINE_PREFIX } from '../../src/publisher/publisher.ts'
 import type { Publisher, PublisherOptions } from '../../src/publisher/publisher.ts'
 import { createSequenceAllocator } from '../../src/sequencing/allocator.ts'
-import { collect, eventually } from '../support/collect.ts'
+import { collect, collectDistinct, eventually } from '../support/collect.ts'
 import type { AdapterCase } from '../support/contract.ts'
 import { uniqueName } from '../support/services.ts'
 import type { WriteSide } from '../support/write-side.ts'
@@ -128,11 +128,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             event(topic, aggs[i % 5] as string, { i }),
           )
           for (let i = 0; i < envs.length; i += 12) await appendAll(store, envs.slice(i, i + 12))
-          const got = await collect(
-            w.bus,
-            topic,
-            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 60,
-          )
+          const got = await collectDistinct(w.bus, topic, 60)
           await publisher.close()
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 60)
           for (const agg of aggs) {
@@ -309,12 +305,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const envs = Array.from({ length: 30 }, (_, i) => event(topic, `agg-${i}`, { i }))
           for (const e of envs) await store.append({ envelopes: [e] })
           // Within 20 s, although none of them settles for 60 s.
-          const got = await collect(
-            w.bus,
-            topic,
-            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 30,
-            20_000,
-          )
+          const got = await collectDistinct(w.bus, topic, 30, 20_000)
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 30)
           // Nothing settled yet: the checkpoint has not moved past any of them.
           const { checkpoint } = await loadCheckpoint(w.ws.objectStore)
@@ -343,12 +334,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           store.onCommit((n) => publisher.noteCommit(n))
           const envs = Array.from({ length: 8 }, (_, i) => event(topic, `agg-${i % 3}`, { i }))
           for (const e of envs) await store.append({ envelopes: [e] })
-          const got = await collect(
-            w.bus,
-            topic,
-            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 8,
-            10_000,
-          )
+          const got = await collectDistinct(w.bus, topic, 8, 10_000)
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 8)
           assertOrdered(got, ['agg-0', 'agg-1', 'agg-2'])
         },
@@ -381,12 +367,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             await eventually(() => hung >= 1, 'a listing hangs')
             const envs = Array.from({ length: 6 }, (_, i) => event(topic, `bs-${i % 2}`, { i }))
             for (const e of envs) await store.append({ envelopes: [e] })
-            const got = await collect(
-              w.bus,
-              topic,
-              (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 6,
-              10_000,
-            )
+            const got = await collectDistinct(w.bus, topic, 6, 10_000)
             assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 6)
             assertOrdered(got, ['bs-0', 'bs-1'])
             assert.equal(hung, 1, 'one listing at a time')
@@ -420,12 +401,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const started = Date.now()
           const envs = Array.from({ length: 80 }, (_, i) => event(topic, `agg-${i % 7}`, { i }))
           for (const e of envs) await store.append({ envelopes: [e] })
-          const got = await collect(
-            w.bus,
-            topic,
-            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 80,
-            10_000,
-          )
+          const got = await collectDistinct(w.bus, topic, 80, 10_000)
           const elapsed = Date.now() - started
           const lists = counts.list - before.list
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 80)
@@ -468,12 +444,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             },
           }
           startPublisher(w, { objectStore: slowGets, settleMs: 60_000 })
-          const got = await collect(
-            w.bus,
-            topic,
-            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 60,
-            20_000,
-          )
+          const got = await collectDistinct(w.bus, topic, 60, 20_000)
           assert.ok(most > 1 && most <= 16, `${most} GETs at once`)
           assertOrdered(got, ['agg-0', 'agg-1', 'agg-2', 'agg-3'])
         },
@@ -600,12 +571,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           await eventually(() => standby.metrics().published >= 1, 'the new active one publishes')
           await standby.close()
           void active.close()
-          const got = await collect(
-            w.bus,
-            topic,
-            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 2,
-            5_000,
-          )
+          const got = await collectDistinct(w.bus, topic, 2, 5_000)
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 2)
         },
       )
@@ -660,12 +626,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           })
           const envs = Array.from({ length: 8 }, (_, i) => event(topic, `skew-${i}`))
           for (const e of envs) await store.append({ envelopes: [e] })
-          const got = await collect(
-            w.bus,
-            topic,
-            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 8,
-            10_000,
-          )
+          const got = await collectDistinct(w.bus, topic, 8, 10_000)
           await publisher.close()
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 8)
         },
@@ -756,12 +717,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             }),
           )
           assert.equal(acked.length, 80)
-          const got = await collect(
-            w.bus,
-            topic,
-            (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= 80,
-            20_000,
-          )
+          const got = await collectDistinct(w.bus, topic, 80, 20_000)
           const delivered = new Set(got.map((m) => m.headers.event_id))
           for (const id of acked)
             assert.ok(delivered.has(id), `acknowledged event ${id} was not published`)

@@ -327,6 +327,18 @@ export const workerContract = (
             : w.sql.transaction(fn),
       })
 
+      /** A registry (5 s leases) over `failingSql`: down while `isDown()`. */
+      const failingRegistry = (w: WorkerWorld, isDown: () => boolean, member: string) => {
+        const failing = failingSql(w, isDown)
+        const registry = createProcessedEventRegistry({
+          sql: failing,
+          schema: w.schema,
+          member,
+          leaseMs: 5_000,
+        })
+        return { failing, registry }
+      }
+
       /**
        * A registry whose completion statements are recorded (ids per statement): markDone, and
        * recordDone (deferred claims recorded done), also counted in `recorded`.
@@ -868,13 +880,7 @@ export const workerContract = (
           const topic = uniqueName('outage')
           await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
           let down = true
-          const failing = failingSql(w, () => down)
-          const registry = createProcessedEventRegistry({
-            sql: failing,
-            schema: w.schema,
-            member: 'outage',
-            leaseMs: 5_000,
-          })
+          const { failing, registry } = failingRegistry(w, () => down, 'outage')
           const envs = Array.from({ length: 5 }, (_, i) => stored(`o-${topic}`, i + 1))
           await publish(w.bus, topic, envs)
           const worker = start({ topics: [topic], registry, transactional: failing })
@@ -893,13 +899,7 @@ export const workerContract = (
           const topic = uniqueName('outage-ext')
           await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
           let down = false
-          const failing = failingSql(w, () => down)
-          const registry = createProcessedEventRegistry({
-            sql: failing,
-            schema: w.schema,
-            member: 'outage-ext',
-            leaseMs: 5_000,
-          })
+          const { registry } = failingRegistry(w, () => down, 'outage-ext')
           const sent = new Map<string, number>()
           let release = (): void => {}
           const gate = new Promise<void>((r) => (release = r))

@@ -6,7 +6,7 @@ import { promisify } from 'node:util'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
-import { collect, eventually } from '../support/collect.ts'
+import { collectDistinct, eventually } from '../support/collect.ts'
 import { uniqueName } from '../support/services.ts'
 import { distributedWorld } from '../support/publisher-world.ts'
 
@@ -69,12 +69,7 @@ test('Kafka stopped for 30 s during writes: nothing lost once it returns; the ch
       'publication after the outage',
       120_000,
     )
-    const got = await collect(
-      world.bus,
-      topic,
-      (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= written,
-      60_000,
-    )
+    const got = await collectDistinct(world.bus, topic, written, 60_000)
     assert.equal(new Set(got.map((m) => m.headers.event_id)).size, written)
   } finally {
     if (kafkaDown) await run('bash', [services, 'up', 'kafka'])

@@ -10,7 +10,7 @@ import { createEnvelope } from '../../src/core/envelope.ts'
 import type { S3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
 import type { PublisherMetrics } from '../../src/publisher/publisher.ts'
 import { s3StoreCases } from '../support/adapters.ts'
-import { collect } from '../support/collect.ts'
+import { collectDistinct } from '../support/collect.ts'
 import { kafkaBrokers, uniqueName } from '../support/services.ts'
 import { makeWriteSide } from '../support/write-side.ts'
 
@@ -78,12 +78,7 @@ test('publisher killed with SIGKILL mid-batch, restarted: every event reaches Ka
     const first = await startUntil(bucket, (m) => m.published >= 100 && m.published < total)
     await killHard(first.proc)
     const second = await startUntil(bucket, (m) => m.role === 'active')
-    const got = await collect(
-      bus,
-      topic,
-      (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= total,
-      60_000,
-    )
+    const got = await collectDistinct(bus, topic, total, 60_000)
     await killHard(second.proc)
 
     const ids = got.map((m) => m.headers.event_id)

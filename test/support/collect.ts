@@ -28,6 +28,15 @@ export const collect = async (
   return seen
 }
 
+/** `collect` until `count` distinct event ids (the `event_id` header) have been seen. */
+export const collectDistinct = (
+  bus: Bus,
+  topic: string,
+  count: number,
+  timeoutMs?: number,
+): Promise<DeliveredMessage[]> =>
+  collect(bus, topic, (ms) => new Set(ms.map((m) => m.headers.event_id)).size >= count, timeoutMs)
+
 /** Waits until `check` holds, polling every 20 ms; throws with `what` on timeout. */
 export const eventually = async (
   check: () => boolean | Promise<boolean>,

@@ -4,7 +4,8 @@ import type { Sql } from '../core/ports/sql.ts'
 /**
  * The sequence allocator: per-aggregate sequence numbers 1, 2, 3 … reserved atomically in
  * PostgreSQL (PGlite embedded), with optimistic concurrency and the record of appended event ids.
- * A group of appends is reserved in one round trip (`reserve_sequences`, migrations/001).
+ * A group of appends is reserved in one round trip (`reserve_batch`, migrations/007; its rules
+ * are those of `reserve_sequences`, migrations/001, which older writers still call).
  *
  * Guarantees: a sequence is given to at most one event; a conflict or a duplicate changes nothing;
  * outcomes come back in the order of the requests.
@@ -76,6 +77,20 @@ export type SequenceAllocator = {
   recordStored(rows: readonly (StaleReservation & { hash: string | null })[]): Promise<void>
 }
 
+/** The row `reserve_batch` (migrations/007) returns; bigints may come as strings. */
+type BatchOutcome = {
+  at_us: number | string
+  outcomes: (ReserveResult['outcome'] | null)[] | null
+  seqs: (number | string | null)[] | null
+  prev_pending: (boolean | null)[] | null
+  reasons: (string | null)[] | null
+  dup_req: number[] | null
+  dup_ids: string[] | null
+  dup_seqs: (number | string)[] | null
+  dup_states: ReservationState[] | null
+  dup_hashes: (string | null)[] | null
+}
+
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01'])
 
 export const createSequenceAllocator = (options: {
@@ -118,60 +133,70 @@ export const createSequenceAllocator = (options: {
   return {
     schema,
     async reserve(requests, stored) {
-      const payload = requests.map((r, i) => ({
-        i,
-        handler: r.handler,
-        aggregate_id: r.aggregateId,
-        expected_seq: r.expectedSeq,
-        ids: r.eventIds,
-        hashes: r.hashes,
-      }))
+      const ids: string[] = []
+      const hashes: (string | null)[] = []
+      for (const r of requests) {
+        ids.push(...r.eventIds)
+        hashes.push(...r.eventIds.map((_, k) => r.hashes[k] ?? null))
+      }
       const rows = await withRetry(() =>
-        sql.query<{ result: unknown }>(
-          `SELECT ${schema}.reserve_sequences($1::jsonb, $2::text[]) AS result`,
-          [JSON.stringify(payload), stored],
+        sql.query<BatchOutcome>(
+          `SELECT * FROM ${schema}.reserve_batch($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[])`,
+          [
+            requests.map((r) => r.handler),
+            requests.map((r) => r.aggregateId),
+            requests.map((r) => r.expectedSeq),
+            requests.map((r) => r.eventIds.length),
+            ids,
+            hashes,
+            stored,
+          ],
         ),
       )
-      const raw = rows[0]?.result
-      const parsed = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
-        at_us: number | string
-        results: unknown
-      }
-      const list = parsed.results as {
-        i: number
-        prev_pending?: boolean
-        outcome: ReserveResult['outcome']
-        first_seq?: number
-        actual_seq?: number
-        reason?: string
-        rows?: { event_id: string; seq: number; state: ReservationState; hash: string | null }[]
-      }[]
-      const results: ReserveResult[] = new Array<ReserveResult>(requests.length)
-      for (const r of list) {
-        results[r.i] =
-          r.outcome === 'reserved'
-            ? {
-                outcome: 'reserved',
-                firstSeq: Number(r.first_seq),
-                prevPending: r.prev_pending === true,
-              }
-            : r.outcome === 'conflict'
-              ? { outcome: 'conflict', actualSeq: Number(r.actual_seq) }
-              : r.outcome === 'duplicate'
-                ? {
-                    outcome: 'duplicate',
-                    rows: (r.rows ?? []).map(toRow),
-                    prevPending: r.prev_pending === true,
-                  }
-                : { outcome: 'mismatch', reason: r.reason ?? 'idempotency mismatch' }
-      }
-      return { atUs: Number(parsed.at_us), results }
+      const out = rows[0]
+      if (out === undefined) throw new CairnError(ErrorCode.SQL_ERROR, 'reserve_batch gave no row')
+      const duplicates = new Map<number, ReservedRow[]>()
+      ;(out.dup_req ?? []).forEach((req, k) => {
+        const list = duplicates.get(req - 1) ?? []
+        list.push(
+          toRow({
+            event_id: out.dup_ids?.[k] ?? '',
+            seq: out.dup_seqs?.[k] ?? 0,
+            state: out.dup_states?.[k] ?? 'reserved',
+            hash: out.dup_hashes?.[k] ?? null,
+          }),
+        )
+        duplicates.set(req - 1, list)
+      })
+      const results = requests.map((_, i): ReserveResult => {
+        const outcome = out.outcomes?.[i]
+        const seq = Number(out.seqs?.[i])
+        const prevPending = out.prev_pending?.[i] === true
+        switch (outcome) {
+          case 'reserved':
+            return { outcome, firstSeq: seq, prevPending }
+          case 'conflict':
+            return { outcome, actualSeq: seq }
+          case 'duplicate':
+            return { outcome, rows: duplicates.get(i) ?? [], prevPending }
+          case 'mismatch':
+            return { outcome, reason: out.reasons?.[i] ?? 'idempotency mismatch' }
+          default:
+            throw new CairnError(
+              ErrorCode.SQL_ERROR,
+              `reserve_batch gave no outcome for append ${i + 1} of ${requests.length}`,
+            )
+        }
+      })
+      return { atUs: Number(out.at_us), results }
     },
     async markStored(eventIds) {
       if (eventIds.length === 0) return
       await withRetry(() =>
         sql.query(
-          `UPDATE ${schema}.appended_events SET state = 'stored' WHERE event_id = ANY ($1::text[]) AND state = 'reserved'`,
+          // Not `state = 'reserved'`: that lets the planner go through the partial index of open
+          // reservations, whose entries of confirmed ones stay until a vacuum (migrations/007).
+          `UPDATE ${schema}.appended_events SET state = 'stored' WHERE event_id = ANY ($1::text[]) AND state <> 'stored' AND state <> 'gap'`,
           [eventIds],
         ),
       )

@@ -18,6 +18,9 @@ import type { DedupWindow } from './dedup.ts'
 
 export const QUARANTINE_PREFIX = 'indexes/quarantine/'
 
+/** Commit notices kept at most (their entries, or their keys while not active). */
+const NOTED_MAX = 10_000
+
 export type PublisherOptions = {
   readonly objectStore: ObjectStore
   readonly bus: Bus
@@ -195,6 +198,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const unfinished = new Set<string>()
   /** Manifests of in-process commits, so they need no GET. */
   const noted = new Map<string, readonly ManifestEntry[]>()
+  /** Keys noticed while not active (starting, standby), made known when it becomes active. */
+  const inactiveNotices = new Set<string>()
   /** Per aggregate (`type\0id`): the highest sequence published recently (for P2 holds). */
   const lastSeq = new Map<string, { seq: number; us: number }>()
   const knownTopics = new Set<string>()
@@ -395,8 +400,14 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    * the checkpoint to reach it). Discovery only: listings stay the proof that nothing is missed.
    */
   const noteKey = (key: string): void => {
-    // A standby leaves notices to the active publisher (it would only read the checkpoint again).
-    if (m.role !== 'active') return
+    if (m.role !== 'active') {
+      // Starting or standing by: kept for when it becomes active. Were they dropped, commits
+      // noticed after that would be published at once, before these are listed (P2).
+      inactiveNotices.add(key)
+      if (inactiveNotices.size > NOTED_MAX)
+        inactiveNotices.delete(inactiveNotices.values().next().value as string)
+      return
+    }
     if (position === null || key > position) register(key)
     noticed = true
     wakeup.fn?.()
@@ -649,6 +660,9 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
           if (await tryToLead()) {
             m.role = 'active'
             wantList = true
+            for (const key of inactiveNotices)
+              if (position === null || key > position) register(key)
+            inactiveNotices.clear()
           } else {
             m.role = 'standby'
           }
@@ -744,7 +758,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     noteCommit(notice) {
       noted.set(notice.manifestKey, notice.entries)
       // Bound the cache: manifests never listed (another prefix, closed run) must not pile up.
-      if (noted.size > 10_000) noted.delete(noted.keys().next().value as string)
+      if (noted.size > NOTED_MAX) noted.delete(noted.keys().next().value as string)
       noteKey(notice.manifestKey)
     },
     noteManifestKey: noteKey,

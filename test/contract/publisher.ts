@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { describe, test } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { EventEnvelope } from '../../src/core/envelope.ts'
 import { CairnError, ErrorCode } from '../../src/core/errors.ts'
@@ -381,6 +382,42 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             return (checkpoint?.recent_event_ids.length ?? 0) >= 6
           }, 'checkpoint saved after the listing returned')
           assert.equal(publisher.metrics().published, 6)
+        },
+      )
+
+      withWorld(
+        'commits noticed while the publisher starts are not overtaken by later ones noticed once it is active (P2)',
+        async (w) => {
+          const topic = uniqueName('starting')
+          const store = w.ws.store()
+          // The checkpoint is slow to read (the publisher is still starting when the first commits
+          // are noticed), and so is its first listing (later notices come before it returns).
+          let release = (): void => {}
+          const released = new Promise<void>((r) => (release = r))
+          const slow: ObjectStore = {
+            ...w.ws.objectStore,
+            get: async (key) => {
+              if (key === CHECKPOINT_KEY) await released
+              return w.ws.objectStore.get(key)
+            },
+            list: async (prefix, options) => {
+              if (prefix.startsWith('indexes/by-date')) await sleep(1_500)
+              return w.ws.objectStore.list(prefix, options)
+            },
+          }
+          const publisher = startPublisher(w, { objectStore: slow })
+          store.onCommit((n) => publisher.noteCommit(n))
+          const aggs = ['st-0', 'st-1']
+          const early = aggs.flatMap((a) => [event(topic, a, { k: 1 }), event(topic, a, { k: 2 })])
+          for (const e of early) await store.append({ envelopes: [e] })
+          assert.equal(publisher.metrics().role, 'starting')
+          release()
+          await eventually(() => publisher.metrics().role === 'active', 'active')
+          const late = aggs.flatMap((a) => [event(topic, a, { k: 3 }), event(topic, a, { k: 4 })])
+          for (const e of late) await store.append({ envelopes: [e] })
+          const got = await collectDistinct(w.bus, topic, 8, 15_000)
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 8)
+          assertOrdered(got, aggs)
         },
       )
 

@@ -242,6 +242,10 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
   /** Adopts the checkpoint as found (start, takeover, or an operator's reset). */
   const adopt = (cp: Checkpoint | null, tag: string | null): void => {
+    // Manifests known and not yet published (held, or not yet reached) stay known after the new
+    // position: were they forgotten until a listing finds them again, a commit noticed meanwhile
+    // would be published before them (P2).
+    const pending = [...unfinished].flatMap((key) => open.get(key) ?? [])
     position = cp?.last_index_key ?? null
     etag = tag
     lastSavedPosition = position
@@ -249,6 +253,12 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     open.clear()
     unfinished.clear()
     lastSeq.clear()
+    for (const om of pending) {
+      if (position !== null && om.key <= position) continue
+      // Its entries as read (no GET again); what was published is judged anew by the new window.
+      open.set(om.key, { ...om, done: new Set() })
+      unfinished.add(om.key)
+    }
   }
 
   /**

@@ -712,6 +712,71 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       )
 
       withWorld(
+        'a checkpoint reset while an event is held keeps it known: a later event does not overtake it (P2)',
+        async (w) => {
+          const topic = uniqueName('held-reset')
+          const agg = `hr-${randomUUID()}`
+          const allocator = createSequenceAllocator({ sql: w.ws.sql, schema: w.ws.schema })
+          // Another writer reserved sequence 1 and never writes it: sequence 2 is held until settled.
+          const { results } = await allocator.reserve(
+            [
+              {
+                handler: 'write_side:Thing',
+                aggregateId: agg,
+                expectedSeq: 0,
+                eventIds: [randomUUID()],
+                hashes: [null],
+              },
+            ],
+            [],
+          )
+          assert.equal(results[0]?.outcome, 'reserved')
+          // Listings are slow, so after the reset only what the publisher kept knows of sequence 2.
+          const slow: ObjectStore = {
+            ...w.ws.objectStore,
+            list: async (prefix, options) => {
+              if (prefix.startsWith('indexes/by-date')) await sleep(1_500)
+              return w.ws.objectStore.list(prefix, options)
+            },
+          }
+          const publisher = startPublisher(w, { objectStore: slow, settleMs: 5_000 })
+          await eventually(() => publisher.metrics().role === 'active', 'active')
+          const store = w.ws.store()
+          store.onCommit((n) => publisher.noteCommit(n))
+          await store.append({ envelopes: [event(topic, agg, { n: 2 })] })
+          await eventually(() => publisher.metrics().held > 0, 'the second event held')
+          // The operator rolls the checkpoint back to the beginning; the publisher adopts it.
+          const current = await w.ws.objectStore.get(CHECKPOINT_KEY)
+          const reset = {
+            last_index_key: null,
+            last_timestamp_ms: 0,
+            updated_at: new Date().toISOString(),
+            recent_event_ids: [],
+            owner: '',
+          }
+          const wrote = await w.ws.objectStore.putIfMatch(
+            CHECKPOINT_KEY,
+            new TextEncoder().encode(JSON.stringify(reset)),
+            current?.etag ?? null,
+          )
+          assert.equal(wrote.outcome, 'written')
+          await eventually(
+            async () => ((await loadCheckpoint(w.ws.objectStore)).checkpoint?.owner ?? '') !== '',
+            'the reset adopted',
+          )
+          const third = await store.append({ envelopes: [event(topic, agg, { n: 3 })] })
+          assert.equal(third.envelopes[0]?.sequence_number, 3)
+          const got = await collect(
+            w.bus,
+            topic,
+            (ms) => new Set(ms.map((m) => m.headers.sequence_number)).size >= 2,
+            15_000,
+          )
+          assertOrdered(got, [agg], { firstSeen: true })
+        },
+      )
+
+      withWorld(
         '8 concurrent writers with stalls between their steps and skewed clocks: every acknowledged event published, per aggregate in order',
         async (w) => {
           const topic = uniqueName('writers')

@@ -220,12 +220,22 @@ export const openCairn = async (
       if (ws.sql.listen !== undefined) {
         // Writers in other processes (OMS, workers) announce their commits: publish at once.
         const unlisten = await ws.sql
-          .listen(commitChannel(config), (payload) => {
-            const notice = decodeCommitNotice(payload)
-            if (parseManifestKey(notice.manifestKey) === null) publisher.wake()
-            else if (notice.entries === undefined) publisher.noteManifestKey(notice.manifestKey)
-            else publisher.noteCommit({ manifestKey: notice.manifestKey, entries: notice.entries })
-          })
+          .listen(
+            commitChannel(config),
+            (payload) => {
+              const notice = decodeCommitNotice(payload)
+              if (parseManifestKey(notice.manifestKey) === null) publisher.wake()
+              else if (notice.entries === undefined) publisher.noteManifestKey(notice.manifestKey)
+              else
+                publisher.noteCommit({ manifestKey: notice.manifestKey, entries: notice.entries })
+            },
+            () => {
+              // Notices sent while the listener was away are lost: the publisher must not let a
+              // later commit overtake one of them.
+              logger.warn({}, 'commit listener reconnected; notices meanwhile may be lost')
+              publisher.noteGap()
+            },
+          )
           .catch((error: unknown) => {
             logger.warn({ err: String(error) }, 'commit notifications unavailable; polling only')
             return undefined

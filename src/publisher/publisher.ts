@@ -21,6 +21,9 @@ export const QUARANTINE_PREFIX = 'indexes/quarantine/'
 /** Commit notices kept at most (their entries, or their keys while not active). */
 const NOTED_MAX = 10_000
 
+const maxKey = (a: string | null, b: string | null): string | null =>
+  a === null ? b : b === null ? a : a > b ? a : b
+
 export type PublisherOptions = {
   readonly objectStore: ObjectStore
   readonly bus: Bus
@@ -93,6 +96,11 @@ export type Publisher = {
   noteCommit(notice: CommitNotice): void
   /** A commit announced by a writer in another process (its manifest key): wakes and knows it. */
   noteManifestKey(key: string): void
+  /**
+   * Notices may have been missed (the listener of another process's notices reconnected): until
+   * listings have covered what came before, noticed commits wait for them (P2).
+   */
+  noteGap(): void
   metrics(): Readonly<PublisherMetrics>
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
@@ -200,6 +208,18 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const noted = new Map<string, readonly ManifestEntry[]>()
   /** Keys noticed while not active (starting, standby), made known when it becomes active. */
   const inactiveNotices = new Set<string>()
+  /**
+   * Set when notices may have been missed: becoming active, a checkpoint reset, a listener that
+   * reconnected (`since`, publisher clock). A noticed commit could then be newer than a commit of
+   * the same aggregate that nothing made known yet, and publishing it at once would put it first.
+   * Until then only manifests up to `through` are published: the end of the range listings sent
+   * after `since` have covered without a hole, from the position on. A listing sent after `since`
+   * that reaches the end clears it: from then on every commit was either listed or noticed.
+   */
+  let coverage: { readonly since: number; readonly through: string | null } | null = null
+  const distrust = (): void => {
+    coverage = { since: clock.now(), through: position }
+  }
   /** Per aggregate (`type\0id`): the highest sequence published recently (for P2 holds). */
   const lastSeq = new Map<string, { seq: number; us: number }>()
   const knownTopics = new Set<string>()
@@ -259,6 +279,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       open.set(om.key, { ...om, done: new Set() })
       unfinished.add(om.key)
     }
+    distrust()
   }
 
   /**
@@ -452,6 +473,10 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     readonly watermarkUs: number
     readonly page: ListPage
     readonly tail: ListPage | undefined
+    /** The key the tail listing started after. */
+    readonly tailFrom: string | undefined
+    /** When the listing was sent (publisher clock). */
+    readonly sentAt: number
   }
   /** The listing under way: it is sent without holding up cycles that publish from notices. */
   let listingInFlight = false
@@ -465,6 +490,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     // The watermark is taken before listing: a key older than it that this listing misses
     // cannot belong to an acknowledged append (docs/publisher.md).
     const watermarkUs = (clock.now() - settleMs) * 1000
+    const sentAt = clock.now()
     const list = async (): Promise<Listed> => {
       // The settle listing, from the checkpoint: it finds late arrivals and decides how far the
       // checkpoint may move.
@@ -474,13 +500,20 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       })
       // More unsettled manifests than one page: the tail listing continues after the newest key
       // known, so new commits are published at once instead of after the older ones settle.
+      // While notices may have been missed, it continues after what listings covered instead.
       let tail: ListPage | undefined
+      let tailFrom: string | undefined
       if (page.next !== undefined) {
         let newest = page.keys.at(-1) as string
-        for (const key of open.keys()) if (key > newest) newest = key
+        if (coverage === null) {
+          for (const key of open.keys()) if (key > newest) newest = key
+        } else if (coverage.through !== null && coverage.through > newest) {
+          newest = coverage.through
+        }
+        tailFrom = newest
         tail = await store.list(BY_DATE_PREFIX, { startAfter: newest, limit: batchSize })
       }
-      return { from, watermarkUs, page, tail }
+      return { from, watermarkUs, page, tail, tailFrom, sentAt }
     }
     void list()
       .then(
@@ -512,9 +545,12 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     for (const key of page?.keys ?? []) register(key)
     for (const key of tail?.keys ?? []) register(key)
     const settleEnd = page?.next === undefined ? undefined : page.keys.at(-1)
+    if (valid !== undefined) cover(valid)
+    const through = coverage === null ? undefined : maxKey(coverage.through, position)
 
     const work = [...unfinished]
       .filter((key) => position === null || key > position)
+      .filter((key) => through === undefined || (through !== null && key <= through))
       .sort()
       .map((key) => open.get(key) as OpenManifest)
     // Manifests no notice carried (a catch-up after a restart or a takeover, another process's
@@ -577,6 +613,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     const oldest = work.find((om) => unfinished.has(om.key))
     m.lagMs = oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
     if (page === undefined) return { more: listing !== undefined && valid === undefined }
+    // Notices may have been missed and listings have not caught up yet: list again at once.
+    const uncovered = coverage !== null
 
     // Advance over the settled prefix of what is done.
     const listed = [...open.values()]
@@ -617,7 +655,32 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
     // Pages the settle listing left are known (the tail listing went past them); only a full
     // tail page can hide commits nothing announced.
-    return { more: tail?.next !== undefined }
+    return { more: tail?.next !== undefined || uncovered }
+  }
+
+  /** Extends `coverage` by a listing sent after notices may have been missed (see there). */
+  const cover = (l: Listed): void => {
+    const c = coverage
+    if (c === null || l.sentAt < c.since) return
+    // The settle listing started at the position, so it continues what was covered.
+    if (l.page.next === undefined) {
+      coverage = null
+      return
+    }
+    let through = maxKey(c.through, l.page.keys.at(-1) ?? null)
+    if (
+      l.tail !== undefined &&
+      l.tailFrom !== undefined &&
+      through !== null &&
+      l.tailFrom <= through
+    ) {
+      if (l.tail.next === undefined) {
+        coverage = null
+        return
+      }
+      through = maxKey(through, l.tail.keys.at(-1) ?? null)
+    }
+    coverage = { since: c.since, through }
   }
 
   const isComplete = (om: OpenManifest): boolean =>
@@ -772,6 +835,10 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       noteKey(notice.manifestKey)
     },
     noteManifestKey: noteKey,
+    noteGap() {
+      distrust()
+      wakeup.fn?.()
+    },
     metrics: () => ({ ...m }),
     close,
     [Symbol.asyncDispose]: close,

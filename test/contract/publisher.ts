@@ -422,6 +422,39 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       )
 
       withWorld(
+        'after notices were lost (a listener reconnected), a noticed commit waits until listings cover what came before (P2)',
+        async (w) => {
+          const topic = uniqueName('gap')
+          const agg = `gap-${randomUUID()}`
+          // A listing shows the bucket as it was when sent, and answers 1.5 s later.
+          const slow: ObjectStore = {
+            ...w.ws.objectStore,
+            list: async (prefix, options) => {
+              const page = await w.ws.objectStore.list(prefix, options)
+              if (prefix.startsWith('indexes/by-date')) await sleep(1_500)
+              return page
+            },
+          }
+          const publisher = startPublisher(w, { objectStore: slow })
+          await eventually(() => publisher.metrics().role === 'active', 'active')
+          await sleep(2_000)
+          // A writer whose notice is lost: its commit is known to no one until a listing.
+          const unheard = w.ws.store()
+          await unheard.append({ envelopes: [event(topic, agg, { n: 1 })] })
+          publisher.noteGap()
+          // Its event is marked stored (on its own after 200 ms), so the next one is not held.
+          await sleep(500)
+          const heard = w.ws.store()
+          heard.onCommit((n) => publisher.noteCommit(n))
+          const second = await heard.append({ envelopes: [event(topic, agg, { n: 2 })] })
+          assert.equal(second.envelopes[0]?.sequence_number, 2)
+          const got = await collectDistinct(w.bus, topic, 2, 15_000)
+          assertOrdered(got, [agg], { firstSeen: true })
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 2)
+        },
+      )
+
+      withWorld(
         'a stream of commit notices is published from the notices: one listing per list interval, not per commit, and the checkpoint still moves',
         async (w) => {
           const topic = uniqueName('notices')

@@ -67,6 +67,7 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
   const listen = async (
     channel: string,
     onNotify: (payload: string) => void,
+    onReconnect?: () => void,
   ): Promise<() => Promise<void>> => {
     if (!/^[a-z_][a-z0-9_]{0,62}$/.test(channel)) {
       throw new Error(`channel ${JSON.stringify(channel)} must be a lower-case identifier`)
@@ -89,7 +90,10 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
       try {
         await c.connect()
         await c.query(`LISTEN ${channel}`)
+        const again = client !== undefined
         client = c
+        // Notifications sent while it was away are lost: tell the caller.
+        if (again && !stopped) onReconnect?.()
       } catch (error) {
         void c.end().catch(() => {})
         if (!stopped) retry = setTimeout(() => void connect().catch(() => {}), 1_000)

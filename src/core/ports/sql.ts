@@ -21,9 +21,15 @@ export type Sql = SqlQueryable & {
   /**
    * Calls `onNotify` for each NOTIFY on `channel` (a lower-case identifier), until the returned
    * function is called. Best effort: notifications sent while the listener reconnects are lost,
-   * so callers use them to wake up early, never as the only signal. Absent where unsupported.
+   * so callers use them to wake up early, never as the only signal; `onReconnect` is called each
+   * time it listens again after a loss, so that callers know some may be missing. Absent where
+   * unsupported.
    */
-  listen?(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>
+  listen?(
+    channel: string,
+    onNotify: (payload: string) => void,
+    onReconnect?: () => void,
+  ): Promise<() => Promise<void>>
   transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>

@@ -99,6 +99,38 @@ const referenceReserve = async (
   return out
 }
 
+/**
+ * Reserves one event in a transaction that stays open until `commit` is called: a writer caught
+ * between its reservation and its commit.
+ */
+const reserveAndHold = async (
+  sql: Sql,
+  schema: string,
+  aggregateId: string,
+  expectedSeq: number | null,
+  eventId: string,
+): Promise<{ commit(): Promise<void> }> => {
+  let release = (): void => {}
+  const held = new Promise<void>((resolve) => (release = resolve))
+  let reserved = (): void => {}
+  const reservedYet = new Promise<void>((resolve) => (reserved = resolve))
+  const done = sql.transaction(async (tx) => {
+    await tx.query(
+      `SELECT * FROM ${schema}.reserve_batch($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[])`,
+      [[HANDLER], [aggregateId], [expectedSeq], [1], [eventId], [null], []],
+    )
+    reserved()
+    await held
+  })
+  await Promise.race([reservedYet, done])
+  return {
+    commit() {
+      release()
+      return done
+    },
+  }
+}
+
 /** What a schema holds for the given ids and aggregates, comparable across schemas. */
 const snapshot = async (
   sql: Sql,
@@ -311,24 +343,11 @@ export const allocatorContract = (
       const id = randomUUID()
       // The aggregate exists, so only its row lock orders the two attempts.
       await allocator().reserve([one(agg, 0, randomUUID())], [])
-      let release = (): void => {}
-      const held = new Promise<void>((resolve) => (release = resolve))
-      let reserved = (): void => {}
-      const reservedYet = new Promise<void>((resolve) => (reserved = resolve))
       // The first attempt's transaction stays open after its reservation.
-      const first = sql.transaction(async (tx) => {
-        await tx.query(
-          `SELECT * FROM ${schema}.reserve_batch($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[])`,
-          [[HANDLER], [agg], [1], [1], [id], [null], []],
-        )
-        reserved()
-        await held
-      })
-      await reservedYet
+      const first = await reserveAndHold(sql, schema, agg, 1, id)
       const retry = allocator(world().secondSql).reserve([one(agg, 1, id)], [])
       await new Promise((resolve) => setTimeout(resolve, 200))
-      release()
-      await first
+      await first.commit()
       assert.deepEqual((await retry).results, [
         {
           outcome: 'duplicate',
@@ -343,24 +362,11 @@ export const allocatorContract = (
       const { sql, schema } = world()
       const [a, b] = [randomUUID(), randomUUID()]
       const id = randomUUID()
-      let release = (): void => {}
-      const held = new Promise<void>((resolve) => (release = resolve))
-      let reserved = (): void => {}
-      const reservedYet = new Promise<void>((resolve) => (reserved = resolve))
-      const first = sql.transaction(async (tx) => {
-        await tx.query(
-          `SELECT * FROM ${schema}.reserve_batch($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[])`,
-          [[HANDLER], [a], [null], [1], [id], [null], []],
-        )
-        reserved()
-        await held
-      })
-      await reservedYet
+      const first = await reserveAndHold(sql, schema, a, null, id)
       // Not visible to this group's look-up yet: its insert waits for the first, then comes short.
       const other = allocator(world().secondSql).reserve([one(b, 0, id)], [])
       await new Promise((resolve) => setTimeout(resolve, 200))
-      release()
-      await first
+      await first.commit()
       const [result] = (await other).results
       assert.equal(result?.outcome, 'mismatch')
       assert.equal(await allocator().current(HANDLER, b), 0)

@@ -98,6 +98,24 @@ const startPublisher = (
 ): Publisher =>
   run(createPublisher({ objectStore: world.ws.objectStore, bus: world.bus, ...fast, ...options }))
 
+/** An operator's reset of the checkpoint to the beginning, unowned and without its dedup snapshot. */
+const rollBackCheckpoint = async (store: ObjectStore): Promise<void> => {
+  const current = await store.get(CHECKPOINT_KEY)
+  const reset = {
+    last_index_key: null,
+    last_timestamp_ms: 0,
+    updated_at: new Date().toISOString(),
+    recent_event_ids: [],
+    owner: '',
+  }
+  const wrote = await store.putIfMatch(
+    CHECKPOINT_KEY,
+    new TextEncoder().encode(JSON.stringify(reset)),
+    current?.etag ?? null,
+  )
+  assert.equal(wrote.outcome, 'written')
+}
+
 const appendAll = async (store: EventStore, envs: readonly EventEnvelope[]): Promise<void> => {
   await Promise.all(envs.map((e) => store.append({ envelopes: [e] })))
 }
@@ -243,20 +261,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             'checkpoint',
           )
           // The operator resets the checkpoint to the beginning, without its dedup snapshot.
-          const current = await w.ws.objectStore.get(CHECKPOINT_KEY)
-          const reset = {
-            last_index_key: null,
-            last_timestamp_ms: 0,
-            updated_at: new Date().toISOString(),
-            recent_event_ids: [],
-            owner: '',
-          }
-          const wrote = await w.ws.objectStore.putIfMatch(
-            CHECKPOINT_KEY,
-            new TextEncoder().encode(JSON.stringify(reset)),
-            current?.etag ?? null,
-          )
-          assert.equal(wrote.outcome, 'written')
+          await rollBackCheckpoint(w.ws.objectStore)
           await eventually(
             () => publisher.metrics().published >= 40,
             'republication after the rollback',
@@ -779,20 +784,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           await store.append({ envelopes: [event(topic, agg, { n: 2 })] })
           await eventually(() => publisher.metrics().held > 0, 'the second event held')
           // The operator rolls the checkpoint back to the beginning; the publisher adopts it.
-          const current = await w.ws.objectStore.get(CHECKPOINT_KEY)
-          const reset = {
-            last_index_key: null,
-            last_timestamp_ms: 0,
-            updated_at: new Date().toISOString(),
-            recent_event_ids: [],
-            owner: '',
-          }
-          const wrote = await w.ws.objectStore.putIfMatch(
-            CHECKPOINT_KEY,
-            new TextEncoder().encode(JSON.stringify(reset)),
-            current?.etag ?? null,
-          )
-          assert.equal(wrote.outcome, 'written')
+          await rollBackCheckpoint(w.ws.objectStore)
           await eventually(
             async () => ((await loadCheckpoint(w.ws.objectStore)).checkpoint?.owner ?? '') !== '',
             'the reset adopted',

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { createS3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
+import { createPgSql } from '../../src/adapters/sql/pg.ts'
+import { commitChannel } from '../../src/config/compose.ts'
+import type { CairnConfig } from '../../src/config/env.ts'
 import type { S3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
 import { startCairn } from '../support/cairn-process.ts'
 import type { CairnProcess } from '../support/cairn-process.ts'
+import { eventually } from '../support/collect.ts'
 import { FAST_ENV } from '../support/embedded.ts'
 import { httpClient } from '../support/oms-client.ts'
 import { omsFlow } from '../support/oms-flow.ts'
@@ -62,6 +66,37 @@ describe('distributed: oms, publisher and workers as separate processes on MinIO
     assert.match(metrics.text, /cairn_http_requests_total/)
     const workerMetrics = await httpClient((processes[3] as CairnProcess).url).get('/metrics')
     assert.match(workerMetrics.text, /cairn_worker_processed\{handler="projection_worker"\} [1-9]/)
+  })
+
+  test("the publisher's commit listener loses its session: it listens again, says so, and publishing goes on", async () => {
+    const [oms, publisher] = processes as [CairnProcess, CairnProcess]
+    const channel = commitChannel({
+      sequencing: { schema: env.EVENT_STORE_SEQUENCE_SCHEMA },
+      eventStore: { bucket: bucketName },
+    } as unknown as CairnConfig)
+    const sql = createPgSql({ connectionString: databaseUrl() })
+    try {
+      // The server ends the publisher's listening session (a failover, an administrator).
+      const ended = await sql.query<{ ended: boolean }>(
+        'SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE query = $1',
+        [`LISTEN ${channel}`],
+      )
+      assert.deepEqual(
+        ended.map((r) => r.ended),
+        [true],
+      )
+      await eventually(
+        () => publisher.output().includes('commit listener reconnected'),
+        'the publisher reports the reconnect',
+      )
+      const c = httpClient(oms.url, TOKEN)
+      const created = await c.post('/api/v1/databases', { name: `db-${Date.now()}` })
+      assert.equal(created.status, 202, created.text)
+      const done = await c.settle(String(created.json['command_id']))
+      assert.equal(done.status, 'COMPLETED')
+    } finally {
+      await sql.close()
+    }
   })
 
   test('SIGTERM drains every component and exits 0', async () => {

@@ -119,7 +119,11 @@ export const openWriteSide = async (
       eventStore.onCommit((notice) => {
         // The entries ride along when they fit, so that publisher needs no GET.
         const payload = encodeCommitNotice(notice.manifestKey, notice.entries)
-        sql.query('SELECT pg_notify($1, $2)', [channel, payload]).catch(() => {})
+        // Returned: the events are marked stored only once this is committed (P2).
+        return sql.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((error: unknown) => {
+          logger.warn({ err: String(error) }, 'could not announce a commit')
+          throw error
+        })
       })
     }
     const close = () => closeAll(opened, logger)

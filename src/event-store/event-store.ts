@@ -86,6 +86,9 @@ export type CommitNotice = {
   readonly entries: readonly ManifestEntry[]
 }
 
+/** A promise returned is awaited before the events are marked stored; any other value is ignored. */
+export type CommitListener = (notice: CommitNotice) => unknown
+
 export type RepairResult = {
   readonly indexed: number
   readonly gaps: number
@@ -104,8 +107,15 @@ export type EventStore = {
   getByEventId(eventId: string): Promise<StoredEnvelope | null>
   /** Events stored in [fromMs, toMs] (time of storing), in the order they were stored. */
   readByDate(fromMs: number, toMs: number): AsyncGenerator<StoredEnvelope>
-  /** Called after each group commit, in-process (wakes the publisher). Returns an unsubscribe. */
-  onCommit(listener: (notice: CommitNotice) => void): () => void
+  /**
+   * Called after each group commit, in-process (wakes the publisher). Returns an unsubscribe. A
+   * listener that announces the commit elsewhere (NOTIFY) returns the promise of that: the events
+   * are marked stored only after it resolved, so a later append of the aggregate, which sees them
+   * stored and is therefore not held for them, is announced after them (P2). If it rejects they
+   * stay `reserved`: later appends are held until these are published, and the repair indexes them
+   * once more.
+   */
+  onCommit(listener: CommitListener): () => void
   /** Settles reservations that never confirmed: re-indexes stored bodies, marks gaps. */
   repairStaleReservations(olderThanMs?: number): Promise<RepairResult>
   close(): Promise<void>
@@ -218,7 +228,22 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     us: atUs,
   })
 
-  const listeners = new Set<(notice: CommitNotice) => void>()
+  const listeners = new Set<CommitListener>()
+
+  /** Tells the listeners; resolves true when every announcement they made succeeded. */
+  const announce = (notice: CommitNotice): Promise<boolean> => {
+    const pending: Promise<unknown>[] = []
+    for (const listener of listeners) {
+      try {
+        const r = listener(notice)
+        if (r instanceof Promise) pending.push(r)
+      } catch (error) {
+        log.error({ err: String(error) }, 'commit listener failed')
+      }
+    }
+    if (pending.length === 0) return Promise.resolve(true)
+    return Promise.allSettled(pending).then((all) => all.every((r) => r.status === 'fulfilled'))
+  }
   const queue: Pending[] = []
   let inFlight = 0
   let closed = false
@@ -582,21 +607,19 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       for (const { pending } of toIndex) pending.reject(error)
       return
     }
-    noteStored([...entries.keys()])
     for (const { pending, writes: ws } of toIndex) {
       pending.resolve({
         outcome: ws.every((w) => w.duplicate) ? 'duplicate' : 'appended',
         envelopes: ws.map((w) => (w.result as Extract<WriteResult, { kind: 'ours' }>).envelope),
       })
     }
-    const notice = { manifestKey: key, entries: [...entries.values()] }
-    for (const listener of listeners) {
-      try {
-        listener(notice)
-      } catch (error) {
-        log.error({ err: String(error) }, 'commit listener failed')
-      }
-    }
+    const ids = [...entries.keys()]
+    const announced = announce({ manifestKey: key, entries: [...entries.values()] })
+    // Marked stored once announced (see onCommit): at once when every listener is in-process.
+    void announced.then((ok) => {
+      if (ok) noteStored(ids)
+      else log.warn({ event_ids: ids.length }, 'commit not announced; events left reserved')
+    })
   }
 
   const makeWrite = (
@@ -773,8 +796,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     }
     if (entries.length > 0) {
       const key = await writeManifest(entries, clock.now() * 1000)
-      await allocator.markStored(entries.map((e) => e.event_id))
-      for (const listener of listeners) listener({ manifestKey: key, entries })
+      if (await announce({ manifestKey: key, entries }))
+        await allocator.markStored(entries.map((e) => e.event_id))
     }
     if (stale.length > 0)
       log.info({ indexed: entries.length, gaps, unresolved }, 'repaired stale reservations')

@@ -392,6 +392,31 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       assert.deepEqual(warned.envelopes[0]?.data, { v: 1 })
     })
 
+    test('events are marked stored only once the commit was announced; an announcement that fails leaves them reserved', async () => {
+      const store = ws().store()
+      const allocator = createSequenceAllocator({ sql: ws().sql, schema: ws().schema })
+      let announce = (): void => {}
+      const announced = new Promise<void>((resolve) => (announce = resolve))
+      const stop = store.onCommit(() => announced)
+      const first = command(`announce-${randomUUID()}`)
+      await store.append({ envelopes: [first] })
+      // Longer than the 200 ms after which confirmed ids are marked on their own.
+      await new Promise((r) => setTimeout(r, 500))
+      assert.equal((await allocator.lookup(first.event_id))?.state, 'reserved')
+      announce()
+      const deadline = Date.now() + 5_000
+      while ((await allocator.lookup(first.event_id))?.state !== 'stored' && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50))
+      assert.equal((await allocator.lookup(first.event_id))?.state, 'stored')
+      stop()
+      const stopFailing = store.onCommit(() => Promise.reject(new Error('NOTIFY failed')))
+      const second = command(`announce-${randomUUID()}`)
+      await store.append({ envelopes: [second] })
+      await new Promise((r) => setTimeout(r, 500))
+      assert.equal((await allocator.lookup(second.event_id))?.state, 'reserved')
+      stopFailing()
+    })
+
     test('group commit: concurrent appends share reservations and manifests', async () => {
       const store = ws().store()
       const tag = randomUUID()

@@ -796,8 +796,10 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     }
     if (entries.length > 0) {
       const key = await writeManifest(entries, clock.now() * 1000)
-      if (await announce({ manifestKey: key, entries }))
-        await allocator.markStored(entries.map((e) => e.event_id))
+      // Marked stored even if the announcement fails: the repair must not index them over and
+      // over (a listing finds this manifest; its events were late anyway).
+      await announce({ manifestKey: key, entries })
+      await allocator.markStored(entries.map((e) => e.event_id))
     }
     if (stale.length > 0)
       log.info({ indexed: entries.length, gaps, unresolved }, 'repaired stale reservations')

@@ -392,7 +392,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       assert.deepEqual(warned.envelopes[0]?.data, { v: 1 })
     })
 
-    test('events are marked stored only once the commit was announced; an announcement that fails leaves them reserved', async () => {
+    test('events are marked stored only once the commit was announced; an announcement that fails leaves them reserved until the repair', async () => {
       const store = ws().store()
       const allocator = createSequenceAllocator({ sql: ws().sql, schema: ws().schema })
       let announce = (): void => {}
@@ -414,6 +414,10 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       await store.append({ envelopes: [second] })
       await new Promise((r) => setTimeout(r, 500))
       assert.equal((await allocator.lookup(second.event_id))?.state, 'reserved')
+      // The repair indexes it again and marks it stored even though announcing still fails, so
+      // it does not index it over and over.
+      await store.repairStaleReservations(0)
+      assert.equal((await allocator.lookup(second.event_id))?.state, 'stored')
       stopFailing()
     })
 

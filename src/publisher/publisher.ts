@@ -18,7 +18,7 @@ import type { DedupWindow } from './dedup.ts'
 
 export const QUARANTINE_PREFIX = 'indexes/quarantine/'
 
-/** Commit notices kept at most (their entries, or their keys while not active). */
+/** Commit notices whose entries are kept at most. */
 const NOTED_MAX = 10_000
 
 const maxKey = (a: string | null, b: string | null): string | null =>
@@ -206,8 +206,6 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const unfinished = new Set<string>()
   /** Manifests of in-process commits, so they need no GET. */
   const noted = new Map<string, readonly ManifestEntry[]>()
-  /** Keys noticed while not active (starting, standby), made known when it becomes active. */
-  const inactiveNotices = new Set<string>()
   /**
    * Set when notices may have been missed: becoming active, a checkpoint reset, a listener that
    * reconnected (`since`, publisher clock). A noticed commit could then be newer than a commit of
@@ -262,10 +260,6 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
   /** Adopts the checkpoint as found (start, takeover, or an operator's reset). */
   const adopt = (cp: Checkpoint | null, tag: string | null): void => {
-    // Manifests known and not yet published (held, or not yet reached) stay known after the new
-    // position: were they forgotten until a listing finds them again, a commit noticed meanwhile
-    // would be published before them (P2).
-    const pending = [...unfinished].flatMap((key) => open.get(key) ?? [])
     position = cp?.last_index_key ?? null
     etag = tag
     lastSavedPosition = position
@@ -273,12 +267,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     open.clear()
     unfinished.clear()
     lastSeq.clear()
-    for (const om of pending) {
-      if (position !== null && om.key <= position) continue
-      // Its entries as read (no GET again); what was published is judged anew by the new window.
-      open.set(om.key, { ...om, done: new Set() })
-      unfinished.add(om.key)
-    }
+    // What it knew is forgotten until listed again: noticed commits wait for that (P2).
     distrust()
   }
 
@@ -431,14 +420,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    * the checkpoint to reach it). Discovery only: listings stay the proof that nothing is missed.
    */
   const noteKey = (key: string): void => {
-    if (m.role !== 'active') {
-      // Starting or standing by: kept for when it becomes active. Were they dropped, commits
-      // noticed after that would be published at once, before these are listed (P2).
-      inactiveNotices.add(key)
-      if (inactiveNotices.size > NOTED_MAX)
-        inactiveNotices.delete(inactiveNotices.values().next().value as string)
-      return
-    }
+    // A standby leaves notices to the active publisher; on becoming active it lists first.
+    if (m.role !== 'active') return
     if (position === null || key > position) register(key)
     noticed = true
     wakeup.fn?.()
@@ -733,9 +716,6 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
           if (await tryToLead()) {
             m.role = 'active'
             wantList = true
-            for (const key of inactiveNotices)
-              if (position === null || key > position) register(key)
-            inactiveNotices.clear()
           } else {
             m.role = 'standby'
           }

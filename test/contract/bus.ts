@@ -336,12 +336,19 @@ export const busContract = (cases: readonly AdapterCase<Bus>[]): void =>
         assert.deepEqual(await consumer.poll(10_000, AbortSignal.abort()), [])
 
         const producer = bus().producer()
-        setTimeout(() => void producer.send([message(topic, 'k', 'late')]), 200)
+        // The send may be acknowledged after the consumer already has the message: it is awaited
+        // before the producer closes, or closing would fail it after the test.
+        const sent = new Promise<void>((resolve, reject) => {
+          setTimeout(() => {
+            producer.send([message(topic, 'k', 'late')]).then(resolve, reject)
+          }, 200)
+        })
         t0 = Date.now()
         const got = await consumer.poll(10_000)
         const latency = Date.now() - t0
         assert.deepEqual(ids(got), ['late'])
         assert.ok(latency < 2_000, `woken by the message (${latency} ms)`)
+        await sent
         await producer.close()
         await consumer.close()
       },

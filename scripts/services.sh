@@ -435,9 +435,11 @@ minio_start() {
   local dir=$RUN_DIR/minio
   mkdir -p "$dir/data"
   # MINIO_CI_CD: no root-disk / update-check interference on a dev box.
+  # MINIO_PROMETHEUS_AUTH_TYPE=public: the benchmark reads MinIO's request counters without a
+  # token (bench/lib/services.ts); the server listens on 127.0.0.1 only.
   spawn minio "$dir/minio.log" env \
     MINIO_ROOT_USER="$S3_ACCESS_KEY" MINIO_ROOT_PASSWORD="$S3_SECRET_KEY" \
-    MINIO_REGION="$S3_REGION" MINIO_UPDATE=off MINIO_CI_CD=on \
+    MINIO_REGION="$S3_REGION" MINIO_UPDATE=off MINIO_CI_CD=on MINIO_PROMETHEUS_AUTH_TYPE=public \
     "$MINIO_BIN" server "$dir/data" \
     --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT"
 }

@@ -2,7 +2,12 @@ import type { Logger } from '../../src/core/ports/logger.ts'
 import type { Resource } from './cleanup.ts'
 import { diffCounts } from './counting-store.ts'
 import type { CountingStore, RequestCounts } from './counting-store.ts'
-import { sampleProcessCpu, sampleServiceCpu, SERVICE_NAMES } from './services.ts'
+import {
+  sampleMinioRequests,
+  sampleProcessCpu,
+  sampleServiceCpu,
+  SERVICE_NAMES,
+} from './services.ts'
 import type { ServiceName } from './services.ts'
 import { createLatencyRecorder, nowNs, sleep } from './stats.ts'
 import type { Latency, LatencyRecorder } from './stats.ts'
@@ -21,6 +26,11 @@ export type ResultRow = {
   readonly cpuUsPerEvent: Readonly<Record<string, number>>
   /** Object-store requests per event by kind (only where cairn's store is in the path). */
   readonly objectStorePerEvent: Readonly<Record<string, number>> | null
+  /**
+   * MinIO's own count of requests per event by S3 API (every client of the server, cairn
+   * processes of their own included), or null when its metrics could not be read.
+   */
+  readonly serverRequestsPerEvent: Readonly<Record<string, number>> | null
   /** `scenario variant` of the rows this one is compared to, its baseline first. */
   readonly compareTo?: readonly string[]
   readonly notes?: readonly string[]
@@ -56,6 +66,8 @@ export type Snapshot = {
   readonly counts: RequestCounts | null
   /** CPU µs of the cairn processes the scenario spawned, by name. */
   readonly processes: Readonly<Record<string, number>>
+  /** MinIO's request counters by S3 API (every client), or null. */
+  readonly server: Readonly<Record<string, number>> | null
 }
 
 /** Processes a scenario spawned (name → pid) whose CPU its rows report next to the services'. */
@@ -70,11 +82,12 @@ export const snapshot = async (
   const start = nowNs()
   const cpu = process.cpuUsage()
   const counts = store === undefined ? null : store.counts()
-  const [services, own] = await Promise.all([
+  const [services, own, server] = await Promise.all([
     sampleServiceCpu(ctx.pids),
     sampleProcessCpu(processes),
+    sampleMinioRequests(process.env.CAIRN_S3_ENDPOINT),
   ])
-  return { ns: (start + nowNs()) / 2, cpu, services, counts, processes: own }
+  return { ns: (start + nowNs()) / 2, cpu, services, counts, processes: own, server }
 }
 
 const round = (n: number, digits = 2): number => {
@@ -120,6 +133,14 @@ export const rowBetween = (a: Snapshot, b: Snapshot, input: RowInput): ResultRow
       list: per(d.list),
     }
   }
+  let server: Record<string, number> | null = null
+  if (a.server !== null && b.server !== null) {
+    server = {}
+    for (const [api, after] of Object.entries(b.server)) {
+      const n = after - (a.server[api] ?? 0)
+      if (n > 0) server[api] = per(n)
+    }
+  }
   return {
     scenario: input.scenario,
     variant: input.variant,
@@ -130,6 +151,7 @@ export const rowBetween = (a: Snapshot, b: Snapshot, input: RowInput): ResultRow
     latency: input.latency,
     cpuUsPerEvent: cpu,
     objectStorePerEvent: store,
+    serverRequestsPerEvent: server,
     ...(input.compareTo === undefined ? {} : { compareTo: input.compareTo }),
     ...(input.notes === undefined ? {} : { notes: input.notes }),
     ...(input.extra === undefined ? {} : { extra: input.extra }),

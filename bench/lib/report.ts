@@ -57,6 +57,21 @@ const cairnCpu = (r: ResultRow): number | undefined => {
 const fmt = (n: number | undefined, digits = 1): string =>
   n === undefined ? '' : n.toLocaleString('en-US', { maximumFractionDigits: digits })
 
+/**
+ * MinIO's own request counts per event (every client, including cairn processes of their own):
+ * PUTs (create-only and conditional), GETs and LISTs; empty when its metrics were not read or the
+ * row did not touch it.
+ */
+const serverColumn = (r: ResultRow): string => {
+  const s = r.serverRequestsPerEvent
+  if (s === null || s === undefined) return ''
+  const put = s.putobject ?? 0
+  const get = s.getobject ?? 0
+  const list = (s.listobjectsv2 ?? 0) + (s.listobjectsv1 ?? 0)
+  if (put + get + list === 0) return ''
+  return [put, get, list].map((n) => fmt(n, 2)).join('/')
+}
+
 /** The results as a fixed-width text table. */
 export const formatTable = (rows: readonly ResultRow[]): string => {
   const header = [
@@ -74,6 +89,7 @@ export const formatTable = (rows: readonly ResultRow[]): string => {
     'store req/ev put',
     'get',
     'list',
+    'minio put/get/list',
     'ratio',
   ]
   const lines = rows.map((r) => [
@@ -93,6 +109,7 @@ export const formatTable = (rows: readonly ResultRow[]): string => {
       : fmt((r.objectStorePerEvent.put ?? 0) + (r.objectStorePerEvent.putIfMatch ?? 0), 3),
     r.objectStorePerEvent === null ? '' : fmt(r.objectStorePerEvent.get, 3),
     r.objectStorePerEvent === null ? '' : fmt(r.objectStorePerEvent.list, 3),
+    serverColumn(r),
     Object.entries(r.ratios ?? {})
       .map(([k, v]) => `${v}× ${k}`)
       .join(', '),

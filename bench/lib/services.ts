@@ -130,3 +130,41 @@ export const sampleProcessCpu = async (
   }
   return out
 }
+
+/**
+ * The S3 request counters of a MinIO metrics page (`minio_api_requests_total{name="PutObject",
+ * type="s3"} 42`) by API name in lower case, summed over servers; other series are ignored.
+ */
+export const parseMinioRequests = (text: string): Record<string, number> => {
+  const out: Record<string, number> = {}
+  for (const m of text.matchAll(/^minio_api_requests_total\{([^}]*)\} (\S+)$/gm)) {
+    const labels = m[1] ?? ''
+    const api = /(?:^|,)name="([^"]+)"/.exec(labels)?.[1]?.toLowerCase()
+    const n = Number(m[2])
+    if (api === undefined || !/(?:^|,)type="s3"/.test(labels) || !Number.isFinite(n)) continue
+    out[api] = (out[api] ?? 0) + n
+  }
+  return out
+}
+
+/**
+ * MinIO's own count of S3 requests by API (`putobject`, `getobject`, `listobjectsv2`…) since it
+ * started, from its Prometheus endpoint (`services.sh` starts it with public metrics; it listens
+ * on 127.0.0.1 only). Every client's requests, cairn processes of their own included; `null` when
+ * the endpoint does not answer (a MinIO started without public metrics, another S3 server).
+ */
+export const sampleMinioRequests = async (
+  endpoint: string | undefined,
+): Promise<Record<string, number> | null> => {
+  if (endpoint === undefined || endpoint === '') return null
+  try {
+    // The v3 endpoint counts at once (v2's cluster metrics are cached for several seconds).
+    const response = await fetch(new URL('/minio/metrics/v3/api/requests', endpoint), {
+      signal: AbortSignal.timeout(2_000),
+    })
+    if (!response.ok) return null
+    return parseMinioRequests(await response.text())
+  } catch {
+    return null
+  }
+}

@@ -14,7 +14,7 @@ import type { ObjectStore } from '../core/ports/object-store.ts'
 import type { Sql } from '../core/ports/sql.ts'
 import { createEventStore } from '../event-store/event-store.ts'
 import type { EventStore } from '../event-store/event-store.ts'
-import { encodeCommitNotice } from '../event-store/manifest.ts'
+import { encodeCommitNotices } from '../event-store/manifest.ts'
 import { assertConformant } from '../event-store/probe.ts'
 import { createPublisher } from '../publisher/publisher.ts'
 import type { Publisher } from '../publisher/publisher.ts'
@@ -117,10 +117,15 @@ export const openWriteSide = async (
       // Publishers in other processes wake on this instead of waiting for their next poll.
       const channel = commitChannel(config)
       eventStore.onCommit((notice) => {
-        // The entries ride along when they fit, so that publisher needs no GET.
-        const payload = encodeCommitNotice(notice.manifestKey, notice.entries)
+        // The entries ride along when they fit in a few payloads, so that publisher needs no GET;
+        // the payloads of one commit go in one statement, one transaction (delivered together).
+        const payloads = encodeCommitNotices(notice.manifestKey, notice.entries)
+        const sent =
+          payloads.length === 1
+            ? sql.query('SELECT pg_notify($1, $2)', [channel, payloads[0]])
+            : sql.query('SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p', [channel, payloads])
         // Returned: the events are marked stored only once this is committed (P2).
-        return sql.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((error: unknown) => {
+        return sent.catch((error: unknown) => {
           logger.warn({ err: String(error) }, 'could not announce a commit')
           throw error
         })

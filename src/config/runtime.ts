@@ -12,7 +12,8 @@ import { createOpsApp } from '../http/ops.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
 import { parseManifestKey } from '../event-store/keys.ts'
-import { decodeCommitNotice } from '../event-store/manifest.ts'
+import { createNoticeAssembler, decodeCommitNotice } from '../event-store/manifest.ts'
+import type { AssembledNotice } from '../event-store/manifest.ts'
 import { createWorker } from '../worker/worker.ts'
 import type { Handle, HandleBatch, Worker } from '../worker/worker.ts'
 import { closeAll, commitChannel, openBus, openPublisher, openWriteSide } from './compose.ts'
@@ -219,20 +220,23 @@ export const openCairn = async (
       metrics.addSource({ component: 'publisher', read: () => publisher.metrics() })
       if (ws.sql.listen !== undefined) {
         // Writers in other processes (OMS, workers) announce their commits: publish at once.
+        const assembler = createNoticeAssembler()
+        const pass = (notices: readonly AssembledNotice[]): void => {
+          for (const notice of notices) {
+            if (parseManifestKey(notice.manifestKey) === null) publisher.wake()
+            else if (notice.entries === undefined) publisher.noteManifestKey(notice.manifestKey)
+            else publisher.noteCommit({ manifestKey: notice.manifestKey, entries: notice.entries })
+          }
+        }
         const unlisten = await ws.sql
           .listen(
             commitChannel(config),
-            (payload) => {
-              const notice = decodeCommitNotice(payload)
-              if (parseManifestKey(notice.manifestKey) === null) publisher.wake()
-              else if (notice.entries === undefined) publisher.noteManifestKey(notice.manifestKey)
-              else
-                publisher.noteCommit({ manifestKey: notice.manifestKey, entries: notice.entries })
-            },
+            (payload) => pass(assembler.take(decodeCommitNotice(payload))),
             () => {
               // Notices sent while the listener was away are lost: the publisher must not let a
-              // later commit overtake one of them.
+              // later commit overtake one of them. A commit whose parts stopped coming is read.
               logger.warn({}, 'commit listener reconnected; notices meanwhile may be lost')
+              pass(assembler.flush())
               publisher.noteGap()
             },
           )

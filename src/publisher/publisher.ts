@@ -82,6 +82,8 @@ export type PublisherMetrics = {
   malformed: number
   quarantined: number
   held: number
+  /** Manifests read from the store (GETs): those no commit notice carried the entries of. */
+  manifestReads: number
   /** Age in ms of the oldest manifest not yet fully published (0 when caught up). */
   lagMs: number
   role: 'starting' | 'active' | 'standby' | 'stopped'
@@ -168,6 +170,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     published: 0,
     dedupSkipped: 0,
     checkpointSaves: 0,
+    manifestReads: 0,
     flushes: 0,
     flushMsTotal: 0,
     deliveryFailures: 0,
@@ -392,6 +395,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       om.entries = cached
       return cached
     }
+    m.manifestReads++
     const got = await store.get(om.key)
     if (got === null) {
       om.missing++

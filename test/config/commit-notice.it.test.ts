@@ -6,11 +6,12 @@ import { silentLogger } from '../../src/core/ports/logger.ts'
 import { commitChannel, openWriteSide } from '../../src/config/compose.ts'
 import { loadConfig } from '../../src/config/env.ts'
 import type { CommitNotice } from '../../src/event-store/event-store.ts'
-import { decodeCommitNotice } from '../../src/event-store/manifest.ts'
+import { createNoticeAssembler, decodeCommitNotice } from '../../src/event-store/manifest.ts'
+import type { AssembledNotice } from '../../src/event-store/manifest.ts'
 import { createPgSql } from '../../src/adapters/sql/pg.ts'
 import { databaseUrl, s3Targets, uniqueName } from '../support/services.ts'
 
-test('a writer on PostgreSQL announces each commit by NOTIFY, with its entries when they fit', async () => {
+test('a writer on PostgreSQL announces each commit by NOTIFY, with its entries, in parts when they do not fit in one', async () => {
   const minio = s3Targets()[0] as NonNullable<ReturnType<typeof s3Targets>[0]>
   const config = loadConfig({
     CAIRN_MODE: 'distributed',
@@ -38,21 +39,32 @@ test('a writer on PostgreSQL announces each commit by NOTIFY, with its entries w
         data: { payload },
         metadata: { kind: 'domain' },
       })
-    // One small event, then a group too large for a NOTIFY payload.
+    const group = (n: number) => {
+      const id = `g-${randomUUID()}`
+      return Array.from({ length: n }, () => envelope(id, 'x'.repeat(1_024)))
+    }
+    // One small event, a group too large for one payload, and one too large for 16.
     await ws.eventStore.append({ envelopes: [envelope(`a-${randomUUID()}`, 'small')] })
-    const big = `b-${randomUUID()}`
-    await ws.eventStore.append({
-      envelopes: Array.from({ length: 10 }, () => envelope(big, 'x'.repeat(1_024))),
-    })
+    await ws.eventStore.append({ envelopes: group(30) })
+    await ws.eventStore.append({ envelopes: group(200) })
+    assert.equal(local.length, 3)
+    const assembler = createNoticeAssembler()
+    const notices: AssembledNotice[] = []
     const deadline = Date.now() + 5_000
-    while (payloads.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    while (notices.length < 3 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20))
+      for (const p of payloads.splice(0)) notices.push(...assembler.take(decodeCommitNotice(p)))
+    }
     await stop()
-    assert.equal(payloads.length, 2)
-    const [small, large] = payloads.map(decodeCommitNotice)
+    assert.equal(notices.length, 3)
+    const [small, large, huge] = notices
     assert.equal(small?.manifestKey, local[0]?.manifestKey)
     assert.deepEqual(small?.entries, local[0]?.entries, 'the small commit carries its entries')
     assert.equal(large?.manifestKey, local[1]?.manifestKey)
-    assert.equal(large?.entries, undefined, 'the large one is announced by key alone')
+    assert.equal(large?.entries?.length, 30)
+    assert.deepEqual(large?.entries, local[1]?.entries, 'the large one, put back together')
+    assert.equal(huge?.manifestKey, local[2]?.manifestKey)
+    assert.equal(huge?.entries, undefined, 'the huge one is announced by key alone')
   } finally {
     await listener.close()
   }

@@ -2,7 +2,10 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { createS3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
 import { createPgSql } from '../../src/adapters/sql/pg.ts'
-import { commitChannel } from '../../src/config/compose.ts'
+import { createEnvelope } from '../../src/core/envelope.ts'
+import { silentLogger } from '../../src/core/ports/logger.ts'
+import { commitChannel, openWriteSide } from '../../src/config/compose.ts'
+import { loadConfig } from '../../src/config/env.ts'
 import type { CairnConfig } from '../../src/config/env.ts'
 import type { S3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
 import { startCairn } from '../support/cairn-process.ts'
@@ -97,6 +100,38 @@ describe('distributed: oms, publisher and workers as separate processes on MinIO
     } finally {
       await sql.close()
     }
+  })
+
+  test("another process's large group commit reaches the publisher in its notices: no manifest is read", async () => {
+    const publisher = processes[1] as CairnProcess
+    const metric = async (name: string): Promise<number> => {
+      const text = (await httpClient(publisher.url).get('/metrics')).text
+      const m = new RegExp(`^cairn_publisher_${name} (\\S+)$`, 'm').exec(text)
+      assert.ok(m?.[1] !== undefined, `cairn_publisher_${name} in /metrics`)
+      return Number(m[1])
+    }
+    // A writer of its own (as an OMS or a worker is) appends one group of 40 events of 1 KiB:
+    // about eight NOTIFY payloads.
+    await using ws = await openWriteSide(loadConfig(env), silentLogger, { probe: false })
+    const reads = await metric('manifest_reads')
+    const published = await metric('published')
+    const id = `big-${Date.now()}`
+    await ws.eventStore.append({
+      envelopes: Array.from({ length: 40 }, (_, i) =>
+        createEnvelope({
+          event_type: 'THING_HAPPENED',
+          aggregate_type: 'Thing',
+          aggregate_id: id,
+          data: { i, payload: 'x'.repeat(1_024) },
+          metadata: { kind: 'domain' },
+        }),
+      ),
+    })
+    await eventually(
+      async () => (await metric('published')) >= published + 40,
+      'the publisher publishes the group',
+    )
+    assert.equal(await metric('manifest_reads'), reads, 'the manifest was not read')
   })
 
   test('SIGTERM drains every component and exits 0', async () => {

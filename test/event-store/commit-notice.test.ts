@@ -2,10 +2,13 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import {
   NOTICE_MAX_BYTES,
+  NOTICE_MAX_PARTS,
+  createNoticeAssembler,
   decodeCommitNotice,
   encodeCommitNotice,
+  encodeCommitNotices,
 } from '../../src/event-store/manifest.ts'
-import type { ManifestEntry } from '../../src/event-store/manifest.ts'
+import type { AssembledNotice, ManifestEntry } from '../../src/event-store/manifest.ts'
 
 const entry = (i: number, body: string): ManifestEntry => ({
   key: `events/Thing/a/${String(i).padStart(20, '0')}.json`,
@@ -46,4 +49,82 @@ test('a key-only or unreadable notice decodes to the key without entries', () =>
   assert.deepEqual(decodeCommitNotice(KEY), { manifestKey: KEY })
   assert.deepEqual(decodeCommitNotice(`${KEY}\nnot json`), { manifestKey: KEY })
   assert.deepEqual(decodeCommitNotice(`${KEY}\n[{"key":1}]`), { manifestKey: KEY })
+})
+
+const bytes = (s: string): number => new TextEncoder().encode(s).length
+const kib = (i: number, ch = 'x'): ManifestEntry =>
+  entry(i, JSON.stringify({ p: ch.repeat(1_024) }))
+const KEY2 = 'indexes/by-date/2026/11/27/05/00000001764219600000001-w1-000002.json'
+
+test('a group too large for one payload is announced in parts, each under the limit, that read back whole', () => {
+  const small = [entry(1, '{"a":1}')]
+  assert.deepEqual(encodeCommitNotices(KEY, small), [encodeCommitNotice(KEY, small)])
+  // 64 events of 1 KiB with multi-byte characters: about 13 parts.
+  const group = Array.from({ length: 64 }, (_, i) => kib(i, i % 3 === 0 ? 'é' : 'x'))
+  const payloads = encodeCommitNotices(KEY, group)
+  assert.ok(payloads.length > 1 && payloads.length <= NOTICE_MAX_PARTS, `${payloads.length} parts`)
+  for (const p of payloads) assert.ok(bytes(p) < NOTICE_MAX_BYTES, `${bytes(p)} bytes`)
+  const decoded = payloads.map(decodeCommitNotice)
+  decoded.forEach((d, i) => {
+    assert.equal(d.manifestKey, KEY)
+    assert.deepEqual(d.part, { index: i + 1, count: payloads.length })
+  })
+  assert.deepEqual(
+    decoded.flatMap((d) => d.entries ?? []),
+    group,
+  )
+  const assembler = createNoticeAssembler()
+  const out = decoded.flatMap((d) => assembler.take(d))
+  assert.deepEqual(out, [{ manifestKey: KEY, entries: group }])
+})
+
+test('a group over the parts limit, or with an entry too large for a payload, is the key alone', () => {
+  const many = Array.from({ length: 200 }, (_, i) => kib(i))
+  assert.deepEqual(encodeCommitNotices(KEY, many), [KEY])
+  assert.deepEqual(encodeCommitNotices(KEY, many.slice(0, 20), 2), [KEY])
+  const wide = [kib(1), entry(2, JSON.stringify({ s: 'y'.repeat(8_000) })), kib(3)]
+  assert.deepEqual(encodeCommitNotices(KEY, wide), [KEY])
+})
+
+test('the assembler passes whole notices through and puts parts back together in any order', () => {
+  const group = Array.from({ length: 12 }, (_, i) => kib(i))
+  const parts = encodeCommitNotices(KEY, group).map(decodeCommitNotice)
+  assert.ok(parts.length >= 2)
+  const assembler = createNoticeAssembler()
+  const small = decodeCommitNotice(encodeCommitNotice(KEY2, [entry(1, '{}')]))
+  assert.deepEqual(assembler.take(small), [small])
+  assert.deepEqual(assembler.take({ manifestKey: KEY2 }), [{ manifestKey: KEY2 }])
+  const out: AssembledNotice[] = []
+  for (const p of [...parts].reverse()) out.push(...assembler.take(p))
+  // A part delivered twice changes nothing.
+  out.push(...assembler.take(parts[0] as (typeof parts)[number]))
+  assert.equal(out.length, 1)
+  assert.deepEqual(out[0], { manifestKey: KEY, entries: group })
+})
+
+test('a commit whose parts stop coming is passed on by key, before what came after it', () => {
+  const group = Array.from({ length: 12 }, (_, i) => kib(i))
+  const parts = encodeCommitNotices(KEY, group).map(decodeCommitNotice)
+  const assembler = createNoticeAssembler()
+  assert.deepEqual(assembler.take(parts[0] as (typeof parts)[number]), [])
+  // Another commit's notice: the first one will not be complete.
+  const next = decodeCommitNotice(encodeCommitNotice(KEY2, [entry(1, '{}')]))
+  assert.deepEqual(assembler.take(next), [{ manifestKey: KEY }, next])
+  // Parts of another commit while one waits: the same.
+  const other = encodeCommitNotices(KEY2, group).map(decodeCommitNotice)
+  assert.deepEqual(assembler.take(parts[0] as (typeof parts)[number]), [])
+  assert.deepEqual(assembler.take(other[0] as (typeof other)[number]), [{ manifestKey: KEY }])
+  // The listener lost its session: what waits is passed on by key, once.
+  assert.deepEqual(assembler.flush(), [{ manifestKey: KEY2 }])
+  assert.deepEqual(assembler.flush(), [])
+  // An unreadable part of the waiting commit: by key.
+  assert.deepEqual(assembler.take(parts[0] as (typeof parts)[number]), [])
+  assert.deepEqual(assembler.take(decodeCommitNotice(`${KEY}\n2/${parts.length}\nnot json`)), [
+    { manifestKey: KEY },
+  ])
+})
+
+test('a part header out of range is read as the key alone', () => {
+  assert.deepEqual(decodeCommitNotice(`${KEY}\n0/2\n[]`), { manifestKey: KEY })
+  assert.deepEqual(decodeCommitNotice(`${KEY}\n3/2\n[]`), { manifestKey: KEY })
 })

@@ -59,6 +59,11 @@ export type PublisherOptions = {
   readonly settleMs?: number
   readonly dedupMaxEvents?: number
   readonly dedupCheckpointMaxEvents?: number
+  /**
+   * The noticed commits' entries kept until their manifests are listed, at most this size of
+   * bodies in UTF-16 units (default 64 Mi); beyond it the oldest are forgotten and read when listed.
+   */
+  readonly notedMaxChars?: number
   readonly metricsLogIntervalMs?: number
   /** How often the active publisher writes its checkpoint at least (default 5 s). */
   readonly heartbeatMs?: number
@@ -158,6 +163,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const settleMs = options.settleMs ?? 15_000
   const dedupMax = options.dedupMaxEvents ?? 10_000
   const dedupSnapshotMax = options.dedupCheckpointMaxEvents ?? 2_000
+  const notedMaxChars = options.notedMaxChars ?? 64 * 1024 * 1024
   const metricsLogIntervalMs = options.metricsLogIntervalMs ?? 30_000
   const heartbeatMs = options.heartbeatMs ?? 5_000
   const takeoverAfterMs = options.takeoverAfterMs ?? 15_000
@@ -207,8 +213,22 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    * so that its cost follows the new commits, not every manifest waiting to settle.
    */
   const unfinished = new Set<string>()
-  /** Manifests of in-process commits, so they need no GET. */
+  /** Manifests of noticed commits (in-process, or with their entries), so they need no GET. */
   const noted = new Map<string, readonly ManifestEntry[]>()
+  let notedChars = 0
+  const sizeOf = (entries: readonly ManifestEntry[]): number => {
+    let n = 0
+    for (const e of entries) n += e.body.length
+    return n
+  }
+  const forget = (key: string): readonly ManifestEntry[] | undefined => {
+    const entries = noted.get(key)
+    if (entries !== undefined) {
+      noted.delete(key)
+      notedChars -= sizeOf(entries)
+    }
+    return entries
+  }
   /**
    * Set when notices may have been missed: becoming active, a checkpoint reset, a listener that
    * reconnected (`since`, publisher clock). A noticed commit could then be newer than a commit of
@@ -389,9 +409,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   /** Reads a listed manifest; null while it cannot be read yet. Malformed → empty (skipped). */
   const entriesOf = async (om: OpenManifest): Promise<readonly ManifestEntry[] | null> => {
     if (om.entries !== null) return om.entries
-    const cached = noted.get(om.key)
+    const cached = forget(om.key)
     if (cached !== undefined) {
-      noted.delete(om.key)
       om.entries = cached
       return cached
     }
@@ -813,9 +832,14 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     run,
     wake,
     noteCommit(notice) {
+      forget(notice.manifestKey)
       noted.set(notice.manifestKey, notice.entries)
-      // Bound the cache: manifests never listed (another prefix, closed run) must not pile up.
-      if (noted.size > NOTED_MAX) noted.delete(noted.keys().next().value as string)
+      notedChars += sizeOf(notice.entries)
+      // Bound the cache: manifests never listed (another prefix, closed run), or noticed while
+      // nothing reads them (a standby), must not pile up; a forgotten one is read when listed.
+      while (noted.size > NOTED_MAX || (notedChars > notedMaxChars && noted.size > 1)) {
+        forget(noted.keys().next().value as string)
+      }
       noteKey(notice.manifestKey)
     },
     noteManifestKey: noteKey,

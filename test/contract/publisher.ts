@@ -136,6 +136,32 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
         })
 
       withWorld(
+        "noticed commits' entries are kept up to a size: the oldest is forgotten and its manifest read when listed",
+        async (w) => {
+          const topic = uniqueName('pub-noted')
+          const store = w.ws.store()
+          const payload = 'x'.repeat(1_000)
+          // Room for the entries of two of the three commits (each body is over 1,000 units).
+          const publisher = createPublisher({
+            objectStore: w.ws.objectStore,
+            bus: w.bus,
+            ...fast,
+            notedMaxChars: 2_900,
+          })
+          store.onCommit((n) => publisher.noteCommit(n))
+          // Noticed before the publisher runs (as a standby would hear them): nothing reads them yet.
+          for (let i = 0; i < 3; i++) {
+            await store.append({ envelopes: [event(topic, `agg-${randomUUID()}`, { i, payload })] })
+          }
+          run(publisher)
+          const got = await collectDistinct(w.bus, topic, 3)
+          assert.equal(got.length, 3)
+          assert.equal(publisher.metrics().manifestReads, 1, 'the forgotten one was read')
+          await publisher.close()
+        },
+      )
+
+      withWorld(
         'every appended event reaches its topic, unchanged, keyed, with headers, in per-aggregate order',
         async (w) => {
           const topic = uniqueName('pub')

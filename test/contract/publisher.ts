@@ -116,6 +116,28 @@ const rollBackCheckpoint = async (store: ObjectStore): Promise<void> => {
   assert.equal(wrote.outcome, 'written')
 }
 
+/** Another writer reserves sequence 1 of `agg` (a `Thing`) for `eventId` and writes nothing yet. */
+const reserveFirstElsewhere = async (
+  w: PublisherWorld,
+  agg: string,
+  eventId: string,
+): Promise<void> => {
+  const allocator = createSequenceAllocator({ sql: w.ws.sql, schema: w.ws.schema })
+  const { results } = await allocator.reserve(
+    [
+      {
+        handler: 'write_side:Thing',
+        aggregateId: agg,
+        expectedSeq: 0,
+        eventIds: [eventId],
+        hashes: [null],
+      },
+    ],
+    [],
+  )
+  assert.equal(results[0]?.outcome, 'reserved')
+}
+
 const appendAll = async (store: EventStore, envs: readonly EventEnvelope[]): Promise<void> => {
   await Promise.all(envs.map((e) => store.append({ envelopes: [e] })))
 }
@@ -738,22 +760,9 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
         async (w) => {
           const topic = uniqueName('order')
           const agg = `order-${randomUUID()}`
-          const allocator = createSequenceAllocator({ sql: w.ws.sql, schema: w.ws.schema })
           const firstEnv = event(topic, agg, { n: 1 })
           // Another writer reserved sequence 1 and is slow to write it.
-          const { results } = await allocator.reserve(
-            [
-              {
-                handler: 'write_side:Thing',
-                aggregateId: agg,
-                expectedSeq: 0,
-                eventIds: [firstEnv.event_id],
-                hashes: [null],
-              },
-            ],
-            [],
-          )
-          assert.equal(results[0]?.outcome, 'reserved')
+          await reserveFirstElsewhere(w, agg, firstEnv.event_id)
           const publisher = startPublisher(w, { settleMs: 60_000 })
           const store = w.ws.store()
           const second = await store.append({ envelopes: [event(topic, agg, { n: 2 })] })
@@ -780,21 +789,8 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
         async (w) => {
           const topic = uniqueName('held-reset')
           const agg = `hr-${randomUUID()}`
-          const allocator = createSequenceAllocator({ sql: w.ws.sql, schema: w.ws.schema })
           // Another writer reserved sequence 1 and never writes it: sequence 2 is held until settled.
-          const { results } = await allocator.reserve(
-            [
-              {
-                handler: 'write_side:Thing',
-                aggregateId: agg,
-                expectedSeq: 0,
-                eventIds: [randomUUID()],
-                hashes: [null],
-              },
-            ],
-            [],
-          )
-          assert.equal(results[0]?.outcome, 'reserved')
+          await reserveFirstElsewhere(w, agg, randomUUID())
           // Listings are slow, so after the reset only what the publisher kept knows of sequence 2.
           const slow: ObjectStore = {
             ...w.ws.objectStore,

@@ -1,4 +1,5 @@
 import { createKafkaBus } from '../../src/adapters/bus/kafka-bus.ts'
+import { databaseClock } from '../../src/sequencing/allocator.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
 import { rowBetween, snapshot } from '../lib/harness.ts'
 import { kafkaBrokers, payloads, runName } from '../lib/scenario.ts'
@@ -41,6 +42,7 @@ export const idle: Scenario = {
       // A publisher in another process than the writer: no commit wakes it, only its polls.
       const publisher = createPublisher({
         objectStore: ws.store,
+        keyClock: databaseClock(ws.sql),
         bus,
         logger: ctx.logger,
         defaultTopic: topic,

@@ -1,4 +1,5 @@
 import { createKafkaBus } from '../../src/adapters/bus/kafka-bus.ts'
+import { databaseClock } from '../../src/sequencing/allocator.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
 import { closedLoop, openLoop, rowBetween } from '../lib/harness.ts'
 import type { BenchContext } from '../lib/harness.ts'
@@ -62,6 +63,7 @@ export const publish: Scenario = {
       await bus.ensureTopics([{ name: topic, partitions: 3 }])
       const publisher = createPublisher({
         objectStore: ws.store,
+        keyClock: databaseClock(ws.sql),
         bus,
         logger: ctx.logger,
         defaultTopic: topic,

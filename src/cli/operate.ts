@@ -6,6 +6,7 @@ import { manifestKeyFloor } from '../event-store/keys.ts'
 import { loadCheckpoint, saveCheckpoint } from '../publisher/checkpoint.ts'
 import { listQuarantine } from '../publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
+import { databaseClock } from '../sequencing/allocator.ts'
 import { cliContext } from './context.ts'
 
 const print = (value: unknown): void => {
@@ -39,7 +40,8 @@ export const registerOperate = (program: Command): void => {
       const handlers: Record<string, Record<string, number>> = {}
       for (const c of counts) (handlers[c.handler] ??= {})[c.status] = Number(c.n)
       for (const s of stuck) (handlers[s.handler] ??= {})['lease_expired'] = Number(s.n)
-      const now = Date.now()
+      // Lag is measured on the database's clock, the one that stamps the keys (not this host's).
+      const now = Math.floor((await databaseClock(ws.sql).now()) / 1000)
       print({
         publisher: {
           checkpoint: checkpoint?.last_index_key ?? null,
@@ -51,6 +53,11 @@ export const registerOperate = (program: Command): void => {
               : Math.round((now - checkpoint.last_timestamp_ms) / 1000),
           owner: checkpoint?.owner ?? null,
           updated_at: checkpoint?.updated_at ?? null,
+          settling: checkpoint?.key_clock?.settling ?? null,
+          ...(checkpoint?.key_clock?.settling === false
+            ? { not_settling_because: checkpoint.key_clock.reason }
+            : {}),
+          clock_offset_ms: checkpoint?.key_clock?.offset_ms ?? null,
           quarantined: (await listQuarantine(ws.objectStore)).length,
         },
         handlers,

@@ -18,7 +18,7 @@ import { encodeCommitNotices } from '../event-store/manifest.ts'
 import { assertConformant } from '../event-store/probe.ts'
 import { createPublisher } from '../publisher/publisher.ts'
 import type { Publisher } from '../publisher/publisher.ts'
-import { createSequenceAllocator } from '../sequencing/allocator.ts'
+import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
 import type { CairnConfig } from './env.ts'
 
 /**
@@ -163,6 +163,8 @@ export const openPublisher = (
     objectStore: ws.objectStore,
     bus,
     logger,
+    keyClock: databaseClock(ws.sql),
+    maxClockUncertaintyMs: p.maxClockSkewSeconds * 1000,
     routes: p.routes,
     defaultTopic: p.defaultTopic,
     topicPrefix: p.topicPrefix,

@@ -167,14 +167,6 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
 
   const lease = int('PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS', 900, 1)
   const heartbeat = int('PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS', 30, 1)
-  const indexDelay = int('EVENT_STORE_MAX_INDEX_DELAY_SECONDS', 10, 1, 3600)
-  const skew = int('EVENT_STORE_MAX_CLOCK_SKEW_SECONDS', 5, 0, 3600)
-  if (skew >= indexDelay) {
-    problems.push(
-      `EVENT_STORE_MAX_CLOCK_SKEW_SECONDS=${skew} must be shorter than EVENT_STORE_MAX_INDEX_DELAY_SECONDS=${indexDelay}: ` +
-        'a writer whose clock is further ahead than the delay bound could never acknowledge',
-    )
-  }
   if (heartbeat >= lease) {
     problems.push(
       `PROCESSED_EVENT_HEARTBEAT_INTERVAL_SECONDS=${heartbeat} must be shorter than PROCESSED_EVENT_LEASE_TIMEOUT_SECONDS=${lease}`,
@@ -259,7 +251,7 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
         0,
         100_000,
       ),
-      maxClockSkewSeconds: int('EVENT_STORE_MAX_CLOCK_SKEW_SECONDS', 5, 0, 3600),
+      maxClockSkewSeconds: int('EVENT_STORE_MAX_CLOCK_SKEW_SECONDS', 5, 1, 3600),
       routes: parseRoutes(raw('EVENT_PUBLISHER_TOPIC_ROUTES'), problems),
       defaultTopic: topicName(
         'EVENT_PUBLISHER_DEFAULT_TOPIC',

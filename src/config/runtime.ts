@@ -205,6 +205,8 @@ export const openCairn = async (
   const running = options.running ?? (() => true)
   const parts: { name: string; close(): Promise<void> }[] = []
   const loops: { name: string; done: Promise<void> }[] = []
+  /** Checks of the components beside the write side's: null when fine, else [name, reason]. */
+  const readiness: (() => readonly [string, string] | null)[] = []
   const close = () => closeAll(parts, logger)
   try {
     const ws = await openWriteSide(config, logger)
@@ -217,6 +219,12 @@ export const openCairn = async (
     }
     if (components.publisher && bus !== undefined) {
       const publisher = openPublisher(config, ws, bus, logger)
+      readiness.push(() => {
+        const clock = publisher.keyClock()
+        return publisher.metrics().role !== 'active' || clock.trusted
+          ? null
+          : ['publisher', `not settling: ${clock.reason ?? 'the database clock cannot be read'}`]
+      })
       metrics.addSource({ component: 'publisher', read: () => publisher.metrics() })
       if (ws.sql.listen !== undefined) {
         // Writers in other processes (OMS, workers) announce their commits: publish at once.
@@ -260,8 +268,16 @@ export const openCairn = async (
       })
     }
     const wsReady = writeSideReady(ws)
-    const ready = async (): Promise<ReadyReport> =>
-      running() ? wsReady() : { ready: false, checks: { process: 'stopping' } }
+    const ready = async (): Promise<ReadyReport> => {
+      if (!running()) return { ready: false, checks: { process: 'stopping' } }
+      const report = await wsReady()
+      const checks = { ...report.checks }
+      for (const check of readiness) {
+        const failed = check()
+        if (failed !== null) checks[failed[0]] = failed[1]
+      }
+      return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
+    }
     const app = components.oms
       ? openOmsApp(config, ws, logger, metrics, ready)
       : createOpsApp({ ready, metrics })

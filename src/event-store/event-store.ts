@@ -33,6 +33,7 @@ export type EventStoreOptions = {
   readonly handlerPrefix?: string
   /** `EVENT_STORE_IDEMPOTENCY_MISMATCH_MODE` (default `error`). */
   readonly idempotencyMismatchMode?: IdempotencyMismatchMode
+  /** Stamps informational times (a manifest's `written_at`, a gap marker's `marked_at`) only. */
   readonly clock?: Clock
   readonly logger?: Logger
   /** Appends reserved together in one SQL round trip (default 256). */
@@ -50,9 +51,10 @@ export type EventStoreOptions = {
   /** Object PUTs in flight per group (default 64). */
   readonly putConcurrency?: number
   /**
-   * The writers' bound: a manifest acknowledged later than this after the time in its key is not
-   * acknowledged (the append fails and its events are re-indexed by the repair). The publisher
-   * relies on it (docs/publisher.md). Default 10,000 ms.
+   * The writers' bound: a manifest durable later than this after the time in its key is not
+   * acknowledged (the append fails and its events are re-indexed by the repair). Measured on the
+   * monotonic clock from before the reservation was sent, so no wall clock decides it. The
+   * publisher relies on it (docs/publisher.md). Default 10,000 ms.
    */
   readonly maxManifestDelayMs?: number
   /** Largest stored envelope, in bytes of canonical JSON (default 1 MiB). */
@@ -223,10 +225,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
    * later reservations get later times, so manifests sort in per-aggregate sequence order whatever
    * order their PUTs finish in. The writer id and counter make the key unique.
    */
-  const nextManifestKey = (atUs: number): { key: string; us: number } => ({
-    key: manifestKey(atUs, writer, manifestCounter++),
-    us: atUs,
-  })
+  const nextManifestKey = (atUs: number): string => manifestKey(atUs, writer, manifestCounter++)
 
   const listeners = new Set<CommitListener>()
 
@@ -354,12 +353,19 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     return { kind: 'unknown', error: cause }
   }
 
-  /** Writes a manifest listing `entries`; true once it is durable within the writers' bound. */
+  /**
+   * Writes a manifest listing `entries`, keyed by `atUs` (the database's time of the reservation),
+   * and fails unless it was durable within the writers' bound of that time. The bound is measured
+   * without a wall clock: the database took `atUs` after this writer sent its request at
+   * `sentAtMs` (monotonic), so the time elapsed since then bounds the manifest's delay from above,
+   * whatever this host's clock says (docs/publisher.md).
+   */
   const writeManifest = async (
     entries: readonly ManifestEntry[],
     atUs: number,
+    sentAtMs: number,
   ): Promise<string> => {
-    const { key, us } = nextManifestKey(atUs)
+    const key = nextManifestKey(atUs)
     const body = encoder.encode(
       JSON.stringify({
         version: 1,
@@ -382,7 +388,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     }
     if (lastError !== undefined)
       throw appendFailed(`manifest ${key} could not be written`, lastError)
-    const delay = Math.round(clock.now() - us / 1000)
+    const delay = Math.round(performance.now() - sentAtMs)
     if (delay > maxManifestDelayMs) {
       // The publisher may already have settled past this key; the repair re-indexes these events.
       throw appendFailed(
@@ -474,6 +480,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     }))
     let atUs: number
     let results: readonly ReserveResult[]
+    // Before the request is sent: the database stamps the reservation after this instant.
+    const sentAtMs = performance.now()
     try {
       ;({ atUs, results } = await allocator.reserve(requests, stored))
     } catch (error) {
@@ -602,7 +610,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     }
     let key: string
     try {
-      key = await writeManifest([...entries.values()], atUs)
+      key = await writeManifest([...entries.values()], atUs, sentAtMs)
     } catch (error) {
       for (const { pending } of toIndex) pending.reject(error)
       return
@@ -795,7 +803,10 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       }
     }
     if (entries.length > 0) {
-      const key = await writeManifest(entries, clock.now() * 1000)
+      // Stamped by the database's clock, like every reservation: this host's clock may be off,
+      // and a key older than the publisher's watermark would never be published.
+      const sentAtMs = performance.now()
+      const key = await writeManifest(entries, await allocator.now(), sentAtMs)
       // Marked stored even if the announcement fails: the repair must not index them over and
       // over (a listing finds this manifest; its events were late anyway).
       await announce({ manifestKey: key, entries })

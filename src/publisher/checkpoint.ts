@@ -17,6 +17,15 @@ export type Checkpoint = {
   readonly updated_at: string
   readonly recent_event_ids: readonly string[]
   readonly owner: string
+  /**
+   * The active publisher's view of the clock that stamps keys when it saved: whether it could
+   * settle, why not, and its own clock's offset from the database's (ms). Informational.
+   */
+  readonly key_clock?: {
+    readonly settling: boolean
+    readonly reason: string | null
+    readonly offset_ms: number | null
+  }
 }
 
 export type LoadedCheckpoint = {
@@ -41,6 +50,9 @@ export const loadCheckpoint = async (store: ObjectStore): Promise<LoadedCheckpoi
         ? raw.recent_event_ids.filter((x): x is string => typeof x === 'string')
         : [],
       owner: typeof raw.owner === 'string' ? raw.owner : '',
+      ...(typeof raw.key_clock === 'object' && raw.key_clock !== null
+        ? { key_clock: raw.key_clock }
+        : {}),
     },
   }
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
 import type { BusMessage, BusProducer, Bus } from '../core/ports/bus.ts'
 import { systemClock } from '../core/ports/clock.ts'
-import type { Clock } from '../core/ports/clock.ts'
+import type { Clock, KeyClock } from '../core/ports/clock.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import { listAll } from '../core/ports/object-store.ts'
@@ -15,6 +15,8 @@ import { loadCheckpoint, saveCheckpoint } from './checkpoint.ts'
 import type { Checkpoint } from './checkpoint.ts'
 import { createDedupWindow } from './dedup.ts'
 import type { DedupWindow } from './dedup.ts'
+import { createKeyTime } from './key-time.ts'
+import type { KeyTimeStatus } from './key-time.ts'
 
 export const QUARANTINE_PREFIX = 'indexes/quarantine/'
 
@@ -28,6 +30,17 @@ export type PublisherOptions = {
   readonly objectStore: ObjectStore
   readonly bus: Bus
   readonly logger?: Logger
+  /**
+   * The clock that stamps manifest keys (the sequence allocator's database). The publisher
+   * settles on it, never on its own wall clock (docs/publisher.md).
+   */
+  readonly keyClock: KeyClock
+  /**
+   * The largest uncertainty tolerated of a reading of `keyClock` (its round trip), and the margin
+   * in `settleMs` beside the writers' bound: `EVENT_STORE_MAX_CLOCK_SKEW_SECONDS`. Default 5 s.
+   */
+  readonly maxClockUncertaintyMs?: number
+  /** Stamps informational times only (the checkpoint's `updated_at`, quarantine records). */
   readonly clock?: Clock
   /** Topic of an event without `metadata.kafka_topic`, by aggregate type. */
   readonly routes?: Readonly<Record<string, string>>
@@ -52,8 +65,8 @@ export type PublisherOptions = {
    */
   readonly listIntervalMs?: number
   /**
-   * How long after its key's time a manifest may still appear: the writers' bound
-   * (`EVENT_STORE_MAX_INDEX_DELAY_SECONDS`) plus the clock skew tolerated
+   * How long after its key's time (database clock) a manifest may still appear: the writers'
+   * bound (`EVENT_STORE_MAX_INDEX_DELAY_SECONDS`) plus a margin
    * (`EVENT_STORE_MAX_CLOCK_SKEW_SECONDS`). Default 15 s. See docs/publisher.md.
    */
   readonly settleMs?: number
@@ -91,6 +104,13 @@ export type PublisherMetrics = {
   manifestReads: number
   /** Age in ms of the oldest manifest not yet fully published (0 when caught up). */
   lagMs: number
+  /**
+   * 1 while the publisher can read the clock that stamps keys and so settle (move its checkpoint);
+   * 0 while it cannot: it goes on publishing noticed commits and holds the checkpoint.
+   */
+  settling: number
+  /** This host's clock minus the database's, ms, as last measured (reported, decides nothing). */
+  clockOffsetMs: number
   role: 'starting' | 'active' | 'standby' | 'stopped'
 }
 
@@ -109,6 +129,8 @@ export type Publisher = {
    */
   noteGap(): void
   metrics(): Readonly<PublisherMetrics>
+  /** Whether it can settle, and why not (readiness, `cairn status`). */
+  keyClock(): KeyTimeStatus
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -150,6 +172,8 @@ const sleepUntil = (
 export const createPublisher = (options: PublisherOptions): Publisher => {
   const store = options.objectStore
   const clock = options.clock ?? systemClock
+  /** Durations (polls, heartbeats, takeover, grace periods) are measured on the monotonic clock. */
+  const mono = (): number => performance.now()
   const id = options.publisherId ?? `publisher-${randomBytes(4).toString('hex')}`
   const log = (options.logger ?? silentLogger).child({ component: 'publisher', publisher: id })
   const routes = options.routes ?? {}
@@ -169,6 +193,17 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const takeoverAfterMs = options.takeoverAfterMs ?? 15_000
   const missingRetries = options.missingRetries ?? 5
   const missingGraceMs = options.missingGraceMs ?? 10_000
+  const maxClockUncertaintyMs = options.maxClockUncertaintyMs ?? 5_000
+  const keyTime = createKeyTime({
+    source: options.keyClock,
+    maxUncertaintyMs: maxClockUncertaintyMs,
+    // A reading is refreshed every cycle and at least every second; one this old means the
+    // database's clock cannot be read.
+    maxAgeMs: Math.max(10_000, 3 * pollIntervalMs),
+    wall: () => clock.now(),
+  })
+  /** How often the key clock is read while the loop runs. */
+  const keyClockRefreshMs = 1_000
   /** Manifests read at once when no notice carried them (a catch-up). */
   const readConcurrency = 16
 
@@ -184,6 +219,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     quarantined: 0,
     held: 0,
     lagMs: 0,
+    settling: 0,
+    clockOffsetMs: 0,
     role: 'starting',
   }
 
@@ -239,7 +276,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    */
   let coverage: { readonly since: number; readonly through: string | null } | null = null
   const distrust = (): void => {
-    coverage = { since: clock.now(), through: position }
+    coverage = { since: mono(), through: position }
   }
   /** Per aggregate (`type\0id`): the highest sequence published recently (for P2 holds). */
   const lastSeq = new Map<string, { seq: number; us: number }>()
@@ -257,6 +294,11 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     updated_at: new Date(clock.now()).toISOString(),
     recent_event_ids: dedup.snapshot(dedupSnapshotMax),
     owner,
+    key_clock: {
+      settling: m.settling === 1,
+      reason: keyTime.status().reason,
+      offset_ms: keyTime.status().offsetMs,
+    },
   })
 
   const usOfPosition = (key: string): number => {
@@ -276,7 +318,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     etag = next
     lastSavedPosition = position
     publishedAtSave = m.published
-    lastSaveAt = clock.now()
+    lastSaveAt = mono()
     m.checkpointSaves++
     return true
   }
@@ -302,7 +344,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   let observedSince = 0
   const tryToLead = async (): Promise<boolean> => {
     const { checkpoint, etag: tag } = await loadCheckpoint(store)
-    const now = clock.now()
+    const now = mono()
     if (tag !== observedTag) {
       observedTag = tag
       observedSince = now
@@ -351,7 +393,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       },
     }))
     producer ??= options.bus.producer({ clientId: id })
-    const started = clock.now()
+    const started = mono()
     let timer: ReturnType<typeof setTimeout> | undefined
     try {
       await Promise.race([
@@ -377,7 +419,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       clearTimeout(timer)
     }
     m.flushes++
-    m.flushMsTotal += clock.now() - started
+    m.flushMsTotal += mono() - started
     for (const { entry, manifest } of batch) {
       dedup.add(entry.event_id)
       manifest.done.add(entry.event_id)
@@ -418,8 +460,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     const got = await store.get(om.key)
     if (got === null) {
       om.missing++
-      if (om.missing === 1) om.firstMissingAt = clock.now()
-      if (om.missing >= missingRetries && clock.now() - om.firstMissingAt >= missingGraceMs) {
+      if (om.missing === 1) om.firstMissingAt = mono()
+      if (om.missing >= missingRetries && mono() - om.firstMissingAt >= missingGraceMs) {
         await quarantine(om.key, `listed but unreadable after ${om.missing} attempts`)
         om.entries = []
         return om.entries
@@ -476,14 +518,55 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    */
   type Listed = {
     readonly from: string | null
+    /** −Infinity when the key clock could not be read: nothing is settled. */
     readonly watermarkUs: number
     readonly page: ListPage
     readonly tail: ListPage | undefined
     /** The key the tail listing started after. */
     readonly tailFrom: string | undefined
-    /** When the listing was sent (publisher clock). */
+    /** When the listing was sent (monotonic). */
     readonly sentAt: number
   }
+  /**
+   * The settled watermark (µs, database clock): the key clock's certain lower bound less
+   * `settleMs`. −Infinity, settling nothing, while the key clock cannot be read (docs/publisher.md).
+   */
+  const watermark = (): number => {
+    const lower = keyTime.lowerBoundUs()
+    return lower === null ? Number.NEGATIVE_INFINITY : lower - settleMs * 1000
+  }
+
+  let offsetReported = false
+  let lastKeyRead = Number.NEGATIVE_INFINITY
+  /** Reads the key clock when due (without waiting) and reports a change of trust, loudly. */
+  const watchKeyClock = (): void => {
+    if (keyTime.ageMs() >= keyClockRefreshMs && mono() - lastKeyRead >= keyClockRefreshMs / 4) {
+      lastKeyRead = mono()
+      void keyTime.measure()
+    }
+    const status = keyTime.status()
+    const settling = status.trusted ? 1 : 0
+    if (settling !== m.settling) {
+      if (settling === 1) log.info({ offset_ms: status.offsetMs }, 'database clock read; settling')
+      else
+        log.error(
+          { reason: status.reason },
+          'cannot read the database clock: not settling (the checkpoint holds; noticed commits are still published)',
+        )
+      m.settling = settling
+    }
+    m.clockOffsetMs = status.offsetMs ?? 0
+    // This host's clock decides nothing here, but an offset beyond the margin means broken time
+    // sync, which the operator should know of (leases and status times read oddly, logs mislead).
+    const far = status.offsetMs !== null && Math.abs(status.offsetMs) > maxClockUncertaintyMs
+    if (far && !offsetReported)
+      log.warn(
+        { offset_ms: status.offsetMs },
+        "this host's clock is far from the database's; the publisher settles on the database's clock",
+      )
+    offsetReported = far
+  }
+
   /** The listing under way: it is sent without holding up cycles that publish from notices. */
   let listingInFlight = false
   /** A listing that came back and waits for the next cycle. */
@@ -491,12 +574,12 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
   const startListing = (): void => {
     listingInFlight = true
-    lastListAt = clock.now()
+    lastListAt = mono()
     const from = position
     // The watermark is taken before listing: a key older than it that this listing misses
     // cannot belong to an acknowledged append (docs/publisher.md).
-    const watermarkUs = (clock.now() - settleMs) * 1000
-    const sentAt = clock.now()
+    const watermarkUs = watermark()
+    const sentAt = mono()
     const list = async (): Promise<Listed> => {
       // The settle listing, from the checkpoint: it finds late arrivals and decides how far the
       // checkpoint may move.
@@ -545,7 +628,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const cycle = async (listing: Listed | undefined): Promise<{ readonly more: boolean }> => {
     // A listing sent before the position was adopted anew (a reset, a takeover) is dropped.
     const valid = listing !== undefined && listing.from === position ? listing : undefined
-    const watermarkUs = valid?.watermarkUs ?? (clock.now() - settleMs) * 1000
+    const watermarkUs = valid?.watermarkUs ?? watermark()
     const page = valid?.page
     const tail = valid?.tail
     for (const key of page?.keys ?? []) register(key)
@@ -617,7 +700,11 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     for (const om of work) if (isComplete(om)) unfinished.delete(om.key)
     // Age in ms of the oldest manifest not yet fully published (0 when caught up).
     const oldest = work.find((om) => unfinished.has(om.key))
-    m.lagMs = oldest === undefined ? 0 : Math.max(0, clock.now() - Math.floor(oldest.us / 1000))
+    const keyNowUs = keyTime.lowerBoundUs()
+    m.lagMs =
+      oldest === undefined || keyNowUs === null
+        ? 0
+        : Math.max(0, Math.floor((keyNowUs - oldest.us) / 1000))
     if (page === undefined) return { more: listing !== undefined && valid === undefined }
     // Notices may have been missed and listings have not caught up yet: list again at once.
     const uncovered = coverage !== null
@@ -638,7 +725,10 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       }
       next = om.key
     }
-    if (barrier !== undefined || page.next === undefined) {
+    if (
+      watermarkUs > Number.NEGATIVE_INFINITY &&
+      (barrier !== undefined || page.next === undefined)
+    ) {
       // Every key before the watermark was listed and is done: the position may move up to the
       // watermark, or to just before the first manifest it must not pass. No manifest can still
       // appear below that floor (docs/publisher.md), so a quiet start followed by steady traffic
@@ -694,7 +784,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
   let lastMetricsLog = 0
   const logMetrics = (): void => {
-    const now = clock.now()
+    const now = mono()
     if (now - lastMetricsLog < metricsLogIntervalMs) return
     lastMetricsLog = now
     log.info(
@@ -711,7 +801,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
   const loop = async (signal: AbortSignal): Promise<void> => {
     let backoffMs = 0
-    lastMetricsLog = clock.now()
+    lastMetricsLog = mono()
     // The topics it knows of are created at start (others on first use).
     for (;;) {
       try {
@@ -729,9 +819,13 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     }
     backoffMs = 0
     wantList = true
+    // The first reading of the key clock, before the first listing (a short wait: a database that
+    // does not answer yet only delays settling).
+    await Promise.race([keyTime.measure(), new Promise((r) => setTimeout(r, 1_000).unref())])
     while (!signal.aborted) {
+      watchKeyClock()
       const heldBefore = m.held
-      const listing = wantList || clock.now() - lastListAt >= listIntervalMs
+      const listing = wantList || mono() - lastListAt >= listIntervalMs
       wantList = false
       noticed = false
       try {
@@ -751,10 +845,10 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
           if (got !== undefined && 'error' in got) throw got.error
           // A listing that left pages unread goes on at once.
           if ((await cycle(got?.ok)).more) wantList = true
-          const due = clock.now() - lastSaveAt >= heartbeatMs
+          const due = mono() - lastSaveAt >= heartbeatMs
           // Soon after publishing; otherwise (an idle watermark moving) with the heartbeat only.
           const moved = position !== lastSavedPosition && m.published !== publishedAtSave
-          if ((moved && clock.now() - lastSaveAt >= 1_000) || due) {
+          if ((moved && mono() - lastSaveAt >= 1_000) || due) {
             if (!(await save())) {
               // Replaced meanwhile: an operator's reset (adopt it) or another publisher (stand by).
               const { checkpoint, etag: tag } = await loadCheckpoint(store)
@@ -772,7 +866,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
                 )
                 m.role = 'standby'
                 observedTag = tag
-                observedSince = clock.now()
+                observedSince = mono()
               }
             }
           }
@@ -848,6 +942,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       wakeup.fn?.()
     },
     metrics: () => ({ ...m }),
+    keyClock: () => keyTime.status(),
     close,
     [Symbol.asyncDispose]: close,
   }

@@ -1,4 +1,5 @@
 import { CairnError, ErrorCode } from '../core/errors.ts'
+import type { KeyClock } from '../core/ports/clock.ts'
 import type { Sql } from '../core/ports/sql.ts'
 
 /**
@@ -69,6 +70,11 @@ export type SequenceAllocator = {
     dropEventIds: readonly string[],
   ): Promise<void>
   current(handler: string, aggregateId: string): Promise<number>
+  /**
+   * The database's clock now (`clock_timestamp()`, microseconds since the epoch): the clock that
+   * stamps reservations, hence manifest keys. The publisher settles on it (docs/publisher.md).
+   */
+  now(): Promise<number>
   lookup(eventId: string): Promise<(ReservedRow & { handler: string; aggregateId: string }) | null>
   staleReservations(olderThanMs: number, limit: number): Promise<StaleReservation[]>
   /** True when the allocator holds no aggregate at all (fresh or lost registry). */
@@ -76,6 +82,19 @@ export type SequenceAllocator = {
   /** Records an event found in the bucket (registry rebuild). */
   recordStored(rows: readonly (StaleReservation & { hash: string | null })[]): Promise<void>
 }
+
+/**
+ * The database's clock (`clock_timestamp()`, microseconds since the epoch): the clock that stamps
+ * reservations and so manifest keys, read by the publisher to settle (docs/publisher.md).
+ */
+export const databaseClock = (sql: Sql): KeyClock => ({
+  async now() {
+    const rows = await sql.query<{ us: string | number }>(
+      `SELECT floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us`,
+    )
+    return Number(rows[0]?.us)
+  },
+})
 
 /** The row `reserve_batch` (migrations/007) returns; bigints may come as strings. */
 type BatchOutcome = {
@@ -226,6 +245,7 @@ export const createSequenceAllocator = (options: {
         }),
       )
     },
+    now: () => withRetry(() => databaseClock(sql).now()),
     async current(handler, aggregateId) {
       const rows = await withRetry(() =>
         sql.query<{ last_sequence: string }>(

@@ -624,8 +624,8 @@ export const createWorker = (options: WorkerOptions): Worker => {
    */
   const redrive = async (): Promise<void> => {
     if (options.loadEnvelope === undefined) return
-    if (Date.now() - redrivenAt < redriveIntervalMs) return
-    redrivenAt = Date.now()
+    if (performance.now() - redrivenAt < redriveIntervalMs) return
+    redrivenAt = performance.now()
     const rows = await registry.claimRetries(handler, 50)
     for (const row of rows) {
       const envelope = await options.loadEnvelope(row.eventId)
@@ -683,9 +683,9 @@ export const createWorker = (options: WorkerOptions): Worker => {
     const commitSettled = async (c: BusConsumer): Promise<void> => {
       await c.commit([...uncommitted.values()])
       uncommitted.clear()
-      committedAt = Date.now()
+      committedAt = performance.now()
     }
-    let committedAt = 0
+    let committedAt = Number.NEGATIVE_INFINITY
     /** Batches to settle again, one at a time and in order, after a failure (an outage). */
     let again: (readonly DeliveredMessage[])[] = []
     /** The signal of the poll under way: aborted when a flight ends or the worker stops. */
@@ -747,7 +747,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
           let settled = 0
           while (flights[settled]?.state === 'settled') settled++
           for (const f of flights.splice(0, settled)) settledAll(f.batch)
-          if (uncommitted.size > 0 && Date.now() - committedAt >= commitIntervalMs) {
+          if (uncommitted.size > 0 && performance.now() - committedAt >= commitIntervalMs) {
             if (signal.aborted) return
             await commitSettled(consumer)
           }

@@ -6,7 +6,12 @@ import type { EventEnvelope } from '../../src/core/envelope.ts'
 import { CairnError, ErrorCode, isCairnError } from '../../src/core/errors.ts'
 import { listAll } from '../../src/core/ports/object-store.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
-import { streamPrefix, eventKey } from '../../src/event-store/keys.ts'
+import {
+  BY_DATE_PREFIX,
+  eventKey,
+  parseManifestKey,
+  streamPrefix,
+} from '../../src/event-store/keys.ts'
 import { probeObjectStore } from '../../src/event-store/probe.ts'
 import { createSequenceAllocator } from '../../src/sequencing/allocator.ts'
 import { migrate } from '../../src/adapters/sql/migrations.ts'
@@ -371,6 +376,39 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       assert.equal(next.envelopes[0]?.sequence_number, 3)
       const stillStale = (await allocator.staleReservations(0, 1000)).map((s) => s.eventId)
       assert.ok(!stillStale.includes(written.event_id) && !stillStale.includes(lost.event_id))
+    })
+
+    test("a writer's wall clock decides nothing: 20 minutes behind, it refuses a manifest durable beyond the bound, and its repair is keyed by the database's time", async () => {
+      const behind = { now: () => Date.now() - 20 * 60_000 }
+      let stall = true
+      const slow: ObjectStore = {
+        ...ws().objectStore,
+        putIfAbsent: async (key, body, contentType) => {
+          if (stall && key.startsWith(BY_DATE_PREFIX)) await new Promise((r) => setTimeout(r, 300))
+          return ws().objectStore.putIfAbsent(key, body, contentType)
+        },
+      }
+      const store = ws().store({ objectStore: slow, maxManifestDelayMs: 100, clock: behind })
+      const env = command(`late-${randomUUID()}`)
+      // Measured on the writer's clock against the database's time, this delay looked negative.
+      await rejectsWith(store.append({ envelopes: [env] }), ErrorCode.APPEND_FAILED)
+      stall = false
+      const repaired = await ws().store({ clock: behind }).repairStaleReservations(0)
+      assert.equal(repaired.indexed, 1)
+      // Both manifests naming the event (the late one, the repair's) carry the database's time: a
+      // key 20 minutes old would sort before a publisher's checkpoint and never be published.
+      const times: number[] = []
+      for (const key of await keysUnder(ws().objectStore, BY_DATE_PREFIX)) {
+        const got = await ws().objectStore.get(key)
+        if (got !== null && new TextDecoder().decode(got.body).includes(env.event_id))
+          times.push((parseManifestKey(key)?.us ?? 0) / 1000)
+      }
+      assert.equal(times.length, 2)
+      for (const t of times)
+        assert.ok(
+          Math.abs(t - Date.now()) < 60_000,
+          `manifest keyed at ${new Date(t).toISOString()}`,
+        )
     })
 
     test('the same command id with another payload is refused (error mode) or logged (warn mode)', async () => {

@@ -6,13 +6,14 @@ import { createEnvelope } from '../../src/core/envelope.ts'
 import type { EventEnvelope } from '../../src/core/envelope.ts'
 import { CairnError, ErrorCode } from '../../src/core/errors.ts'
 import type { Bus, BusProducer, DeliveredMessage } from '../../src/core/ports/bus.ts'
+import type { KeyClock } from '../../src/core/ports/clock.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import type { EventStore } from '../../src/event-store/event-store.ts'
 import { CHECKPOINT_KEY, eventKey, manifestKey } from '../../src/event-store/keys.ts'
 import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
 import { createPublisher, QUARANTINE_PREFIX } from '../../src/publisher/publisher.ts'
 import type { Publisher, PublisherOptions } from '../../src/publisher/publisher.ts'
-import { createSequenceAllocator } from '../../src/sequencing/allocator.ts'
+import { createSequenceAllocator, databaseClock } from '../../src/sequencing/allocator.ts'
 import { collect, collectDistinct, eventually } from '../support/collect.ts'
 import type { AdapterCase } from '../support/contract.ts'
 import { uniqueName } from '../support/services.ts'
@@ -96,7 +97,15 @@ const startPublisher = (
   world: PublisherWorld,
   options: Partial<PublisherOptions> = {},
 ): Publisher =>
-  run(createPublisher({ objectStore: world.ws.objectStore, bus: world.bus, ...fast, ...options }))
+  run(
+    createPublisher({
+      objectStore: world.ws.objectStore,
+      keyClock: databaseClock(world.ws.sql),
+      bus: world.bus,
+      ...fast,
+      ...options,
+    }),
+  )
 
 /** An operator's reset of the checkpoint to the beginning, unowned and without its dedup snapshot. */
 const rollBackCheckpoint = async (store: ObjectStore): Promise<void> => {
@@ -167,6 +176,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const publisher = createPublisher({
             objectStore: w.ws.objectStore,
             bus: w.bus,
+            keyClock: databaseClock(w.ws.sql),
             ...fast,
             notedMaxChars: 2_900,
           })
@@ -330,6 +340,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
         const publisher = createPublisher({
           objectStore: store,
           bus: w.bus,
+          keyClock: databaseClock(w.ws.sql),
           ...fast,
           pollIntervalMs: 200,
           heartbeatMs: 60_000,
@@ -597,6 +608,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const publisher = createPublisher({
             objectStore: hiding,
             bus: w.bus,
+            keyClock: databaseClock(w.ws.sql),
             ...fast,
             missingRetries: 3,
             missingGraceMs: 200,
@@ -644,7 +656,12 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             store,
             Array.from({ length: 10 }, (_, i) => event(topic, `out-${i}`)),
           )
-          const publisher = createPublisher({ objectStore: w.ws.objectStore, bus: flaky, ...fast })
+          const publisher = createPublisher({
+            objectStore: w.ws.objectStore,
+            keyClock: databaseClock(w.ws.sql),
+            bus: flaky,
+            ...fast,
+          })
           run(publisher)
           await eventually(() => publisher.metrics().deliveryFailures > 0, 'a failed delivery')
           await new Promise((r) => setTimeout(r, 600))
@@ -674,6 +691,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const active = createPublisher({
             objectStore: dying,
             bus: w.bus,
+            keyClock: databaseClock(w.ws.sql),
             ...fast,
             publisherId: 'active',
           })
@@ -752,6 +770,82 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const got = await collectDistinct(w.bus, topic, 8, 10_000)
           await publisher.close()
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 8)
+        },
+      )
+
+      withWorld(
+        "a publisher whose clock is 20 minutes ahead, then one 20 minutes behind, publishes every event and settles on the database's clock",
+        async (w) => {
+          const store = w.ws.store()
+          const dbNowMs = async (): Promise<number> => (await databaseClock(w.ws.sql).now()) / 1000
+          for (const skewMs of [20 * 60_000, -20 * 60_000]) {
+            const topic = uniqueName('wrong-clock')
+            const publisher = startPublisher(w, { clock: { now: () => Date.now() + skewMs } })
+            const envs = Array.from({ length: 5 }, (_, i) => event(topic, `wc-${i}`))
+            // Listings only, no notices: what the watermark decides (P1).
+            for (const e of envs) await store.append({ envelopes: [e] })
+            const appendedAt = await dbNowMs()
+            const got = await collectDistinct(w.bus, topic, 5, 10_000)
+            assert.deepEqual(
+              new Set(got.map((m) => m.headers.event_id)),
+              new Set(envs.map((e) => e.event_id)),
+            )
+            // It settles past them, and not beyond the database's present.
+            await eventually(
+              async () =>
+                ((await loadCheckpoint(w.ws.objectStore)).checkpoint?.last_timestamp_ms ?? 0) >
+                appendedAt,
+              `the checkpoint settles past the events (clock ${skewMs} ms off)`,
+            )
+            const settled = (await loadCheckpoint(w.ws.objectStore)).checkpoint
+            assert.ok((settled?.last_timestamp_ms ?? 0) <= (await dbNowMs()))
+            assert.equal(publisher.metrics().settling, 1)
+            // Its own clock's offset is measured and reported.
+            assert.ok(
+              Math.abs(publisher.metrics().clockOffsetMs - skewMs) < 5_000,
+              `offset ${publisher.metrics().clockOffsetMs}`,
+            )
+            await publisher.close()
+          }
+        },
+      )
+
+      withWorld(
+        "a publisher that cannot read the database's clock publishes noticed commits but does not settle, and says so; it settles once it can read it",
+        async (w) => {
+          const topic = uniqueName('no-clock')
+          let readable = false
+          const keyClock: KeyClock = {
+            now: async () => {
+              if (!readable) throw new Error('connection refused')
+              return databaseClock(w.ws.sql).now()
+            },
+          }
+          const publisher = startPublisher(w, { keyClock })
+          const store = w.ws.store()
+          store.onCommit((n) => publisher.noteCommit(n))
+          await eventually(() => publisher.metrics().role === 'active', 'active')
+          const envs = Array.from({ length: 3 }, (_, i) => event(topic, `nc-${i}`))
+          for (const e of envs) await store.append({ envelopes: [e] })
+          const got = await collectDistinct(w.bus, topic, 3, 10_000)
+          assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 3)
+          const appendedAt = (await databaseClock(w.ws.sql).now()) / 1000
+          // Well past the settle time: still held, and reported.
+          await sleep(1_500)
+          const held = (await loadCheckpoint(w.ws.objectStore)).checkpoint
+          assert.ok((held?.last_timestamp_ms ?? 0) < appendedAt, 'the checkpoint did not settle')
+          assert.equal(publisher.metrics().settling, 0)
+          assert.equal(publisher.keyClock().trusted, false)
+          assert.match(publisher.keyClock().reason ?? '', /connection refused/)
+          assert.equal(held?.key_clock?.settling, false)
+          readable = true
+          await eventually(
+            async () =>
+              ((await loadCheckpoint(w.ws.objectStore)).checkpoint?.last_timestamp_ms ?? 0) >
+              appendedAt,
+            'the checkpoint settles once the clock is readable',
+          )
+          assert.equal(publisher.metrics().settling, 1)
         },
       )
 

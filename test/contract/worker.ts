@@ -8,6 +8,7 @@ import type { Bus, DeliveredMessage } from '../../src/core/ports/bus.ts'
 import type { Sql } from '../../src/core/ports/sql.ts'
 import { CHECKPOINT_KEY, eventKey } from '../../src/event-store/keys.ts'
 import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
+import { databaseClock } from '../../src/sequencing/allocator.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../../src/registry/processed-events.ts'
@@ -1107,6 +1108,7 @@ export const duplicatePublishContract = (cases: readonly AdapterCase<PublisherWo
           const publisher = createPublisher({
             objectStore,
             bus,
+            keyClock: databaseClock(sql),
             pollIntervalMs: 100,
             settleMs: 400,
             heartbeatMs: 200,

@@ -33,6 +33,7 @@ import {
   parseInstanceFilter,
 } from '../../src/domain/read-model.ts'
 import type { EventStore } from '../../src/event-store/event-store.ts'
+import { databaseClock } from '../../src/sequencing/allocator.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
 import type { Publisher } from '../../src/publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
@@ -72,6 +73,7 @@ void describe('the domain end to end: OMS-style appends → publisher → worker
     publisher = createPublisher({
       objectStore: side.objectStore,
       bus,
+      keyClock: databaseClock(side.sql),
       pollIntervalMs: 100,
       settleMs: 400,
       heartbeatMs: 200,

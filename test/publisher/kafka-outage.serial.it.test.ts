@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
+import { databaseClock } from '../../src/sequencing/allocator.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
 import { collectDistinct, eventually } from '../support/collect.ts'
 import { uniqueName } from '../support/services.ts'
@@ -20,6 +21,7 @@ test('Kafka stopped for 30 s during writes: nothing lost once it returns; the ch
   const publisher = createPublisher({
     objectStore: world.ws.objectStore,
     bus: world.bus,
+    keyClock: databaseClock(world.ws.sql),
     pollIntervalMs: 200,
     settleMs: 500,
     heartbeatMs: 500,

@@ -6,6 +6,7 @@ import { promisify } from 'node:util'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { StoredEnvelope } from '../../src/core/envelope.ts'
 import { eventKey } from '../../src/event-store/keys.ts'
+import { databaseClock } from '../../src/sequencing/allocator.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
 import { eventually } from '../support/collect.ts'
 import { kafkaBrokers, uniqueName } from '../support/services.ts'
@@ -19,6 +20,7 @@ test('the bytes an independent client (kcat) reads from Kafka are exactly the st
   const publisher = createPublisher({
     objectStore: world.ws.objectStore,
     bus: world.bus,
+    keyClock: databaseClock(world.ws.sql),
     pollIntervalMs: 100,
     settleMs: 400,
     metricsLogIntervalMs: 60_000,

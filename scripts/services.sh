@@ -324,6 +324,15 @@ kcat_install() {
     die "kafka: could not install kcat with apt-get"
 }
 
+# libfaketime: runs cairn's processes with wrong clocks, for the tests of what a skewed host does.
+faketime_install() {
+  command -v faketime >/dev/null && return 0
+  log "installing libfaketime (Debian package faketime)"
+  apt-get install -y --no-install-recommends faketime >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends faketime >/dev/null 2>&1; } ||
+    die "could not install faketime with apt-get"
+}
+
 kafka_install() {
   kcat_install
   [[ -f $KAFKA_LIB/.complete ]] && return 0
@@ -592,6 +601,7 @@ cmd_up() {
   declare -gA STARTED=()
   mkdir -p "$RUN_DIR" "$CACHE_DIR"
   [[ " $* " == *" kafka "* ]] && kcat_install
+  [[ " $* " == *" postgres "* ]] && faketime_install
   for svc in "$@"; do svc_launch "$svc"; done
   READY_T0=$SECONDS
   for svc in "$@"; do

@@ -15,7 +15,6 @@ export type RebuildOptions = {
   /** Events per transaction (default 500). */
   readonly batchSize?: number
   readonly onProgress?: (applied: number) => void
-  readonly now?: () => number
 }
 
 const PROJECTED: ReadonlySet<string> = new Set(Object.values(AGGREGATE))
@@ -81,7 +80,9 @@ export const rebuildProjection = async (options: RebuildOptions): Promise<number
     if (waiting.length > 0) await apply(waiting)
   }
   let batch: StoredEnvelope[] = []
-  for await (const e of eventStore.readByDate(0, (options.now ?? Date.now)())) {
+  // To the end of the index, not to this host's "now": its clock may be behind the database's,
+  // which stamps the keys, and the newest events would be left out.
+  for await (const e of eventStore.readByDate(0, Number.POSITIVE_INFINITY)) {
     if (e.metadata.kind !== 'domain' || !PROJECTED.has(e.aggregate_type)) continue
     batch.push(e)
     if (batch.length >= batchSize) {

@@ -107,7 +107,10 @@ export type EventStore = {
   /** The aggregate's current sequence number as the allocator knows it (0 if none). */
   currentSequence(aggregateType: string, aggregateId: string): Promise<number>
   getByEventId(eventId: string): Promise<StoredEnvelope | null>
-  /** Events stored in [fromMs, toMs] (time of storing), in the order they were stored. */
+  /**
+   * Events indexed in [fromMs, toMs] (the database's time of their reservation, ms; `toMs` may be
+   * Infinity), in the order they were indexed.
+   */
   readByDate(fromMs: number, toMs: number): AsyncGenerator<StoredEnvelope>
   /**
    * Called after each group commit, in-process (wakes the publisher). Returns an unsubscribe. A

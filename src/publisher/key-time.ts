@@ -113,9 +113,11 @@ export const createKeyTime = (options: KeyTimeOptions): KeyTime => {
 
   return {
     measure() {
-      // A reading that hangs (the database frozen) is abandoned once it could no longer count: if
-      // it comes back at all, its round trip is beyond the tolerance and it is not used.
-      if (inFlight === null || mono() - inFlightSince > options.maxUncertaintyMs) {
+      // A reading that hangs (the database frozen, a connection that went silent) is abandoned
+      // after `maxAgeMs`, so a lost request cannot stop readings for good; if it comes back at
+      // all, its round trip is beyond the tolerance and it is not used. At most one such request
+      // is left behind per period, not one per cycle.
+      if (inFlight === null || mono() - inFlightSince > maxAgeMs) {
         inFlightSince = mono()
         const current: Promise<void> = measureOnce().finally(() => {
           if (inFlight === current) inFlight = null

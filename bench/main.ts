@@ -10,7 +10,7 @@ import type { Logger } from '../src/core/ports/logger.ts'
 import { describeResource, removeResources, sweepLeftovers } from './lib/cleanup.ts'
 import type { Resource } from './lib/cleanup.ts'
 import type { BenchContext, ResultRow } from './lib/harness.ts'
-import { computeRatios, describeMachine, formatTable } from './lib/report.ts'
+import { computeCosts, computeRatios, describeMachine, formatTable } from './lib/report.ts'
 import { pgSql } from './lib/scenario.ts'
 import type { Scenario } from './lib/scenario.ts'
 import { provisionServices, REPO_ROOT, servicePids } from './lib/services.ts'
@@ -20,6 +20,7 @@ import { claimDone } from './scenarios/claim-done.ts'
 import { consume } from './scenarios/consume.ts'
 import { e2e } from './scenarios/e2e.ts'
 import { emmett } from './scenarios/emmett.ts'
+import { history } from './scenarios/history.ts'
 import { idle } from './scenarios/idle.ts'
 import { kafkaProduce } from './scenarios/kafka-produce.ts'
 import { pgInsert } from './scenarios/pg-insert.ts'
@@ -39,6 +40,7 @@ const SCENARIOS: readonly Scenario[] = [
   consume,
   e2e,
   idle,
+  history,
 ]
 
 const USAGE = `usage: npm run bench -- [--quick] [--only <name,...>] [--seed <n>] [--keep]
@@ -170,6 +172,7 @@ const main = async (): Promise<number> => {
     await services.stop()
   }
   computeRatios(rows)
+  computeCosts(rows)
   const table = formatTable(rows)
   console.log(table)
   const finished = new Date()

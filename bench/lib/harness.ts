@@ -37,6 +37,11 @@ export type ResultRow = {
   readonly extra?: Readonly<Record<string, unknown>>
   /** Throughput ÷ each compared row's throughput; filled in once every row is known. */
   ratios?: Record<string, number>
+  /**
+   * What the object-store requests of a million events would cost on AWS S3 at list prices
+   * (`s3RequestCost`), in US dollars; null when no request count is known for the row.
+   */
+  s3CostPerMillionEvents?: number | null
 }
 
 export type BenchContext = {

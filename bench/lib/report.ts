@@ -46,6 +46,40 @@ export const describeMachine = (loadAverageAtStart: readonly number[]): Machine 
   }
 }
 
+/** AWS S3 Standard list prices per 1,000 requests (us-east-1): PUT, COPY, POST, LIST; GET, HEAD. */
+export const S3_PRICES = { putListPer1000: 0.005, getPer1000: 0.0004 } as const
+
+/**
+ * The S3 request cost of a million events of this row, in US dollars, at list prices: from
+ * MinIO's own counts when read (every client of the server, cairn processes of their own
+ * included), else from the counting store of the bench's own writer; null when neither is known.
+ */
+export const s3RequestCost = (r: ResultRow): number | null => {
+  let putList: number
+  let get: number
+  const s = r.serverRequestsPerEvent
+  const own = r.objectStorePerEvent
+  if (s !== null && s !== undefined && Object.keys(s).length > 0) {
+    // DELETEs are free; the bench's own clean-up is not in a measured window anyway.
+    putList =
+      (s.putobject ?? 0) + (s.copyobject ?? 0) + (s.listobjectsv2 ?? 0) + (s.listobjectsv1 ?? 0)
+    get = (s.getobject ?? 0) + (s.headobject ?? 0)
+  } else if (own !== null && own !== undefined) {
+    putList = (own.put ?? 0) + (own.putIfMatch ?? 0) + (own.list ?? 0)
+    get = own.get ?? 0
+  } else {
+    return null
+  }
+  const perMillion = 1_000_000 / 1_000
+  const cost = perMillion * (putList * S3_PRICES.putListPer1000 + get * S3_PRICES.getPer1000)
+  return Math.round(cost * 1000) / 1000
+}
+
+/** Fills each row's S3 request cost per million events. */
+export const computeCosts = (rows: ResultRow[]): void => {
+  for (const row of rows) row.s3CostPerMillionEvents = s3RequestCost(row)
+}
+
 const OWN_COLUMNS = new Set(['bench', 'postgres', 'kafka', 'minio'])
 
 /** CPU µs per event of the cairn processes a scenario spawned (OMS, publisher, workers), summed. */
@@ -90,6 +124,7 @@ export const formatTable = (rows: readonly ResultRow[]): string => {
     'get',
     'list',
     'minio put/get/list',
+    'S3 $/M ev',
     'ratio',
   ]
   const lines = rows.map((r) => [
@@ -110,6 +145,9 @@ export const formatTable = (rows: readonly ResultRow[]): string => {
     r.objectStorePerEvent === null ? '' : fmt(r.objectStorePerEvent.get, 3),
     r.objectStorePerEvent === null ? '' : fmt(r.objectStorePerEvent.list, 3),
     serverColumn(r),
+    r.s3CostPerMillionEvents === null || r.s3CostPerMillionEvents === undefined
+      ? ''
+      : fmt(r.s3CostPerMillionEvents, 2),
     Object.entries(r.ratios ?? {})
       .map(([k, v]) => `${v}× ${k}`)
       .join(', '),

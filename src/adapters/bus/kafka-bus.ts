@@ -185,6 +185,25 @@ const toCairnError = (error: unknown, what: string): CairnError => {
   )
 }
 
+/**
+ * True when a failed CreateTopics failed only because the topics exist (every error it carries is
+ * TOPIC_ALREADY_EXISTS): another process created them first.
+ */
+export const onlyAlreadyExists = (error: unknown): boolean => {
+  const leaves: unknown[] = []
+  const walk = (e: unknown): void => {
+    if (e instanceof AggregateError) for (const inner of e.errors) walk(inner)
+    else leaves.push(e)
+  }
+  walk(error)
+  return (
+    leaves.length > 0 &&
+    leaves.every(
+      (e) => e instanceof Error && findErrorBy(e, 'apiId', 'TOPIC_ALREADY_EXISTS') !== null,
+    )
+  )
+}
+
 const partitionId = (topic: string, partition: number): string => `${partition}:${topic}`
 
 const bufferOf = (bytes: Uint8Array): Buffer =>
@@ -266,7 +285,14 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
         lastError = error
       }
       if (Date.now() > deadline) {
-        throw toCairnError(lastError ?? new Error('no leader elected'), 'waiting for new topics')
+        // A cluster still starting or electing leaders: worth waiting for, not a fault.
+        throw lastError === undefined
+          ? new CairnError(
+              ErrorCode.BUS_UNAVAILABLE,
+              `topics ${specs.map((s) => s.name).join(', ')} on ${describe} have no leader for every partition after ${TOPIC_READY_TIMEOUT_MS} ms`,
+              { retryable: true },
+            )
+          : toCairnError(lastError, 'waiting for new topics')
       }
       await sleep(100)
     }
@@ -702,12 +728,15 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
                 replicas: config.replicationFactor,
               })),
             })
-            .catch(async (error: unknown) => {
-              // Another process may have created them meanwhile: fine if they all exist now.
-              const now = new Set(await adminClient().listTopics())
-              if (!missing.every((s) => now.has(s.name))) throw error
-            })
-          logger.info({ topics: missing.map((s) => s.name) }, 'created topics')
+            .then(
+              () => logger.info({ topics: missing.map((s) => s.name) }, 'created topics'),
+              (error: unknown) => {
+                // Another process created them in the same instant: that is success. The broker's
+                // listing may not show them yet; awaitLeaders below waits until it does.
+                if (!onlyAlreadyExists(error)) throw error
+                logger.debug({ topics: missing.map((s) => s.name) }, 'topics created meanwhile')
+              },
+            )
         }
       } catch (error) {
         throw toCairnError(error, `creating topics on ${describe}`)

@@ -20,6 +20,8 @@ import { createPublisher } from '../publisher/publisher.ts'
 import type { Publisher } from '../publisher/publisher.ts'
 import { createSequenceAllocator } from '../sequencing/allocator.ts'
 import type { CairnConfig } from './env.ts'
+import { noWait } from './startup.ts'
+import type { StartupGate } from './startup.ts'
 
 /**
  * The composition root of the write side: the configured object store and SQL adapters, the
@@ -73,6 +75,12 @@ export const openObjectStore = async (config: CairnConfig): Promise<ObjectStore>
         bucket: config.eventStore.bucket,
       })
 
+/** The object store as the start-up log names it (no secrets). */
+const describeObjectStore = (config: CairnConfig): string =>
+  config.mode === 'embedded' || config.s3 === undefined
+    ? `the bucket directory under ${config.dataDir}`
+    : `the object store at ${config.s3.endpoint} (bucket ${config.eventStore.bucket})`
+
 export const openSql = async (config: CairnConfig): Promise<Sql> =>
   config.mode === 'embedded' || config.databaseUrl === undefined
     ? createPgliteSql({ dataDir: path.join(config.dataDir, 'pglite') })
@@ -81,17 +89,24 @@ export const openSql = async (config: CairnConfig): Promise<Sql> =>
 export const openWriteSide = async (
   config: CairnConfig,
   logger: Logger,
-  options: { readonly probe?: boolean } = {},
+  options: {
+    readonly probe?: boolean
+    /** How to wait for the object store and PostgreSQL (default: try once). */
+    readonly wait?: StartupGate['wait']
+  } = {},
 ): Promise<WriteSide> => {
+  const wait = options.wait ?? noWait
   const opened: { name: string; close(): Promise<void> }[] = []
   try {
-    const objectStore = await openObjectStore(config)
+    const objectStore = await wait(describeObjectStore(config), () => openObjectStore(config))
     opened.push({ name: 'object store', close: () => objectStore.close() })
     if (options.probe ?? true) {
-      await assertConformant(objectStore, {
-        allowNonconformant: config.eventStore.allowNonconformantBackend,
-        logger,
-      })
+      await wait(`the conformance probe of ${objectStore.describe}`, () =>
+        assertConformant(objectStore, {
+          allowNonconformant: config.eventStore.allowNonconformantBackend,
+          logger,
+        }),
+      )
     }
     if (config.mode === 'embedded' && !existsSync(path.join(config.dataDir, 'pglite'))) {
       logger.info(
@@ -101,7 +116,10 @@ export const openWriteSide = async (
     }
     const sql = await openSql(config)
     opened.push({ name: 'sql', close: () => sql.close() })
-    const applied = await migrate(sql, config.sequencing.schema)
+    // Concurrent starters take turns under migrate's advisory lock.
+    const applied = await wait(`the database (${sql.describe})`, () =>
+      migrate(sql, config.sequencing.schema),
+    )
     if (applied.length > 0)
       logger.info({ applied, schema: config.sequencing.schema }, 'migrations applied')
     const eventStore = createEventStore({

@@ -189,7 +189,7 @@ const toCairnError = (error: unknown, what: string): CairnError => {
  * True when a failed CreateTopics failed only because the topics exist (every error it carries is
  * TOPIC_ALREADY_EXISTS): another process created them first.
  */
-export const onlyAlreadyExists = (error: unknown): boolean => {
+const onlyAlreadyExists = (error: unknown): boolean => {
   const leaves: unknown[] = []
   const walk = (e: unknown): void => {
     if (e instanceof AggregateError) for (const inner of e.errors) walk(inner)

@@ -28,6 +28,9 @@ export const servingUrlOf = (line: string): string | null => {
   }
 }
 
+/** How long a stopped process may wait for its event loop to empty before it exits anyway. */
+const EXIT_GRACE_MS = 2_000
+
 /**
  * Runs cairn's components in this process until SIGINT or SIGTERM. It serves HTTP at once: while
  * it waits for the services it needs (PostgreSQL, the object store, Kafka; in any order, with
@@ -116,6 +119,9 @@ export const runService = async (
     process.off('SIGTERM', onSignal)
     await closeHttp?.()
     await runtime?.close()
+    // Everything is closed. A Kafka consumer closed in the middle of a rebalance leaves a timer of
+    // its client behind (up to the rebalance timeout, 30 s): it must not hold the process.
+    setTimeout(() => process.exit(), EXIT_GRACE_MS).unref()
   }
   if (failed !== undefined) {
     throw failed instanceof Error ? failed : new Error(`${name} failed`, { cause: failed })

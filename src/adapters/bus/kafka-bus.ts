@@ -129,7 +129,6 @@ type ConsumerClient = {
   on(event: 'consumer:group:join', listener: () => void): unknown
   on(event: 'error', listener: (error: Error) => void): unknown
   removeListener(event: 'consumer:group:join', listener: () => void): unknown
-  removeListener(event: 'error', listener: (error: Error) => void): unknown
   close(): Promise<void>
 }
 
@@ -405,6 +404,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     // next poll joins again. Without a listener the event would crash the process.
     let membershipLost = false
     const onError = (error: Error): void => {
+      if (closing !== undefined) return
       log.warn({ err: error }, 'lost the consumer group membership; rejoining at the next poll')
       membershipLost = true
       epoch++
@@ -678,7 +678,8 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
           resources.delete(self)
           wakeAll()
           client.removeListener('consumer:group:join', onJoin)
-          client.removeListener('error', onError)
+          // The 'error' listener stays: leaving the group can fail with an 'error' event (a
+          // connection closed meanwhile, say), which without a listener would crash the process.
           // Closing leaves the group, so its partitions go to the other members at once.
           await client.close().catch((error: unknown) => {
             log.warn({ err: error }, 'closing a Kafka consumer failed')
@@ -701,7 +702,6 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
       await ensurePositions()
     } catch (error) {
       client.removeListener('consumer:group:join', onJoin)
-      client.removeListener('error', onError)
       await client.close().catch(() => {})
       throw toCairnError(error, `joining group ${groupId} on ${describe}`)
     }

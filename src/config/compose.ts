@@ -8,6 +8,7 @@ import { createPgSql } from '../adapters/sql/pg.ts'
 import { createPgliteSql } from '../adapters/sql/pglite.ts'
 import { createInProcessBus } from '../adapters/bus/in-process-bus.ts'
 import { createKafkaBus } from '../adapters/bus/kafka-bus.ts'
+import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
 import type { Bus } from '../core/ports/bus.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
@@ -20,7 +21,7 @@ import { createPublisher } from '../publisher/publisher.ts'
 import type { Publisher } from '../publisher/publisher.ts'
 import { createSequenceAllocator } from '../sequencing/allocator.ts'
 import type { CairnConfig } from './env.ts'
-import { noWait } from './startup.ts'
+import { isWorthWaiting, noWait } from './startup.ts'
 import type { StartupGate } from './startup.ts'
 
 /**
@@ -118,7 +119,16 @@ export const openWriteSide = async (
     opened.push({ name: 'sql', close: () => sql.close() })
     // Concurrent starters take turns under migrate's advisory lock.
     const applied = await wait(`the database (${sql.describe})`, () =>
-      migrate(sql, config.sequencing.schema),
+      migrate(sql, config.sequencing.schema).catch((error: unknown) => {
+        // A refusal (authentication, a missing database) says so without a stack trace.
+        throw isCairnError(error) || isWorthWaiting(error)
+          ? error
+          : new CairnError(
+              ErrorCode.SQL_ERROR,
+              `${sql.describe} refused: ${error instanceof Error ? error.message : String(error)}`,
+              { cause: error },
+            )
+      }),
     )
     if (applied.length > 0)
       logger.info({ applied, schema: config.sequencing.schema }, 'migrations applied')

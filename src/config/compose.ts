@@ -76,6 +76,22 @@ export const openObjectStore = async (config: CairnConfig): Promise<ObjectStore>
         bucket: config.eventStore.bucket,
       })
 
+/**
+ * The migrations of the schema (concurrent starters take turns under migrate's advisory lock).
+ * The server's refusal (authentication, a missing database) becomes a `SQL_ERROR` that says so,
+ * printed without a stack trace; what is worth waiting for stays as it is.
+ */
+export const migrateSchema = (sql: Sql, schema: string): Promise<string[]> =>
+  migrate(sql, schema).catch((error: unknown) => {
+    throw isCairnError(error) || isWorthWaiting(error)
+      ? error
+      : new CairnError(
+          ErrorCode.SQL_ERROR,
+          `${sql.describe} refused: ${error instanceof Error ? error.message : String(error)}`,
+          { cause: error },
+        )
+  })
+
 /** The object store as the start-up log names it (no secrets). */
 const describeObjectStore = (config: CairnConfig): string =>
   config.mode === 'embedded' || config.s3 === undefined
@@ -117,18 +133,8 @@ export const openWriteSide = async (
     }
     const sql = await openSql(config)
     opened.push({ name: 'sql', close: () => sql.close() })
-    // Concurrent starters take turns under migrate's advisory lock.
     const applied = await wait(`the database (${sql.describe})`, () =>
-      migrate(sql, config.sequencing.schema).catch((error: unknown) => {
-        // A refusal (authentication, a missing database) says so without a stack trace.
-        throw isCairnError(error) || isWorthWaiting(error)
-          ? error
-          : new CairnError(
-              ErrorCode.SQL_ERROR,
-              `${sql.describe} refused: ${error instanceof Error ? error.message : String(error)}`,
-              { cause: error },
-            )
-      }),
+      migrateSchema(sql, config.sequencing.schema),
     )
     if (applied.length > 0)
       logger.info({ applied, schema: config.sequencing.schema }, 'migrations applied')

@@ -52,6 +52,19 @@ export const createStartupGate = (options: StartupGateOptions): StartupGate => {
     })
 
   const aborted = (): boolean => signal?.aborted === true
+  /** The attempt, or a rejection as soon as the signal aborts (a connect may hang for minutes). */
+  const untilAborted = <T>(attempt: Promise<T>): Promise<T> => {
+    if (signal === undefined) return attempt
+    attempt.catch(() => {})
+    let onAbort = (): void => {}
+    const abandoned = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new Error('aborted'))
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+    return Promise.race([attempt, abandoned]).finally(() =>
+      signal.removeEventListener('abort', onAbort),
+    )
+  }
   const stopped = (what: string): CairnError =>
     new CairnError(ErrorCode.CLOSED, `stopped while waiting for ${what}`)
 
@@ -63,7 +76,7 @@ export const createStartupGate = (options: StartupGateOptions): StartupGate => {
         if (aborted()) throw stopped(what)
         trying = what
         try {
-          const result = await attempt()
+          const result = await untilAborted(attempt())
           if (failures > 0) {
             logger.info({ waited_for: what, waited_ms: Date.now() - started }, `${what} is there`)
           }

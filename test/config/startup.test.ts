@@ -121,3 +121,13 @@ test('aborting the signal ends a wait with CLOSED, without another attempt', asy
   await assert.rejects(waiting, (e) => isCairnError(e, ErrorCode.CLOSED))
   assert.equal(calls, 1)
 })
+
+test('aborting the signal ends an attempt that hangs (a connect to a silent host)', async () => {
+  const stop = new AbortController()
+  const gate = createStartupGate({ logger: recording(), signal: stop.signal })
+  const waiting = gate.wait('the database', () => new Promise<never>(() => {}))
+  await new Promise((r) => setTimeout(r, 20))
+  assert.equal(gate.describe(), 'starting: connecting to the database')
+  stop.abort()
+  await assert.rejects(waiting, (e) => isCairnError(e, ErrorCode.CLOSED))
+})

@@ -30,7 +30,7 @@ export type StartupGateOptions = {
   readonly maxDelayMs?: number
 }
 
-/** Tries once: what embedded mode, the one-shot commands and library callers use. */
+/** Tries once: the default of openWriteSide and openCairn (one-shot commands, library callers). */
 export const noWait: StartupGate['wait'] = (_what, attempt) => attempt()
 
 export const createStartupGate = (options: StartupGateOptions): StartupGate => {

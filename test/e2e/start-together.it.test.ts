@@ -17,7 +17,7 @@ const ROUNDS = 3
 // the same instant. None may give up, and commands must complete. A few rounds, each on a fresh
 // deployment (bucket, schema, topic prefix), since a race loses only now and then.
 test(
-  `oms, publisher and workers (with replicas) started at the same moment, ${ROUNDS} rounds on fresh deployments: all run, commands complete`,
+  `oms, publisher and workers (two of the OMS, the publisher and the instance worker) started at the same moment, ${ROUNDS} rounds on fresh deployments: all run, commands complete`,
   { timeout: ROUNDS * 150_000 },
   async () => {
     for (let round = 1; round <= ROUNDS; round++) {

@@ -58,14 +58,16 @@ export const freshDeployment = (
 }
 
 /**
- * Every component of the reference domain, each its own process, with replicas of the command
- * workers: what an operator starts.
+ * Every component of the reference domain, each its own process, with replicas of the OMS, the
+ * publisher and the instance worker: what an operator starts. The first is an OMS.
  */
 export const COMPONENTS: readonly {
   readonly args: readonly string[]
   readonly env?: Readonly<Record<string, string>>
 }[] = [
   { args: ['oms'] },
+  { args: ['oms'] },
+  { args: ['publisher'] },
   { args: ['publisher'] },
   { args: ['worker', 'ontology'], env: { CAIRN_MEMBER_NAME: 'ontology-1' } },
   { args: ['worker', 'instance'], env: { CAIRN_MEMBER_NAME: 'instance-1' } },

@@ -284,14 +284,20 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
         lastError = error
       }
       if (Date.now() > deadline) {
-        // A cluster still starting or electing leaders: worth waiting for, not a fault.
-        throw lastError === undefined
+        const error =
+          lastError === undefined ? undefined : toCairnError(lastError, 'waiting for new topics')
+        // A cluster still starting or electing leaders, or a broker whose metadata still lags
+        // behind a creation: worth waiting for, not a fault.
+        throw error === undefined || error.retryable || error.code === ErrorCode.BUS_UNKNOWN_TOPIC
           ? new CairnError(
               ErrorCode.BUS_UNAVAILABLE,
-              `topics ${specs.map((s) => s.name).join(', ')} on ${describe} have no leader for every partition after ${TOPIC_READY_TIMEOUT_MS} ms`,
-              { retryable: true },
+              `topics ${specs.map((s) => s.name).join(', ')} on ${describe} are not ready after ${TOPIC_READY_TIMEOUT_MS} ms` +
+                (error === undefined
+                  ? ' (not every partition shows a leader yet)'
+                  : `: ${error.message}`),
+              { retryable: true, ...(error === undefined ? {} : { cause: error }) },
             )
-          : toCairnError(lastError, 'waiting for new topics')
+          : error
       }
       await sleep(100)
     }

@@ -8,6 +8,7 @@ import { createPgSql } from '../adapters/sql/pg.ts'
 import { createPgliteSql } from '../adapters/sql/pglite.ts'
 import { createInProcessBus } from '../adapters/bus/in-process-bus.ts'
 import { createKafkaBus } from '../adapters/bus/kafka-bus.ts'
+import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
 import type { Bus } from '../core/ports/bus.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
@@ -20,6 +21,8 @@ import { createPublisher } from '../publisher/publisher.ts'
 import type { Publisher } from '../publisher/publisher.ts'
 import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
 import type { CairnConfig } from './env.ts'
+import { isWorthWaiting, noWait } from './startup.ts'
+import type { StartupGate } from './startup.ts'
 
 /**
  * The composition root of the write side: the configured object store and SQL adapters, the
@@ -73,6 +76,28 @@ export const openObjectStore = async (config: CairnConfig): Promise<ObjectStore>
         bucket: config.eventStore.bucket,
       })
 
+/**
+ * The migrations of the schema (concurrent starters take turns under migrate's advisory lock).
+ * The server's refusal (authentication, a missing database) becomes a `SQL_ERROR` that says so,
+ * printed without a stack trace; what is worth waiting for stays as it is.
+ */
+export const migrateSchema = (sql: Sql, schema: string): Promise<string[]> =>
+  migrate(sql, schema).catch((error: unknown) => {
+    throw isCairnError(error) || isWorthWaiting(error)
+      ? error
+      : new CairnError(
+          ErrorCode.SQL_ERROR,
+          `${sql.describe} refused: ${error instanceof Error ? error.message : String(error)}`,
+          { cause: error },
+        )
+  })
+
+/** The object store as the start-up log names it (no secrets). */
+const describeObjectStore = (config: CairnConfig): string =>
+  config.mode === 'embedded' || config.s3 === undefined
+    ? `the bucket directory under ${config.dataDir}`
+    : `the object store at ${config.s3.endpoint} (bucket ${config.eventStore.bucket})`
+
 export const openSql = async (config: CairnConfig): Promise<Sql> =>
   config.mode === 'embedded' || config.databaseUrl === undefined
     ? createPgliteSql({ dataDir: path.join(config.dataDir, 'pglite') })
@@ -81,17 +106,24 @@ export const openSql = async (config: CairnConfig): Promise<Sql> =>
 export const openWriteSide = async (
   config: CairnConfig,
   logger: Logger,
-  options: { readonly probe?: boolean } = {},
+  options: {
+    readonly probe?: boolean
+    /** How to wait for the object store and PostgreSQL (default: try once). */
+    readonly wait?: StartupGate['wait']
+  } = {},
 ): Promise<WriteSide> => {
+  const wait = options.wait ?? noWait
   const opened: { name: string; close(): Promise<void> }[] = []
   try {
-    const objectStore = await openObjectStore(config)
+    const objectStore = await wait(describeObjectStore(config), () => openObjectStore(config))
     opened.push({ name: 'object store', close: () => objectStore.close() })
     if (options.probe ?? true) {
-      await assertConformant(objectStore, {
-        allowNonconformant: config.eventStore.allowNonconformantBackend,
-        logger,
-      })
+      await wait(`the conformance probe of ${objectStore.describe}`, () =>
+        assertConformant(objectStore, {
+          allowNonconformant: config.eventStore.allowNonconformantBackend,
+          logger,
+        }),
+      )
     }
     if (config.mode === 'embedded' && !existsSync(path.join(config.dataDir, 'pglite'))) {
       logger.info(
@@ -101,7 +133,9 @@ export const openWriteSide = async (
     }
     const sql = await openSql(config)
     opened.push({ name: 'sql', close: () => sql.close() })
-    const applied = await migrate(sql, config.sequencing.schema)
+    const applied = await wait(`the database (${sql.describe})`, () =>
+      migrateSchema(sql, config.sequencing.schema),
+    )
     if (applied.length > 0)
       logger.info({ applied, schema: config.sequencing.schema }, 'migrations applied')
     const eventStore = createEventStore({

@@ -19,6 +19,8 @@ import type { Handle, HandleBatch, Worker } from '../worker/worker.ts'
 import { closeAll, commitChannel, openBus, openPublisher, openWriteSide } from './compose.ts'
 import type { WriteSide } from './compose.ts'
 import type { CairnConfig } from './env.ts'
+import { noWait } from './startup.ts'
+import type { StartupGate } from './startup.ts'
 
 /** The reference domain's workers: which topics, group, handler and side effect each runs. */
 export const WORKER_ROLES = ['ontology', 'instance', 'projection'] as const
@@ -74,6 +76,15 @@ export const domainTopics = (prefix = ''): string[] => [
   ...new Set(Object.values(ROLES).flatMap((r) => [...r.topics, r.dlq].map((t) => prefix + t))),
 ]
 
+/** Creates the domain's topics that are missing (other processes may create them at once). */
+export const ensureDomainTopics = (config: CairnConfig, bus: Bus): Promise<void> =>
+  bus.ensureTopics(
+    domainTopics(config.publisher.topicPrefix).map((name) => ({
+      name,
+      partitions: config.publisher.topicPartitions,
+    })),
+  )
+
 /** The registry of one process; its member name is stable across restarts (fast recovery, C2). */
 export const openRegistry = (
   config: CairnConfig,
@@ -88,18 +99,16 @@ export const openRegistry = (
     ownerTimeoutMs: config.registry.heartbeatIntervalSeconds * 3 * 1000,
   })
 
-export const openWorkers = async (
+/** The domain's workers of the given roles, not yet running; their topics exist already. */
+export const openWorkers = (
   config: CairnConfig,
   ws: WriteSide,
   bus: Bus,
   logger: Logger,
   roles: readonly WorkerRole[],
   metrics?: PrometheusMetrics,
-): Promise<Worker[]> => {
+): Worker[] => {
   const prefix = config.publisher.topicPrefix
-  await bus.ensureTopics(
-    domainTopics(prefix).map((name) => ({ name, partitions: config.publisher.topicPartitions })),
-  )
   return roles.map((role) => {
     const spec = ROLES[role]
     const { handle, handleBatch } = spec.handlers(ws, config, logger)
@@ -199,23 +208,31 @@ export const openCairn = async (
   config: CairnConfig,
   logger: Logger,
   components: CairnComponents,
-  options: { readonly metrics?: PrometheusMetrics; readonly running?: () => boolean } = {},
+  options: {
+    readonly metrics?: PrometheusMetrics
+    readonly running?: () => boolean
+    /** Waits for the services as they come up (default: try once, fail if one is not there). */
+    readonly wait?: StartupGate['wait']
+  } = {},
 ): Promise<CairnRuntime> => {
   const metrics = options.metrics ?? createPrometheusMetrics()
   const running = options.running ?? (() => true)
+  const wait = options.wait ?? noWait
   const parts: { name: string; close(): Promise<void> }[] = []
   const loops: { name: string; done: Promise<void> }[] = []
   /** Checks of the components beside the write side's: null when fine, else [name, reason]. */
   const readiness: (() => readonly [string, string] | null)[] = []
   const close = () => closeAll(parts, logger)
   try {
-    const ws = await openWriteSide(config, logger)
+    const ws = await openWriteSide(config, logger, { wait })
     parts.push({ name: 'write side', close: () => ws.close() })
     let bus: Bus | undefined
     if (components.publisher || components.workers.length > 0) {
       const opened = openBus(config, logger)
       parts.push({ name: 'bus', close: () => opened.close() })
       bus = opened
+      // Kafka answers and the domain's topics exist before the publisher or a worker starts.
+      await wait(`the bus (${opened.describe})`, () => ensureDomainTopics(config, opened))
     }
     if (components.publisher && bus !== undefined) {
       const publisher = openPublisher(config, ws, bus, logger)
@@ -259,7 +276,7 @@ export const openCairn = async (
       parts.push({ name: 'publisher', close: () => publisher.close().then(() => done) })
     }
     if (components.workers.length > 0 && bus !== undefined) {
-      const workers = await openWorkers(config, ws, bus, logger, components.workers, metrics)
+      const workers = openWorkers(config, ws, bus, logger, components.workers, metrics)
       workers.forEach((w, i) => {
         const done = w.run()
         const name = `${components.workers[i] ?? 'unknown'} worker`

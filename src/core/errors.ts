@@ -5,6 +5,8 @@
 export const ErrorCode = {
   INVALID_ENVELOPE: 'INVALID_ENVELOPE',
   INVALID_CONFIG: 'INVALID_CONFIG',
+  /** The database's schema was migrated by a newer cairn than this one. */
+  SCHEMA_TOO_NEW: 'SCHEMA_TOO_NEW',
   SEQUENCE_CONFLICT: 'SEQUENCE_CONFLICT',
   IDEMPOTENCY_MISMATCH: 'IDEMPOTENCY_MISMATCH',
   OBJECT_EXISTS: 'OBJECT_EXISTS',

@@ -40,3 +40,34 @@ export const createOpsApp = (options: {
     })
   },
 })
+
+/**
+ * What a process serves while it starts, before its dependencies are there: /healthz (alive),
+ * /readyz 503 with what it waits for, /metrics; anything else 503 `starting` with Retry-After.
+ */
+export const createStartingApp = (options: {
+  /** What the process waits for, e.g. `waiting for the database (…): connect ECONNREFUSED …`. */
+  readonly waitingFor: () => string
+  readonly metrics: HttpObserver
+}): HttpApp => {
+  const ops = createOpsApp({
+    ready: async () => ({ ready: false, checks: { startup: options.waitingFor() } }),
+    metrics: options.metrics,
+  })
+  return {
+    maxBodyBytes: 0,
+    async handle(req: HttpRequest): Promise<HttpResponse> {
+      const path = req.url.split('?')[0]
+      if (
+        req.method === 'GET' &&
+        (path === '/healthz' || path === '/readyz' || path === '/metrics')
+      ) {
+        return ops.handle(req)
+      }
+      return problem(
+        { status: 503, code: 'starting', title: 'Starting', detail: options.waitingFor() },
+        { 'retry-after': '1' },
+      )
+    },
+  }
+}

@@ -9,6 +9,21 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const NODE = path.join(ROOT, 'node_modules', '.bin', 'node')
 const MAIN = path.join(ROOT, 'src', 'cli', 'main.ts')
 
+/** The HTTP address from the `<name> is starting` line, logged before it waits for services. */
+export const listeningUrlOf = (line: string): string | null => {
+  if (!line.startsWith('{')) return null
+  try {
+    const entry = JSON.parse(line) as { msg?: unknown; http?: unknown }
+    return typeof entry.msg === 'string' &&
+      entry.msg.endsWith('is starting') &&
+      typeof entry.http === 'string'
+      ? entry.http
+      : null
+  } catch {
+    return null
+  }
+}
+
 export type CairnProcess = {
   readonly child: ChildProcess
   /** The URL it serves HTTP on (from its "is running" log line). */
@@ -20,13 +35,16 @@ export type CairnProcess = {
 }
 
 /**
- * Runs `cairn <args>` as its own process (the CLI a user runs) and waits until it serves HTTP.
- * Fails with its output when it exits or does not come up in time.
+ * Runs `cairn <args>` as its own process (the CLI a user runs) and waits until it serves HTTP:
+ * by default until it runs (`is running`); with `urlOf` = `listeningUrlOf`, as soon as it listens,
+ * while it may still wait for its services. Fails with its output when it exits or does not come
+ * up in time.
  */
 export const startCairn = (
   args: readonly string[],
   env: Record<string, string>,
   timeoutMs = 60_000,
+  urlOf: (line: string) => string | null = servingUrlOf,
 ): Promise<CairnProcess> =>
   new Promise((resolve, reject) => {
     const child = spawn(NODE, [MAIN, ...args], {
@@ -49,7 +67,7 @@ export const startCairn = (
       out += chunk.toString()
       if (settled) return
       for (const line of out.split('\n')) {
-        const url = servingUrlOf(line)
+        const url = urlOf(line)
         if (url === null) continue
         settled = true
         clearTimeout(timer)

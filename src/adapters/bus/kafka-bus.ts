@@ -129,7 +129,6 @@ type ConsumerClient = {
   on(event: 'consumer:group:join', listener: () => void): unknown
   on(event: 'error', listener: (error: Error) => void): unknown
   removeListener(event: 'consumer:group:join', listener: () => void): unknown
-  removeListener(event: 'error', listener: (error: Error) => void): unknown
   close(): Promise<void>
 }
 
@@ -182,6 +181,25 @@ const toCairnError = (error: unknown, what: string): CairnError => {
     unavailable ? ErrorCode.BUS_UNAVAILABLE : ErrorCode.BUS_ERROR,
     `${what} failed: ${error.message}`,
     { retryable, cause: error },
+  )
+}
+
+/**
+ * True when a failed CreateTopics failed only because the topics exist (every error it carries is
+ * TOPIC_ALREADY_EXISTS): another process created them first.
+ */
+const onlyAlreadyExists = (error: unknown): boolean => {
+  const leaves: unknown[] = []
+  const walk = (e: unknown): void => {
+    if (e instanceof AggregateError) for (const inner of e.errors) walk(inner)
+    else leaves.push(e)
+  }
+  walk(error)
+  return (
+    leaves.length > 0 &&
+    leaves.every(
+      (e) => e instanceof Error && findErrorBy(e, 'apiId', 'TOPIC_ALREADY_EXISTS') !== null,
+    )
   )
 }
 
@@ -266,7 +284,20 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
         lastError = error
       }
       if (Date.now() > deadline) {
-        throw toCairnError(lastError ?? new Error('no leader elected'), 'waiting for new topics')
+        const error =
+          lastError === undefined ? undefined : toCairnError(lastError, 'waiting for new topics')
+        // A cluster still starting or electing leaders, or a broker whose metadata still lags
+        // behind a creation: worth waiting for, not a fault.
+        throw error === undefined || error.retryable || error.code === ErrorCode.BUS_UNKNOWN_TOPIC
+          ? new CairnError(
+              ErrorCode.BUS_UNAVAILABLE,
+              `topics ${specs.map((s) => s.name).join(', ')} on ${describe} are not ready after ${TOPIC_READY_TIMEOUT_MS} ms` +
+                (error === undefined
+                  ? ' (not every partition shows a leader yet)'
+                  : `: ${error.message}`),
+              { retryable: true, ...(error === undefined ? {} : { cause: error }) },
+            )
+          : error
       }
       await sleep(100)
     }
@@ -379,6 +410,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     // next poll joins again. Without a listener the event would crash the process.
     let membershipLost = false
     const onError = (error: Error): void => {
+      if (closing !== undefined) return
       log.warn({ err: error }, 'lost the consumer group membership; rejoining at the next poll')
       membershipLost = true
       epoch++
@@ -652,7 +684,8 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
           resources.delete(self)
           wakeAll()
           client.removeListener('consumer:group:join', onJoin)
-          client.removeListener('error', onError)
+          // The 'error' listener stays: leaving the group can fail with an 'error' event (a
+          // connection closed meanwhile, say), which without a listener would crash the process.
           // Closing leaves the group, so its partitions go to the other members at once.
           await client.close().catch((error: unknown) => {
             log.warn({ err: error }, 'closing a Kafka consumer failed')
@@ -675,7 +708,6 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
       await ensurePositions()
     } catch (error) {
       client.removeListener('consumer:group:join', onJoin)
-      client.removeListener('error', onError)
       await client.close().catch(() => {})
       throw toCairnError(error, `joining group ${groupId} on ${describe}`)
     }
@@ -702,12 +734,15 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
                 replicas: config.replicationFactor,
               })),
             })
-            .catch(async (error: unknown) => {
-              // Another process may have created them meanwhile: fine if they all exist now.
-              const now = new Set(await adminClient().listTopics())
-              if (!missing.every((s) => now.has(s.name))) throw error
-            })
-          logger.info({ topics: missing.map((s) => s.name) }, 'created topics')
+            .then(
+              () => logger.info({ topics: missing.map((s) => s.name) }, 'created topics'),
+              (error: unknown) => {
+                // Another process created them in the same instant: that is success. The broker's
+                // listing may not show them yet; awaitLeaders below waits until it does.
+                if (!onlyAlreadyExists(error)) throw error
+                logger.debug({ topics: missing.map((s) => s.name) }, 'topics created meanwhile')
+              },
+            )
         }
       } catch (error) {
         throw toCairnError(error, `creating topics on ${describe}`)

@@ -21,7 +21,8 @@ export const assertSchemaName = (schema: string): string => {
 /**
  * Applies the numbered plain-SQL files of `migrations/` that the schema has not seen yet, in
  * order, each in its own transaction, under an advisory lock so concurrent starters take turns.
- * `{{schema}}` in a file stands for the schema name. Returns the versions applied.
+ * `{{schema}}` in a file stands for the schema name. Returns the versions applied. A schema that
+ * holds a version this code does not know (a newer cairn migrated it) is refused: SCHEMA_TOO_NEW.
  */
 export const migrate = async (
   sql: Sql,
@@ -43,6 +44,17 @@ export const migrate = async (
         (r) => r.version,
       ),
     )
+    const known = new Set(files.map((f) => f.replace(/\.sql$/, '')))
+    const unknown = [...done].filter((v) => !known.has(v)).sort()
+    if (unknown.length > 0) {
+      // Older code on a newer schema could write what the newer code no longer reads.
+      throw new CairnError(
+        ErrorCode.SCHEMA_TOO_NEW,
+        `schema ${schema} has migrations this version of cairn does not know (${unknown.join(', ')}): ` +
+          'a newer cairn migrated it. Run that version or a later one',
+        { details: { schema, unknown } },
+      )
+    }
     const applied: string[] = []
     for (const file of files) {
       const version = file.replace(/\.sql$/, '')

@@ -1,5 +1,5 @@
 import type { StoredEnvelope } from '../core/envelope.ts'
-import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
+import { CairnError, ErrorCode, isCairnError, isDependencyOutage } from '../core/errors.ts'
 import { DEFAULT_MAX_BATCH } from '../core/ports/bus.ts'
 import type { Bus, BusConsumer, BusProducer, DeliveredMessage } from '../core/ports/bus.ts'
 import { silentLogger } from '../core/ports/logger.ts'
@@ -101,6 +101,8 @@ export type WorkerMetrics = {
   parked: number
   pauses: number
   redriven: number
+  /** 1 while the worker is paused (a dependency is away), else 0. */
+  paused: number
 }
 
 export type Worker = {
@@ -110,6 +112,8 @@ export type Worker = {
    */
   run(signal?: AbortSignal): Promise<void>
   metrics(): Readonly<WorkerMetrics>
+  /** Why the worker is paused (the error it waits out), or null while it works. */
+  pausedBy(): string | null
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -194,7 +198,9 @@ export const createWorker = (options: WorkerOptions): Worker => {
     parked: 0,
     pauses: 0,
     redriven: 0,
+    paused: 0,
   }
+  let pausedBy: string | null = null
   const stop = new AbortController()
   let producer: BusProducer | undefined
   /** Side effects of a non-transactional handler running now, over every batch in flight. */
@@ -330,7 +336,9 @@ export const createWorker = (options: WorkerOptions): Worker => {
         return
       } catch (error) {
         if (error instanceof LostClaim) return lostClaim(envelope.event_id)
-        if (isCairnError(error, ErrorCode.REGISTRY_UNAVAILABLE)) throw error
+        // A dependency away (registry, bucket, database, bus) is not the event's fault: the
+        // worker pauses and settles the batch again, without counting a try (C6).
+        if (isDependencyOutage(error)) throw error
         lastError = messageOf(error)
         log.warn({ event_id: envelope.event_id, attempt, err: lastError }, 'handler failed')
       } finally {
@@ -476,6 +484,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
         m.processed += items.length
         return
       } catch (error) {
+        if (isDependencyOutage(error)) throw error
         log.warn(
           { events: ids.length, event_id: thrower?.eventId, err: messageOf(error) },
           'batch rolled back; running its events one by one',
@@ -486,7 +495,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
     }
     for (const item of items) {
       const failed = thrower?.eventId === item.envelope.event_id ? thrower.error : undefined
-      if (failed === undefined || isCairnError(failed, ErrorCode.REGISTRY_UNAVAILABLE)) {
+      if (failed === undefined || isDependencyOutage(failed)) {
         await execute(item)
       } else {
         const lastError = messageOf(failed)
@@ -589,6 +598,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
         account(outcomes)
         for (const { envelope } of claimed) pending.delete(envelope.event_id)
       } catch (error) {
+        if (isDependencyOutage(error)) throw error
         log.warn(
           { events: pending.size, event_id: thrower?.eventId, err: messageOf(error) },
           'batch rolled back; claiming and running its events again',
@@ -784,8 +794,10 @@ export const createWorker = (options: WorkerOptions): Worker => {
             await (flights[0] as Flight).done
           }
           if (failures > 0 && flights.every((f) => f.state !== 'failed')) {
-            log.info({}, 'worker resumed')
+            log.info({ pauses: failures }, 'worker resumed')
             failures = 0
+            m.paused = 0
+            pausedBy = null
           }
         } catch (error) {
           if (isCairnError(error, ErrorCode.CLOSED) && signal.aborted) return
@@ -803,11 +815,13 @@ export const createWorker = (options: WorkerOptions): Worker => {
           // Registry or bus unreachable: pause, keep the batches, commit nothing, try again.
           failures++
           m.pauses++
+          m.paused = 1
+          pausedBy = isCairnError(error) ? error.message : String(error)
           const wait = backoffMs(failures, { baseMs: 200, maxMs: 5_000, random: () => 1 })
-          log.warn(
-            { err: isCairnError(error) ? error.message : String(error), retry_in_ms: wait },
-            'worker paused',
-          )
+          // Said when it pauses, then about every minute while the outage lasts.
+          if (failures === 1 || failures % 12 === 0) {
+            log.warn({ err: pausedBy, retry_in_ms: wait, pauses: failures }, 'worker paused')
+          }
           await sleep(wait, signal)
         }
       }
@@ -848,6 +862,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
       return looping
     },
     metrics: () => ({ ...m }),
+    pausedBy: () => pausedBy,
     close,
     [Symbol.asyncDispose]: close,
   }

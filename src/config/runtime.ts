@@ -146,6 +146,7 @@ export const openOmsApp = (
     commandRecords: (id) => registry.status(id),
     auth: config.oms.tokens.length > 0 ? { tokens: config.oms.tokens } : 'disabled',
     maxBodyBytes: config.oms.maxBodyBytes,
+    maxInFlight: config.oms.maxInFlight,
     ready,
     metrics,
     logger,

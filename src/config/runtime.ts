@@ -153,7 +153,10 @@ export const openOmsApp = (
   })
 }
 
-/** Readiness: the registry's database answers and the bucket can be listed. */
+/**
+ * Readiness of the write side: the registry's database answers and the bucket can be listed
+ * (each within 2 s). A process adds its loops' state: a paused worker or a failing publisher.
+ */
 export const writeSideReady = (ws: WriteSide) => async (): Promise<ReadyReport> => {
   const checks: Record<string, string> = {}
   const probe = async (name: string, fn: () => Promise<unknown>) => {
@@ -206,6 +209,8 @@ export const openCairn = async (
   const running = options.running ?? (() => true)
   const parts: { name: string; close(): Promise<void> }[] = []
   const loops: { name: string; done: Promise<void> }[] = []
+  /** Why each loop cannot work now (a dependency away), or null: readiness reports it. */
+  const troubles: { name: string; trouble: () => string | null }[] = []
   const close = () => closeAll(parts, logger)
   try {
     const ws = await openWriteSide(config, logger)
@@ -249,6 +254,7 @@ export const openCairn = async (
       }
       const done = publisher.run()
       loops.push({ name: 'publisher', done })
+      troubles.push({ name: 'publisher', trouble: () => publisher.failingWith() })
       parts.push({ name: 'publisher', close: () => publisher.close().then(() => done) })
     }
     if (components.workers.length > 0 && bus !== undefined) {
@@ -257,12 +263,20 @@ export const openCairn = async (
         const done = w.run()
         const name = `${components.workers[i] ?? 'unknown'} worker`
         loops.push({ name, done })
+        troubles.push({ name, trouble: () => w.pausedBy() })
         parts.push({ name, close: () => w.close().then(() => done) })
       })
     }
     const wsReady = writeSideReady(ws)
-    const ready = async (): Promise<ReadyReport> =>
-      running() ? wsReady() : { ready: false, checks: { process: 'stopping' } }
+    const ready = async (): Promise<ReadyReport> => {
+      if (!running()) return { ready: false, checks: { process: 'stopping' } }
+      const checks: Record<string, string> = { ...(await wsReady()).checks }
+      for (const { name, trouble } of troubles) {
+        const why = trouble()
+        checks[name] = why === null ? 'ok' : `paused: ${why.slice(0, 200)}`
+      }
+      return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
+    }
     const app = components.oms
       ? openOmsApp(config, ws, logger, metrics, ready)
       : createOpsApp({ ready, metrics })

@@ -91,6 +91,8 @@ export type PublisherMetrics = {
   manifestReads: number
   /** Age in ms of the oldest manifest not yet fully published (0 when caught up). */
   lagMs: number
+  /** 1 while its cycles fail (a dependency is away) and it retries, else 0. */
+  failing: number
   role: 'starting' | 'active' | 'standby' | 'stopped'
 }
 
@@ -109,6 +111,8 @@ export type Publisher = {
    */
   noteGap(): void
   metrics(): Readonly<PublisherMetrics>
+  /** The error its cycles fail with while it retries (a dependency is away), else null. */
+  failingWith(): string | null
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -184,6 +188,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     quarantined: 0,
     held: 0,
     lagMs: 0,
+    failing: 0,
     role: 'starting',
   }
 
@@ -709,6 +714,9 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
   let running: Promise<void> | null = null
 
+  let failingWith: string | null = null
+  let failures = 0
+
   const loop = async (signal: AbortSignal): Promise<void> => {
     let backoffMs = 0
     lastMetricsLog = clock.now()
@@ -778,12 +786,24 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
           }
         }
         backoffMs = 0
+        if (failingWith !== null) {
+          log.info({ failures }, 'publisher resumed')
+          failingWith = null
+          failures = 0
+          m.failing = 0
+        }
       } catch (error) {
         backoffMs = Math.min(Math.max(backoffMs * 2, 100), pollIntervalMs)
-        log.warn(
-          { err: isCairnError(error) ? error.message : String(error), retry_in_ms: backoffMs },
-          'publisher cycle failed; retrying',
-        )
+        failingWith = isCairnError(error) ? error.message : String(error)
+        failures++
+        m.failing = 1
+        // Said when it starts failing, then about every minute while it lasts.
+        if (failures === 1 || failures % 20 === 0) {
+          log.warn(
+            { err: failingWith, retry_in_ms: backoffMs, failures },
+            'publisher cycle failed; retrying',
+          )
+        }
       }
       logMetrics()
       if (signal.aborted) break
@@ -848,6 +868,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       wakeup.fn?.()
     },
     metrics: () => ({ ...m }),
+    failingWith: () => failingWith,
     close,
     [Symbol.asyncDispose]: close,
   }

@@ -47,7 +47,13 @@ export type KafkaBusOptions = {
   readonly retries?: number
   /** Delay between those retries (default 250 ms). */
   readonly retryDelayMs?: number
-  /** Timeout of one request to a broker (default 5 000 ms). */
+  /**
+   * Timeout of one request to a broker (default 5 000 ms): the broker's own bound (a produce's
+   * wait for replicas), and, with a 2 s grace, how long the client waits for an answer before it
+   * drops the connection and retries. A consumer waits up to the rebalance timeout instead (a
+   * join blocks at the broker until the group rebalances); its fetches, which the broker answers
+   * within the fetch wait, count as failed after this timeout (a broker that hangs).
+   */
   readonly requestTimeoutMs?: number
 }
 
@@ -56,6 +62,8 @@ export type KafkaBus = Bus & { readonly brokers: readonly string[] }
 const PARTITION_MAX_BYTES = 1_048_576
 const FETCH_MAX_BYTES = 16 * 1_048_576
 const TOPIC_READY_TIMEOUT_MS = 10_000
+/** How much longer than the request timeout the client waits for a broker's answer. */
+const REQUEST_GRACE_MS = 2_000
 
 // The few members of @platformatic/kafka's clients cairn uses (so swapping the client is local).
 
@@ -225,6 +233,8 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     retries: config.retries,
     retryDelay: config.retryDelay,
     timeout: config.timeout,
+    // The client-side wait for an answer (the client's own default is 30 s per try).
+    requestTimeout: config.timeout + REQUEST_GRACE_MS,
   }
   const resources = new Set<{ close(): Promise<void> }>()
   let admin: AdminClient | undefined
@@ -332,6 +342,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     const log = logger.child({ groupId })
     const client: ConsumerClient = new Consumer({
       ...base,
+      requestTimeout: Math.max(config.timeout, config.rebalanceTimeout) + REQUEST_GRACE_MS,
       clientId: clientIdFor('consumer', consumerOptions.clientId),
       groupId,
       autocommit: false,
@@ -359,6 +370,8 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     }
     type FetchOutcome = Fetched | { readonly epoch: number; readonly error: unknown }
     let inflight: Promise<FetchOutcome> | undefined
+    /** When the fetch in flight was sent. */
+    let inflightSince = 0
     const wakers = new Set<() => void>()
     const wakeAll = (): void => {
       for (const wake of [...wakers]) wake()
@@ -597,8 +610,24 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
               await settles(undefined, remaining, signal)
               continue
             }
-            inflight ??= startFetch(Math.min(config.fetchWait, Math.max(0, remaining)))
-            if (!(await settles(inflight, remaining, signal))) continue
+            if (inflight === undefined) {
+              inflight = startFetch(Math.min(config.fetchWait, Math.max(0, remaining)))
+              inflightSince = Date.now()
+            }
+            if (!(await settles(inflight, remaining, signal))) {
+              // A fetch is answered within its wait at the broker; one that is not after a request
+              // timeout more means a broker that hangs (it keeps its connections, so nothing
+              // fails): say so instead of looking idle. The fetch stays; its outcome is used later.
+              const silent = Date.now() - inflightSince
+              if (silent > config.fetchWait + config.timeout && closing === undefined) {
+                throw new CairnError(
+                  ErrorCode.BUS_UNAVAILABLE,
+                  `fetching from ${describe}: no answer for ${silent} ms`,
+                  { retryable: true },
+                )
+              }
+              continue
+            }
             const outcome = await inflight
             inflight = undefined
             if ('error' in outcome) {

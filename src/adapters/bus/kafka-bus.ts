@@ -236,6 +236,35 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     // The client-side wait for an answer (the client's own default is 30 s per try).
     requestTimeout: config.timeout + REQUEST_GRACE_MS,
   }
+  /**
+   * The calls' outcomes, or a retryable BUS_UNAVAILABLE when a broker has not answered within a
+   * request's time (a consumer's client waits up to the rebalance timeout per try, for joins; a
+   * commit or an offset look-up must not wait that long on a broker that hangs). An abandoned
+   * call ends by itself; a commit that lands late only moves the offset to where it was meant.
+   */
+  const answered = <const T extends readonly Promise<unknown>[]>(
+    what: string,
+    calls: T,
+  ): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> => {
+    const ms = config.timeout + REQUEST_GRACE_MS
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const all = Promise.all(calls)
+    all.catch(() => {})
+    return Promise.race([
+      all,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new CairnError(ErrorCode.BUS_UNAVAILABLE, `${what}: no answer within ${ms} ms`, {
+                retryable: true,
+              }),
+            ),
+          ms,
+        )
+      }),
+    ]).finally(() => clearTimeout(timer))
+  }
   const resources = new Set<{ close(): Promise<void> }>()
   let admin: AdminClient | undefined
   let clientSeq = 0
@@ -408,7 +437,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
         if (assigned.length > 0) {
           const partitions = groupByTopic(assigned)
           const names = Object.keys(partitions)
-          const [committed, earliest, latest] = await Promise.all([
+          const [committed, earliest, latest] = await answered('reading the group offsets', [
             client.listCommittedOffsets({
               topics: assigned.map((a) => ({ topic: a.topic, partitions: [...a.partitions] })),
             }),
@@ -422,7 +451,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
               partitions,
               timestamp: ListOffsetTimestamps.LATEST,
             }),
-          ])
+          ] as const)
           for (const { topic, partitions: list } of assigned) {
             for (const partition of list) {
               const id = partitionId(topic, partition)
@@ -666,7 +695,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
         })
         if (offsets.length === 0) return
         try {
-          await client.commit({ offsets })
+          await answered('committing offsets', [client.commit({ offsets })])
         } catch (error) {
           throw toCairnError(error, `committing offsets of group ${groupId}`)
         }

@@ -126,6 +126,9 @@ type OpenManifest = {
   firstMissingAt: number
 }
 
+/** Failed cycles in a row after which the publisher replaces its producer. */
+const RENEW_PRODUCER_AFTER = 10
+
 const sleepUntil = (
   ms: number,
   signal: AbortSignal,
@@ -803,6 +806,14 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
             { err: failingWith, retry_in_ms: backoffMs, failures },
             'publisher cycle failed; retrying',
           )
+        }
+        // A producer still failing after several cycles may be stuck on a connection that does
+        // not recover by itself (seen after a broker hung): the next flush opens a new one.
+        if (producer !== null && failures % RENEW_PRODUCER_AFTER === 0) {
+          const old = producer
+          producer = null
+          log.warn({ failures }, 'renewing the Kafka producer')
+          await old.close().catch(() => {})
         }
       }
       logMetrics()

@@ -126,6 +126,9 @@ class LostClaim extends Error {}
  */
 const TRANSACTIONAL_FLIGHTS = 4
 
+/** Pauses in a row after which the worker replaces its bus consumer (about 10 s of failures). */
+const RENEW_CONSUMER_AFTER = 6
+
 /**
  * A batch split by partition into at most `parts` batches (partitions dealt out in turn), each in
  * the order of `batch`: messages of different partitions never share a key, so the parts can be
@@ -703,6 +706,8 @@ export const createWorker = (options: WorkerOptions): Worker => {
     const onStop = (): void => wake?.abort()
     signal.addEventListener('abort', onStop, { once: true })
     let failures = 0
+    /** Consuming started once: later errors are outages, never a misconfiguration. */
+    let consumed = false
     const inFlight = (): number =>
       flights.reduce((n, f) => (f.state === 'settling' ? n + f.batch.length : n), 0)
     const launch = (batch: readonly DeliveredMessage[]): void => {
@@ -750,7 +755,10 @@ export const createWorker = (options: WorkerOptions): Worker => {
               clientId: handler,
               ...(options.batchSize === undefined ? {} : { maxBatch: options.batchSize }),
             })
-            log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
+            if (!consumed) {
+              log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
+            }
+            consumed = true
           }
           // The settled prefix leaves the flights; its offsets are committed in poll order, all
           // at once, at most every `commitIntervalMs`.
@@ -804,7 +812,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
           // A misconfiguration at start (not an outage, not a topic yet to be created) will not
           // heal by waiting: stop and say why instead of pausing forever.
           if (
-            consumer === undefined &&
+            !consumed &&
             isCairnError(error) &&
             !error.retryable &&
             error.code !== ErrorCode.BUS_UNKNOWN_TOPIC
@@ -821,6 +829,15 @@ export const createWorker = (options: WorkerOptions): Worker => {
           // Said when it pauses, then about every minute while the outage lasts.
           if (failures === 1 || failures % 12 === 0) {
             log.warn({ err: pausedBy, retry_in_ms: wait, pauses: failures }, 'worker paused')
+          }
+          // A bus client still failing after several pauses may be stuck on a connection that
+          // does not recover by itself (seen after a broker hung): start a new one. Messages it
+          // had not committed come again and are duplicates to the registry.
+          if (consumer !== undefined && failures % RENEW_CONSUMER_AFTER === 0) {
+            log.warn({ pauses: failures }, 'renewing the bus consumer')
+            const old = consumer
+            consumer = undefined
+            await old.close().catch(() => {})
           }
           await sleep(wait, signal)
         }

@@ -420,13 +420,16 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     // retries) as an 'error' event and stops heartbeating: the member owns nothing until the
     // next poll joins again. Without a listener the event would crash the process.
     let membershipLost = false
-    const onError = (error: Error): void => {
-      log.warn({ err: error }, 'lost the consumer group membership; rejoining at the next poll')
+    const lostMembership = (): void => {
       membershipLost = true
       epoch++
       owned = []
       buffer = []
       wakeAll()
+    }
+    const onError = (error: Error): void => {
+      log.warn({ err: error }, 'lost the consumer group membership; rejoining at the next poll')
+      lostMembership()
     }
 
     const ensurePositions = async (): Promise<void> => {
@@ -697,6 +700,15 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
         try {
           await answered('committing offsets', [client.commit({ offsets })])
         } catch (error) {
+          if (error instanceof Error && findErrorBy(error, 'needsRejoin', true) !== null) {
+            // The group went on without this member (its session lapsed while the broker or
+            // this process hung) and the client's own rejoins did not help: it owns nothing now.
+            // As for any partition it no longer owns, the commit is dropped; the member joins
+            // again at the next poll and its messages are delivered again (the new owner's).
+            log.warn({ err: error.message }, 'not a member of the group any more; rejoining')
+            lostMembership()
+            return
+          }
           throw toCairnError(error, `committing offsets of group ${groupId}`)
         }
         for (const o of offsets) {

@@ -97,7 +97,7 @@ test(
   {
     timeout: 900_000,
   },
-  async () => {
+  async (t) => {
     const oms = processes.get('oms') as CairnProcess
     const c = httpClient(oms.url, TOKEN)
     const db = `db-${randomUUID().slice(0, 8)}`
@@ -231,6 +231,9 @@ test(
       `answers other than 202 and 503: ${JSON.stringify([...statuses])}`,
     )
     assert.ok((statuses.get(503) ?? 0) > 0, 'some requests were refused during the outages')
+    t.diagnostic(
+      `answers: ${JSON.stringify(Object.fromEntries(statuses))}; accepted ${accepted.length}`,
+    )
     // Every acknowledged command completes, and its instance is in the read model.
     const deadline = Date.now() + 300_000
     const open = new Map(accepted.map((a) => [a.commandId, a]))

@@ -38,8 +38,9 @@ const EXIT_GRACE_MS = 2_000
  * cannot fix (bad configuration, a bucket that fails the probe, a schema newer than the code)
  * stops it with exit code 1. On a signal it drains: readiness turns 503, the HTTP server stops
  * accepting and finishes requests in flight, the loops stop at their next safe point and
- * resources close in reverse order under a deadline. A loop that fails stops the process with
- * exit code 1.
+ * resources close in reverse order under a deadline. A loop that fails (or ends by itself) stops
+ * the process with exit code 1: a supervisor restarts it. Outages of the dependencies once it
+ * runs do not end loops: they pause and resume (docs/operations.md).
  */
 export const runService = async (
   name: string,
@@ -92,7 +93,12 @@ export const runService = async (
     for (const loop of runtime.loops) {
       loop.done.then(
         () => {
-          if (running) wake(`${loop.name} stopped`)
+          // A loop ends by itself only when asked to stop: otherwise the process cannot go on
+          // (exit 1, so that a supervisor restarts it).
+          if (running) {
+            failed ??= new Error(`${loop.name} stopped unexpectedly`)
+            wake(`${loop.name} stopped`)
+          }
         },
         (error: unknown) => {
           failed ??= error

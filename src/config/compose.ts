@@ -74,6 +74,7 @@ export const openObjectStore = async (config: CairnConfig): Promise<ObjectStore>
           secretAccessKey: config.s3.secretAccessKey,
         },
         bucket: config.eventStore.bucket,
+        timeoutMs: config.s3.requestTimeoutMs,
       })
 
 /**
@@ -101,7 +102,12 @@ const describeObjectStore = (config: CairnConfig): string =>
 export const openSql = async (config: CairnConfig): Promise<Sql> =>
   config.mode === 'embedded' || config.databaseUrl === undefined
     ? createPgliteSql({ dataDir: path.join(config.dataDir, 'pglite') })
-    : createPgSql({ connectionString: config.databaseUrl, prepare: config.databasePrepare })
+    : createPgSql({
+        connectionString: config.databaseUrl,
+        prepare: config.databasePrepare,
+        connectTimeoutMs: config.databaseConnectTimeoutMs,
+        queryTimeoutMs: config.databaseQueryTimeoutMs,
+      })
 
 export const openWriteSide = async (
   config: CairnConfig,

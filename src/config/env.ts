@@ -18,6 +18,8 @@ export type CairnConfig = {
     readonly tokens: readonly string[]
     readonly authDisabled: boolean
     readonly maxBodyBytes: number
+    /** API requests handled at once; more are answered 503 at once (memory stays bounded). */
+    readonly maxInFlight: number
   }
   readonly worker: {
     readonly maxAttempts: number
@@ -62,8 +64,14 @@ export type CairnConfig = {
     readonly region: string
     readonly accessKeyId: string
     readonly secretAccessKey: string
+    /** A request with no progress for this long fails (retryable) and is retried by its caller. */
+    readonly requestTimeoutMs: number
   }
   readonly databaseUrl?: string
+  /** Longest wait for a PostgreSQL connection (new, or free in the pool). */
+  readonly databaseConnectTimeoutMs: number
+  /** Longest wait for a statement's answer; 0: none. */
+  readonly databaseQueryTimeoutMs: number
   /** Prepare parameterised statements once per connection (`CAIRN_DATABASE_PREPARE`). */
   readonly databasePrepare: boolean
   readonly kafkaBrokers?: readonly string[]
@@ -201,6 +209,8 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
     mode,
     dataDir: str('CAIRN_DATA_DIR', '.data'),
     databasePrepare: bool('CAIRN_DATABASE_PREPARE', true),
+    databaseConnectTimeoutMs: int('CAIRN_DATABASE_CONNECT_TIMEOUT_SECONDS', 10, 1, 3600) * 1000,
+    databaseQueryTimeoutMs: int('CAIRN_DATABASE_QUERY_TIMEOUT_SECONDS', 30, 0, 86_400) * 1000,
     logLevel: oneOf<LogLevel>('LOG_LEVEL', 'info', {
       debug: 'debug',
       info: 'info',
@@ -214,6 +224,7 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
       tokens,
       authDisabled: bool('OMS_AUTH_DISABLED', false),
       maxBodyBytes: int('OMS_MAX_BODY_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
+      maxInFlight: int('OMS_MAX_IN_FLIGHT', 1024, 1, 1_000_000),
     },
     worker: {
       maxAttempts: int('WORKER_MAX_ATTEMPTS', 5, 1, 1000),
@@ -278,6 +289,7 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
       region: str('CAIRN_S3_REGION', 'us-east-1'),
       accessKeyId: need('CAIRN_S3_ACCESS_KEY_ID'),
       secretAccessKey: need('CAIRN_S3_SECRET_ACCESS_KEY'),
+      requestTimeoutMs: int('CAIRN_S3_REQUEST_TIMEOUT_SECONDS', 30, 1, 3600) * 1000,
     }
     const url = need('CAIRN_DATABASE_URL')
     if (url !== '' && !/^postgres(ql)?:\/\//.test(url)) {

@@ -155,13 +155,17 @@ export const openOmsApp = (
     commandRecords: (id) => registry.status(id),
     auth: config.oms.tokens.length > 0 ? { tokens: config.oms.tokens } : 'disabled',
     maxBodyBytes: config.oms.maxBodyBytes,
+    maxInFlight: config.oms.maxInFlight,
     ready,
     metrics,
     logger,
   })
 }
 
-/** Readiness: the registry's database answers and the bucket can be listed. */
+/**
+ * Readiness of the write side: the registry's database answers and the bucket can be listed
+ * (each within 2 s). A process adds its loops' state: a paused worker or a failing publisher.
+ */
 export const writeSideReady = (ws: WriteSide) => async (): Promise<ReadyReport> => {
   const checks: Record<string, string> = {}
   const probe = async (name: string, fn: () => Promise<unknown>) => {
@@ -220,8 +224,8 @@ export const openCairn = async (
   const wait = options.wait ?? noWait
   const parts: { name: string; close(): Promise<void> }[] = []
   const loops: { name: string; done: Promise<void> }[] = []
-  /** Checks of the components beside the write side's: null when fine, else [name, reason]. */
-  const readiness: (() => readonly [string, string] | null)[] = []
+  /** Why each loop cannot work now (a dependency away), or null: readiness reports it. */
+  const troubles: { name: string; trouble: () => string | null }[] = []
   const close = () => closeAll(parts, logger)
   try {
     const ws = await openWriteSide(config, logger, { wait })
@@ -236,12 +240,6 @@ export const openCairn = async (
     }
     if (components.publisher && bus !== undefined) {
       const publisher = openPublisher(config, ws, bus, logger)
-      readiness.push(() => {
-        const clock = publisher.keyClock()
-        return publisher.metrics().role !== 'active' || clock.trusted
-          ? null
-          : ['publisher', `not settling: ${clock.reason ?? 'the database clock cannot be read'}`]
-      })
       metrics.addSource({ component: 'publisher', read: () => publisher.metrics() })
       if (ws.sql.listen !== undefined) {
         // Writers in other processes (OMS, workers) announce their commits: publish at once.
@@ -273,6 +271,18 @@ export const openCairn = async (
       }
       const done = publisher.run()
       loops.push({ name: 'publisher', done })
+      troubles.push({
+        name: 'publisher',
+        trouble: () => {
+          const failing = publisher.failingWith()
+          if (failing !== null) return failing
+          const clock = publisher.keyClock()
+          // It publishes what it hears of, but its checkpoint holds: readiness says so.
+          return publisher.metrics().role !== 'active' || clock.trusted
+            ? null
+            : `not settling: ${clock.reason ?? 'the database clock cannot be read'}`
+        },
+      })
       parts.push({ name: 'publisher', close: () => publisher.close().then(() => done) })
     }
     if (components.workers.length > 0 && bus !== undefined) {
@@ -281,17 +291,17 @@ export const openCairn = async (
         const done = w.run()
         const name = `${components.workers[i] ?? 'unknown'} worker`
         loops.push({ name, done })
+        troubles.push({ name, trouble: () => w.pausedBy() })
         parts.push({ name, close: () => w.close().then(() => done) })
       })
     }
     const wsReady = writeSideReady(ws)
     const ready = async (): Promise<ReadyReport> => {
       if (!running()) return { ready: false, checks: { process: 'stopping' } }
-      const report = await wsReady()
-      const checks = { ...report.checks }
-      for (const check of readiness) {
-        const failed = check()
-        if (failed !== null) checks[failed[0]] = failed[1]
+      const checks: Record<string, string> = { ...(await wsReady()).checks }
+      for (const { name, trouble } of troubles) {
+        const why = trouble()
+        checks[name] = why === null ? 'ok' : `paused: ${why.slice(0, 200)}`
       }
       return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
     }

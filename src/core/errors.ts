@@ -14,6 +14,7 @@ export const ErrorCode = {
   OBJECT_STORE_ERROR: 'OBJECT_STORE_ERROR',
   BACKEND_NONCONFORMANT: 'BACKEND_NONCONFORMANT',
   SQL_ERROR: 'SQL_ERROR',
+  SQL_UNAVAILABLE: 'SQL_UNAVAILABLE',
   BUS_UNAVAILABLE: 'BUS_UNAVAILABLE',
   BUS_ERROR: 'BUS_ERROR',
   BUS_UNKNOWN_TOPIC: 'BUS_UNKNOWN_TOPIC',
@@ -46,3 +47,27 @@ export class CairnError extends Error {
 
 export const isCairnError = (error: unknown, code?: ErrorCode): error is CairnError =>
   error instanceof CairnError && (code === undefined || error.code === code)
+
+/** Codes that say a dependency could not be reached or did not answer in time (an outage). */
+const UNAVAILABLE_CODES: ReadonlySet<ErrorCode> = new Set([
+  ErrorCode.OBJECT_STORE_UNAVAILABLE,
+  ErrorCode.SQL_UNAVAILABLE,
+  ErrorCode.BUS_UNAVAILABLE,
+  ErrorCode.REGISTRY_UNAVAILABLE,
+])
+
+/**
+ * True when `error`, or an error in its `cause` chain, is a retryable failure of a dependency
+ * (unreachable, hung, answering 5xx) rather than of the work itself: waiting and trying again is
+ * the cure, so a worker pauses instead of counting it against the event (C6).
+ */
+export const isDependencyOutage = (error: unknown): boolean => {
+  for (let e: unknown = error, depth = 0; e !== undefined && depth < 8; depth++) {
+    if (e instanceof CairnError) {
+      if (UNAVAILABLE_CODES.has(e.code)) return true
+      if (e.code === ErrorCode.OBJECT_STORE_ERROR && e.retryable) return true
+    }
+    e = e instanceof Error ? e.cause : undefined
+  }
+  return false
+}

@@ -74,6 +74,11 @@ export type OmsAppOptions = {
   /** Bearer tokens accepted on /api; `disabled`: no authentication (embedded, or explicitly). */
   readonly auth: { readonly tokens: readonly string[] } | 'disabled'
   readonly maxBodyBytes?: number
+  /**
+   * API requests handled at once (default 1,024); beyond, 503 at once. While a dependency hangs,
+   * requests wait for it up to its timeout: this bounds what they hold meanwhile.
+   */
+  readonly maxInFlight?: number
   readonly ready?: () => Promise<ReadyReport>
   readonly metrics?: HttpObserver
   readonly logger?: Logger
@@ -155,6 +160,8 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
   const { eventStore, readModel, schema } = options
   const log = (options.logger ?? silentLogger).child({ component: 'oms' })
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
+  const maxInFlight = options.maxInFlight ?? 1024
+  let inFlight = 0
   const tokenDigests =
     options.auth === 'disabled' ? null : options.auth.tokens.map((t) => digest(t))
   const router = createRouter<Handler>()
@@ -693,6 +700,8 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
         : `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`
     let route = 'unmatched'
     let response: HttpResponse
+    const api = req.url.startsWith('/api/')
+    if (api) inFlight++
     try {
       const q = req.url.indexOf('?')
       const path = q < 0 ? req.url : req.url.slice(0, q)
@@ -710,6 +719,18 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
             request_id: requestId,
           },
           { allow: match.allowed.join(', ') },
+        )
+      } else if (api && inFlight > maxInFlight) {
+        route = match.found.pattern
+        response = problem(
+          {
+            status: 503,
+            code: 'overloaded',
+            title: 'Too many requests in progress',
+            detail: `more than ${maxInFlight} requests are in progress (a dependency may be slow); retry later`,
+            request_id: requestId,
+          },
+          { 'retry-after': '1' },
         )
       } else if (req.body === 'too_large') {
         route = match.found.pattern
@@ -764,6 +785,8 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
           'request failed',
         )
       }
+    } finally {
+      if (api) inFlight--
     }
     const seconds = (performance.now() - started) / 1000
     options.metrics?.observe(route, req.method, response.status, seconds)

@@ -36,6 +36,7 @@ const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, { status: number; title
   OBJECT_STORE_UNAVAILABLE: { status: 503, title: 'Event store unavailable' },
   REGISTRY_UNAVAILABLE: { status: 503, title: 'Registry unavailable' },
   SQL_ERROR: { status: 503, title: 'Database unavailable' },
+  SQL_UNAVAILABLE: { status: 503, title: 'Database unavailable' },
   BUS_UNAVAILABLE: { status: 503, title: 'Bus unavailable' },
   APPEND_FAILED: { status: 503, title: 'The command was not stored' },
   CLOSED: { status: 503, title: 'Shutting down' },

@@ -111,6 +111,8 @@ export type PublisherMetrics = {
   settling: number
   /** This host's clock minus the database's, ms, as last measured (reported, decides nothing). */
   clockOffsetMs: number
+  /** 1 while its cycles fail (a dependency is away) and it retries, else 0. */
+  failing: number
   role: 'starting' | 'active' | 'standby' | 'stopped'
 }
 
@@ -131,6 +133,8 @@ export type Publisher = {
   metrics(): Readonly<PublisherMetrics>
   /** Whether it can settle, and why not (readiness, `cairn status`). */
   keyClock(): KeyTimeStatus
+  /** The error its cycles fail with while it retries (a dependency is away), else null. */
+  failingWith(): string | null
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -143,6 +147,9 @@ type OpenManifest = {
   missing: number
   firstMissingAt: number
 }
+
+/** Failed cycles in a row after which the publisher replaces its producer. */
+const RENEW_PRODUCER_AFTER = 10
 
 const sleepUntil = (
   ms: number,
@@ -221,6 +228,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     lagMs: 0,
     settling: 0,
     clockOffsetMs: 0,
+    failing: 0,
     role: 'starting',
   }
 
@@ -799,6 +807,9 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
 
   let running: Promise<void> | null = null
 
+  let failingWith: string | null = null
+  let failures = 0
+
   const loop = async (signal: AbortSignal): Promise<void> => {
     let backoffMs = 0
     lastMetricsLog = mono()
@@ -872,12 +883,32 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
           }
         }
         backoffMs = 0
+        if (failingWith !== null) {
+          log.info({ failures }, 'publisher resumed')
+          failingWith = null
+          failures = 0
+          m.failing = 0
+        }
       } catch (error) {
         backoffMs = Math.min(Math.max(backoffMs * 2, 100), pollIntervalMs)
-        log.warn(
-          { err: isCairnError(error) ? error.message : String(error), retry_in_ms: backoffMs },
-          'publisher cycle failed; retrying',
-        )
+        failingWith = isCairnError(error) ? error.message : String(error)
+        failures++
+        m.failing = 1
+        // Said when it starts failing, then about every minute while it lasts.
+        if (failures === 1 || failures % 20 === 0) {
+          log.warn(
+            { err: failingWith, retry_in_ms: backoffMs, failures },
+            'publisher cycle failed; retrying',
+          )
+        }
+        // A producer still failing after several cycles may be stuck on a connection that does
+        // not recover by itself (seen after a broker hung): the next flush opens a new one.
+        if (producer !== null && failures % RENEW_PRODUCER_AFTER === 0) {
+          const old = producer
+          producer = null
+          log.warn({ failures }, 'renewing the Kafka producer')
+          await old.close().catch(() => {})
+        }
       }
       logMetrics()
       if (signal.aborted) break
@@ -943,6 +974,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     },
     metrics: () => ({ ...m }),
     keyClock: () => keyTime.status(),
+    failingWith: () => failingWith,
     close,
     [Symbol.asyncDispose]: close,
   }

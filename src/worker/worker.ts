@@ -1,5 +1,5 @@
 import type { StoredEnvelope } from '../core/envelope.ts'
-import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
+import { CairnError, ErrorCode, isCairnError, isDependencyOutage } from '../core/errors.ts'
 import { DEFAULT_MAX_BATCH } from '../core/ports/bus.ts'
 import type { Bus, BusConsumer, BusProducer, DeliveredMessage } from '../core/ports/bus.ts'
 import { silentLogger } from '../core/ports/logger.ts'
@@ -101,6 +101,8 @@ export type WorkerMetrics = {
   parked: number
   pauses: number
   redriven: number
+  /** 1 while the worker is paused (a dependency is away), else 0. */
+  paused: number
 }
 
 export type Worker = {
@@ -110,6 +112,8 @@ export type Worker = {
    */
   run(signal?: AbortSignal): Promise<void>
   metrics(): Readonly<WorkerMetrics>
+  /** Why the worker is paused (the error it waits out), or null while it works. */
+  pausedBy(): string | null
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -121,6 +125,9 @@ class LostClaim extends Error {}
  * holding its aggregates' locks until it commits).
  */
 const TRANSACTIONAL_FLIGHTS = 4
+
+/** Pauses in a row after which the worker replaces its bus consumer (about 10 s of failures). */
+const RENEW_CONSUMER_AFTER = 6
 
 /**
  * A batch split by partition into at most `parts` batches (partitions dealt out in turn), each in
@@ -194,7 +201,9 @@ export const createWorker = (options: WorkerOptions): Worker => {
     parked: 0,
     pauses: 0,
     redriven: 0,
+    paused: 0,
   }
+  let pausedBy: string | null = null
   const stop = new AbortController()
   let producer: BusProducer | undefined
   /** Side effects of a non-transactional handler running now, over every batch in flight. */
@@ -330,7 +339,9 @@ export const createWorker = (options: WorkerOptions): Worker => {
         return
       } catch (error) {
         if (error instanceof LostClaim) return lostClaim(envelope.event_id)
-        if (isCairnError(error, ErrorCode.REGISTRY_UNAVAILABLE)) throw error
+        // A dependency away (registry, bucket, database, bus) is not the event's fault: the
+        // worker pauses and settles the batch again, without counting a try (C6).
+        if (isDependencyOutage(error)) throw error
         lastError = messageOf(error)
         log.warn({ event_id: envelope.event_id, attempt, err: lastError }, 'handler failed')
       } finally {
@@ -476,6 +487,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
         m.processed += items.length
         return
       } catch (error) {
+        if (isDependencyOutage(error)) throw error
         log.warn(
           { events: ids.length, event_id: thrower?.eventId, err: messageOf(error) },
           'batch rolled back; running its events one by one',
@@ -486,7 +498,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
     }
     for (const item of items) {
       const failed = thrower?.eventId === item.envelope.event_id ? thrower.error : undefined
-      if (failed === undefined || isCairnError(failed, ErrorCode.REGISTRY_UNAVAILABLE)) {
+      if (failed === undefined || isDependencyOutage(failed)) {
         await execute(item)
       } else {
         const lastError = messageOf(failed)
@@ -589,6 +601,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
         account(outcomes)
         for (const { envelope } of claimed) pending.delete(envelope.event_id)
       } catch (error) {
+        if (isDependencyOutage(error)) throw error
         log.warn(
           { events: pending.size, event_id: thrower?.eventId, err: messageOf(error) },
           'batch rolled back; claiming and running its events again',
@@ -693,6 +706,8 @@ export const createWorker = (options: WorkerOptions): Worker => {
     const onStop = (): void => wake?.abort()
     signal.addEventListener('abort', onStop, { once: true })
     let failures = 0
+    /** Consuming started once: later errors are outages, never a misconfiguration. */
+    let consumed = false
     const inFlight = (): number =>
       flights.reduce((n, f) => (f.state === 'settling' ? n + f.batch.length : n), 0)
     const launch = (batch: readonly DeliveredMessage[]): void => {
@@ -740,7 +755,10 @@ export const createWorker = (options: WorkerOptions): Worker => {
               clientId: handler,
               ...(options.batchSize === undefined ? {} : { maxBatch: options.batchSize }),
             })
-            log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
+            if (!consumed) {
+              log.info({ topics: options.topics, owner: registry.owner }, 'worker consuming')
+            }
+            consumed = true
           }
           // The settled prefix leaves the flights; its offsets are committed in poll order, all
           // at once, at most every `commitIntervalMs`.
@@ -784,15 +802,17 @@ export const createWorker = (options: WorkerOptions): Worker => {
             await (flights[0] as Flight).done
           }
           if (failures > 0 && flights.every((f) => f.state !== 'failed')) {
-            log.info({}, 'worker resumed')
+            log.info({ pauses: failures }, 'worker resumed')
             failures = 0
+            m.paused = 0
+            pausedBy = null
           }
         } catch (error) {
           if (isCairnError(error, ErrorCode.CLOSED) && signal.aborted) return
           // A misconfiguration at start (not an outage, not a topic yet to be created) will not
           // heal by waiting: stop and say why instead of pausing forever.
           if (
-            consumer === undefined &&
+            !consumed &&
             isCairnError(error) &&
             !error.retryable &&
             error.code !== ErrorCode.BUS_UNKNOWN_TOPIC
@@ -803,11 +823,22 @@ export const createWorker = (options: WorkerOptions): Worker => {
           // Registry or bus unreachable: pause, keep the batches, commit nothing, try again.
           failures++
           m.pauses++
+          m.paused = 1
+          pausedBy = isCairnError(error) ? error.message : String(error)
           const wait = backoffMs(failures, { baseMs: 200, maxMs: 5_000, random: () => 1 })
-          log.warn(
-            { err: isCairnError(error) ? error.message : String(error), retry_in_ms: wait },
-            'worker paused',
-          )
+          // Said when it pauses, then about every minute while the outage lasts.
+          if (failures === 1 || failures % 12 === 0) {
+            log.warn({ err: pausedBy, retry_in_ms: wait, pauses: failures }, 'worker paused')
+          }
+          // A bus client still failing after several pauses may be stuck on a connection that
+          // does not recover by itself (seen after a broker hung): start a new one. Messages it
+          // had not committed come again and are duplicates to the registry.
+          if (consumer !== undefined && failures % RENEW_CONSUMER_AFTER === 0) {
+            log.warn({ pauses: failures }, 'renewing the bus consumer')
+            const old = consumer
+            consumer = undefined
+            await old.close().catch(() => {})
+          }
           await sleep(wait, signal)
         }
       }
@@ -848,6 +879,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
       return looping
     },
     metrics: () => ({ ...m }),
+    pausedBy: () => pausedBy,
     close,
     [Symbol.asyncDispose]: close,
   }

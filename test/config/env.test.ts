@@ -94,3 +94,37 @@ test('distributed mode requires its connection settings and never shows secrets'
   const shown = JSON.stringify(redactedConfig(c))
   assert.ok(!shown.includes('very-secret') && !shown.includes('hunter2'))
 })
+
+test('dependency timeouts and the OMS in-flight bound: defaults, overrides, bounds', () => {
+  const distributed = {
+    CAIRN_MODE: 'distributed',
+    CAIRN_S3_ENDPOINT: 'http://127.0.0.1:9000',
+    CAIRN_S3_ACCESS_KEY_ID: 'id',
+    CAIRN_S3_SECRET_ACCESS_KEY: 'secret',
+    CAIRN_DATABASE_URL: 'postgres://u:p@127.0.0.1/db',
+    CAIRN_KAFKA_BROKERS: '127.0.0.1:9092',
+  }
+  const c = loadConfig(distributed)
+  assert.equal(c.databaseConnectTimeoutMs, 10_000)
+  assert.equal(c.databaseQueryTimeoutMs, 30_000)
+  assert.equal(c.s3?.requestTimeoutMs, 30_000)
+  assert.equal(c.oms.maxInFlight, 1024)
+  const set = loadConfig({
+    ...distributed,
+    CAIRN_DATABASE_CONNECT_TIMEOUT_SECONDS: '3',
+    CAIRN_DATABASE_QUERY_TIMEOUT_SECONDS: '0',
+    CAIRN_S3_REQUEST_TIMEOUT_SECONDS: '5',
+    OMS_MAX_IN_FLIGHT: '64',
+  })
+  assert.equal(set.databaseConnectTimeoutMs, 3_000)
+  assert.equal(set.databaseQueryTimeoutMs, 0)
+  assert.equal(set.s3?.requestTimeoutMs, 5_000)
+  assert.equal(set.oms.maxInFlight, 64)
+  const problems = problemsOf({
+    ...distributed,
+    CAIRN_DATABASE_CONNECT_TIMEOUT_SECONDS: '0',
+    CAIRN_S3_REQUEST_TIMEOUT_SECONDS: 'soon',
+    OMS_MAX_IN_FLIGHT: '0',
+  })
+  assert.equal(problems.length, 3, problems.join('\n'))
+})

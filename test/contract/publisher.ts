@@ -664,6 +664,10 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           })
           run(publisher)
           await eventually(() => publisher.metrics().deliveryFailures > 0, 'a failed delivery')
+          // It says so (readiness and metrics) while it retries.
+          await eventually(() => publisher.failingWith() !== null, 'reported failing')
+          assert.match(publisher.failingWith() ?? '', /injected outage/)
+          assert.equal(publisher.metrics().failing, 1)
           await new Promise((r) => setTimeout(r, 600))
           assert.equal(
             (await loadCheckpoint(w.ws.objectStore)).checkpoint?.recent_event_ids.length ?? 0,
@@ -671,6 +675,8 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           )
           down = false
           await eventually(() => publisher.metrics().published >= 10, 'delivery after the outage')
+          await eventually(() => publisher.failingWith() === null, 'no longer failing')
+          assert.equal(publisher.metrics().failing, 0)
           await publisher.close()
           const got = await collect(w.bus, topic, (ms) => ms.length >= 10, 5_000)
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 10)

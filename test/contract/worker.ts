@@ -942,6 +942,83 @@ export const workerContract = (
           assert.equal(sent.size, 6)
         },
       )
+
+      withWorld(
+        'a side effect whose dependency is away (the bucket) pauses the worker: no try counted, nothing dead-lettered, each event done once when it is back (C6)',
+        async (w, start) => {
+          const topic = uniqueName('dep-away')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          let down = true
+          const envs = Array.from({ length: 3 }, (_, i) => stored(`da-${i}-${topic}`, 1))
+          await publish(w.bus, topic, envs)
+          const worker = start(
+            {
+              topics: [topic],
+              maxAttempts: 2,
+              handle: async () => {
+                if (down) {
+                  throw new CairnError(
+                    ErrorCode.APPEND_FAILED,
+                    'append failed',
+                    // As the event store reports a bucket that does not answer.
+                    {
+                      retryable: true,
+                      cause: new CairnError(ErrorCode.OBJECT_STORE_UNAVAILABLE, 'bucket away', {
+                        retryable: true,
+                      }),
+                    },
+                  )
+                }
+              },
+            },
+            'external',
+          )
+          await eventually(() => worker.metrics().pauses >= 4, 'paused', 30_000)
+          assert.equal(worker.metrics().paused, 1)
+          assert.match(worker.pausedBy() ?? '', /append failed/)
+          assert.equal(worker.metrics().deadLettered, 0)
+          assert.equal(worker.metrics().retries, 0, 'an outage is not a failed try')
+          down = false
+          await eventually(async () => ((await statuses(w)).done ?? 0) >= 3, 'resumed', 30_000)
+          assert.deepEqual(await statuses(w), { done: 3 })
+          assert.equal(worker.metrics().deadLettered, 0)
+          await eventually(() => worker.pausedBy() === null, 'no longer paused')
+          assert.equal(worker.metrics().paused, 0)
+        },
+      )
+
+      withWorld(
+        'a transactional batch whose database goes away mid-way pauses the worker and is settled again whole: each effect once, nothing dead-lettered (C6)',
+        async (w, start) => {
+          const topic = uniqueName('tx-away')
+          await w.bus.ensureTopics([{ name: topic, partitions: 1 }])
+          let down = true
+          const envs = Array.from({ length: 4 }, (_, i) => stored(`ta-${i}-${topic}`, 1))
+          await publish(w.bus, topic, envs)
+          const worker = start({
+            topics: [topic],
+            maxAttempts: 2,
+            handle: async (e, ctx) => {
+              // The connection breaks under the handler's statement.
+              if (down) {
+                throw new CairnError(ErrorCode.SQL_UNAVAILABLE, 'connection terminated', {
+                  retryable: true,
+                })
+              }
+              await project(w)(e, ctx)
+            },
+          })
+          await eventually(() => worker.metrics().pauses >= 4, 'paused', 30_000)
+          assert.equal(worker.metrics().deadLettered, 0)
+          assert.equal((await effects(w)).length, 0)
+          down = false
+          await eventually(async () => (await effects(w)).length >= 4, 'resumed', 30_000)
+          await new Promise((r) => setTimeout(r, 300))
+          assert.equal((await effects(w)).length, 4)
+          assert.deepEqual(await statuses(w), { done: 4 })
+          assert.equal(worker.metrics().deadLettered, 0)
+        },
+      )
     })
   }
 }

@@ -157,7 +157,14 @@ describe('OMS, embedded (filesystem bucket, PGlite, in-process bus)', () => {
     assert.equal((await c.get('/healthz')).status, 200)
     const ready = await c.get('/readyz')
     assert.equal(ready.status, 200, ready.text)
-    assert.deepEqual(ready.json.checks, { database: 'ok', bucket: 'ok' })
+    assert.deepEqual(ready.json.checks, {
+      database: 'ok',
+      bucket: 'ok',
+      publisher: 'ok',
+      'ontology worker': 'ok',
+      'instance worker': 'ok',
+      'projection worker': 'ok',
+    })
     const metrics = await c.get('/metrics')
     assert.equal(metrics.status, 200)
     assert.match(
@@ -166,6 +173,8 @@ describe('OMS, embedded (filesystem bucket, PGlite, in-process bus)', () => {
     )
     assert.match(metrics.text, /cairn_publisher_published \d+/)
     assert.match(metrics.text, /cairn_worker_processed\{handler="projection_worker"\} \d+/)
+    assert.match(metrics.text, /cairn_worker_paused\{handler="projection_worker"\} 0/)
+    assert.match(metrics.text, /cairn_publisher_failing 0/)
   })
 })
 

@@ -47,7 +47,13 @@ export type KafkaBusOptions = {
   readonly retries?: number
   /** Delay between those retries (default 250 ms). */
   readonly retryDelayMs?: number
-  /** Timeout of one request to a broker (default 5 000 ms). */
+  /**
+   * Timeout of one request to a broker (default 5 000 ms): the broker's own bound (a produce's
+   * wait for replicas), and, with a 2 s grace, how long the client waits for an answer before it
+   * drops the connection and retries. A consumer waits up to the rebalance timeout instead (a
+   * join blocks at the broker until the group rebalances); its fetches, which the broker answers
+   * within the fetch wait, count as failed after this timeout (a broker that hangs).
+   */
   readonly requestTimeoutMs?: number
 }
 
@@ -56,6 +62,8 @@ export type KafkaBus = Bus & { readonly brokers: readonly string[] }
 const PARTITION_MAX_BYTES = 1_048_576
 const FETCH_MAX_BYTES = 16 * 1_048_576
 const TOPIC_READY_TIMEOUT_MS = 10_000
+/** How much longer than the request timeout the client waits for a broker's answer. */
+const REQUEST_GRACE_MS = 2_000
 
 // The few members of @platformatic/kafka's clients cairn uses (so swapping the client is local).
 
@@ -243,6 +251,37 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     retries: config.retries,
     retryDelay: config.retryDelay,
     timeout: config.timeout,
+    // The client-side wait for an answer (the client's own default is 30 s per try).
+    requestTimeout: config.timeout + REQUEST_GRACE_MS,
+  }
+  /**
+   * The calls' outcomes, or a retryable BUS_UNAVAILABLE when a broker has not answered within a
+   * request's time (a consumer's client waits up to the rebalance timeout per try, for joins; a
+   * commit or an offset look-up must not wait that long on a broker that hangs). An abandoned
+   * call ends by itself; a commit that lands late only moves the offset to where it was meant.
+   */
+  const answered = <const T extends readonly Promise<unknown>[]>(
+    what: string,
+    calls: T,
+  ): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> => {
+    const ms = config.timeout + REQUEST_GRACE_MS
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const all = Promise.all(calls)
+    all.catch(() => {})
+    return Promise.race([
+      all,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new CairnError(ErrorCode.BUS_UNAVAILABLE, `${what}: no answer within ${ms} ms`, {
+                retryable: true,
+              }),
+            ),
+          ms,
+        )
+      }),
+    ]).finally(() => clearTimeout(timer))
   }
   const resources = new Set<{ close(): Promise<void> }>()
   let admin: AdminClient | undefined
@@ -363,6 +402,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     const log = logger.child({ groupId })
     const client: ConsumerClient = new Consumer({
       ...base,
+      requestTimeout: Math.max(config.timeout, config.rebalanceTimeout) + REQUEST_GRACE_MS,
       clientId: clientIdFor('consumer', consumerOptions.clientId),
       groupId,
       autocommit: false,
@@ -390,6 +430,8 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     }
     type FetchOutcome = Fetched | { readonly epoch: number; readonly error: unknown }
     let inflight: Promise<FetchOutcome> | undefined
+    /** When the fetch in flight was sent. */
+    let inflightSince = 0
     const wakers = new Set<() => void>()
     const wakeAll = (): void => {
       for (const wake of [...wakers]) wake()
@@ -409,14 +451,18 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     // retries) as an 'error' event and stops heartbeating: the member owns nothing until the
     // next poll joins again. Without a listener the event would crash the process.
     let membershipLost = false
-    const onError = (error: Error): void => {
-      if (closing !== undefined) return
-      log.warn({ err: error }, 'lost the consumer group membership; rejoining at the next poll')
+    const lostMembership = (): void => {
       membershipLost = true
       epoch++
       owned = []
       buffer = []
       wakeAll()
+    }
+    const onError = (error: Error): void => {
+      // Closing: the client's errors while it leaves the group are expected, and nothing is lost.
+      if (closing !== undefined) return
+      log.warn({ err: error }, 'lost the consumer group membership; rejoining at the next poll')
+      lostMembership()
     }
 
     const ensurePositions = async (): Promise<void> => {
@@ -427,7 +473,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
         if (assigned.length > 0) {
           const partitions = groupByTopic(assigned)
           const names = Object.keys(partitions)
-          const [committed, earliest, latest] = await Promise.all([
+          const [committed, earliest, latest] = await answered('reading the group offsets', [
             client.listCommittedOffsets({
               topics: assigned.map((a) => ({ topic: a.topic, partitions: [...a.partitions] })),
             }),
@@ -441,7 +487,7 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
               partitions,
               timestamp: ListOffsetTimestamps.LATEST,
             }),
-          ])
+          ] as const)
           for (const { topic, partitions: list } of assigned) {
             for (const partition of list) {
               const id = partitionId(topic, partition)
@@ -629,8 +675,24 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
               await settles(undefined, remaining, signal)
               continue
             }
-            inflight ??= startFetch(Math.min(config.fetchWait, Math.max(0, remaining)))
-            if (!(await settles(inflight, remaining, signal))) continue
+            if (inflight === undefined) {
+              inflight = startFetch(Math.min(config.fetchWait, Math.max(0, remaining)))
+              inflightSince = Date.now()
+            }
+            if (!(await settles(inflight, remaining, signal))) {
+              // A fetch is answered within its wait at the broker; one that is not after a request
+              // timeout more means a broker that hangs (it keeps its connections, so nothing
+              // fails): say so instead of looking idle. The fetch stays; its outcome is used later.
+              const silent = Date.now() - inflightSince
+              if (silent > config.fetchWait + config.timeout && closing === undefined) {
+                throw new CairnError(
+                  ErrorCode.BUS_UNAVAILABLE,
+                  `fetching from ${describe}: no answer for ${silent} ms`,
+                  { retryable: true },
+                )
+              }
+              continue
+            }
             const outcome = await inflight
             inflight = undefined
             if ('error' in outcome) {
@@ -669,8 +731,17 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
         })
         if (offsets.length === 0) return
         try {
-          await client.commit({ offsets })
+          await answered('committing offsets', [client.commit({ offsets })])
         } catch (error) {
+          if (error instanceof Error && findErrorBy(error, 'needsRejoin', true) !== null) {
+            // The group went on without this member (its session lapsed while the broker or
+            // this process hung) and the client's own rejoins did not help: it owns nothing now.
+            // As for any partition it no longer owns, the commit is dropped; the member joins
+            // again at the next poll and its messages are delivered again (the new owner's).
+            log.warn({ err: error.message }, 'not a member of the group any more; rejoining')
+            lostMembership()
+            return
+          }
           throw toCairnError(error, `committing offsets of group ${groupId}`)
         }
         for (const o of offsets) {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import pg from 'pg'
+import { CairnError, ErrorCode, isCairnError } from '../../core/errors.ts'
 import type { Row, Sql, SqlQueryable } from '../../core/ports/sql.ts'
 
 export type PgSqlOptions = {
@@ -13,6 +14,16 @@ export type PgSqlOptions = {
    * that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
    */
   readonly prepare?: boolean
+  /**
+   * Longest wait for a connection, new or free in the pool (default 10,000 ms): a server that
+   * accepts connections but does not answer (hung) fails the call instead of holding it.
+   */
+  readonly connectTimeoutMs?: number
+  /**
+   * Longest wait for a statement's answer (default 30,000 ms; 0: none). The call then fails and
+   * its connection is dropped (the server ends its session, and the locks it held, once it notices).
+   */
+  readonly queryTimeoutMs?: number
 }
 
 /** Distinct statement texts prepared by one adapter at most; others run unnamed. */
@@ -20,13 +31,23 @@ const MAX_PREPARED = 1_000
 
 /** The SQL port on a PostgreSQL server through `pg`'s pool. */
 export const createPgSql = (options: PgSqlOptions): Sql => {
-  const pool = new pg.Pool({
+  const connectTimeoutMs = options.connectTimeoutMs ?? 10_000
+  const queryTimeoutMs = options.queryTimeoutMs ?? 30_000
+  const clientConfig = {
     connectionString: options.connectionString,
+    connectionTimeoutMillis: connectTimeoutMs,
+    ...(queryTimeoutMs > 0 ? { query_timeout: queryTimeoutMs } : {}),
+    // Notices a peer that vanished without closing (a host or network failure) on idle sockets.
+    keepAlive: true,
+  }
+  const pool = new pg.Pool({
+    ...clientConfig,
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'cairn',
   })
   // An idle client that loses its server must not crash the process; the next query reconnects.
   pool.on('error', () => {})
+  const what = `postgres ${redact(options.connectionString)}`
 
   const prepare = options.prepare ?? true
   /** Statement names by text (a hash: the same text gets the same name on every connection). */
@@ -45,17 +66,25 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
     async <R extends Row = Row>(text: string, params?: readonly unknown[]): Promise<R[]> => {
       const values = params as unknown[] | undefined
       const name = prepare && values !== undefined ? nameOf(text) : undefined
-      if (name === undefined || values === undefined) {
-        return (await client.query<R>(text, values)).rows
+      try {
+        if (name === undefined || values === undefined) {
+          return (await client.query<R>(text, values)).rows
+        }
+        return (await client.query<R>({ name, text, values })).rows
+      } catch (error) {
+        throw asUnavailable(error, what)
       }
-      return (await client.query<R>({ name, text, values })).rows
     }
 
   const execOn =
     (client: pg.Pool | pg.PoolClient) =>
     async (script: string): Promise<void> => {
-      // Without parameters pg uses the simple protocol, which takes several statements.
-      await client.query(script)
+      try {
+        // Without parameters pg uses the simple protocol, which takes several statements.
+        await client.query(script)
+      } catch (error) {
+        throw asUnavailable(error, what)
+      }
     }
 
   const listeners = new Set<() => Promise<void>>()
@@ -63,7 +92,11 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
   const close = (): Promise<void> =>
     (closed ??= Promise.allSettled([...listeners].map((stop) => stop())).then(() => pool.end()))
 
-  /** A dedicated connection that LISTENs, reconnecting after a loss (1 s apart). */
+  /**
+   * A dedicated connection that LISTENs. After a loss it connects again, 1 s after each failed
+   * attempt (each bounded by the connect and query timeouts), one attempt at a time, and says so
+   * once it listens again. The first attempt's failure rejects and leaves nothing behind.
+   */
   const listen = async (
     channel: string,
     onNotify: (payload: string) => void,
@@ -73,65 +106,109 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
       throw new Error(`channel ${JSON.stringify(channel)} must be a lower-case identifier`)
     }
     let stopped = false
-    let client: pg.Client | undefined
+    /** The connection listening or being opened; a late event of an older one is ignored. */
+    let current: pg.Client | undefined
     let retry: ReturnType<typeof setTimeout> | undefined
-    const connect = async (): Promise<void> => {
+    const drop = (c: pg.Client): void => {
+      c.removeAllListeners('notification')
+      // Its 'error' listener stays: the end of a broken connection may still report one.
+      void c.end().catch(() => {})
+    }
+    const again = (): void => {
+      if (stopped || retry !== undefined) return
+      retry = setTimeout(() => {
+        retry = undefined
+        if (!stopped) void attempt(true).catch(() => {})
+      }, 1_000)
+    }
+    const attempt = async (reconnecting: boolean): Promise<void> => {
       const c = new pg.Client({
-        connectionString: options.connectionString,
+        ...clientConfig,
         application_name: `${options.applicationName ?? 'cairn'}-listen`,
       })
+      current = c
       c.on('notification', (n) => {
         if (n.channel === channel) onNotify(n.payload ?? '')
       })
       c.on('error', () => {
-        void c.end().catch(() => {})
-        if (!stopped) retry = setTimeout(() => void connect().catch(() => {}), 1_000)
+        if (c !== current) return
+        current = undefined
+        drop(c)
+        again()
       })
       try {
         await c.connect()
         await c.query(`LISTEN ${channel}`)
-        const again = client !== undefined
-        client = c
-        // Notifications sent while it was away are lost: tell the caller.
-        if (again && !stopped) onReconnect?.()
       } catch (error) {
-        void c.end().catch(() => {})
-        if (!stopped) retry = setTimeout(() => void connect().catch(() => {}), 1_000)
-        throw error
+        if (c === current) {
+          current = undefined
+          drop(c)
+          if (reconnecting) again()
+        }
+        throw asUnavailable(error, what)
       }
+      if (stopped || c !== current) return drop(c)
+      // Notifications sent while it was away are lost: tell the caller.
+      if (reconnecting) onReconnect?.()
     }
-    await connect()
+    await attempt(false)
     const stop = async () => {
       stopped = true
       clearTimeout(retry)
       listeners.delete(stop)
-      await client?.end().catch(() => {})
+      const c = current
+      current = undefined
+      if (c !== undefined) {
+        c.removeAllListeners('notification')
+        await c.end().catch(() => {})
+      }
     }
     listeners.add(stop)
     return stop
   }
 
+  const connect = async (): Promise<pg.PoolClient> => {
+    try {
+      return await pool.connect()
+    } catch (error) {
+      throw asUnavailable(error, what)
+    }
+  }
+
   return {
-    describe: `postgres ${redact(options.connectionString)}`,
+    describe: what,
     query: queryOn(pool),
     exec: execOn(pool),
     async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
-      const client = await pool.connect()
-      let broken = false
+      const client = await connect()
+      // A checked-out client whose connection breaks reports it as an 'error' event, also
+      // between two statements: without a listener that event would crash the process.
+      let lost: Error | undefined
+      const onError = (error: Error): void => {
+        lost ??= error
+      }
+      client.on('error', onError)
       try {
-        await client.query('BEGIN')
+        await queryOn(client)('BEGIN')
         const result = await fn({ query: queryOn(client), exec: execOn(client) })
-        await client.query('COMMIT')
+        await queryOn(client)('COMMIT')
         return result
       } catch (error) {
-        try {
-          await client.query('ROLLBACK')
-        } catch {
-          broken = true
+        if (lost === undefined && !connectionFailed(error)) {
+          try {
+            await client.query('ROLLBACK')
+          } catch (rollback) {
+            lost = rollback as Error
+          }
+        } else {
+          lost ??= error as Error
         }
-        throw error
+        // The connection broke: whatever the statement said, the transaction is gone with it.
+        throw lost === undefined ? error : asUnavailable(error, what, true)
       } finally {
-        client.release(broken)
+        // A broken connection leaves the pool; the server ends its session and its locks.
+        client.release(lost)
+        client.removeListener('error', onError)
       }
     },
     listen,
@@ -149,4 +226,41 @@ export const redact = (connectionString: string): string => {
   } catch {
     return '(unparsable connection string)'
   }
+}
+
+/** True when `error` or one of its causes is SQL_UNAVAILABLE: the connection cannot be used. */
+const connectionFailed = (error: unknown): boolean => {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; depth++) {
+    if (isCairnError(e, ErrorCode.SQL_UNAVAILABLE)) return true
+    e = e.cause
+  }
+  return false
+}
+
+/** Messages of `pg` and `pg-pool` for a connection that broke, was refused or timed out. */
+const CONNECTION_MESSAGE =
+  /connection terminated|connection timeout|timeout exceeded when trying to connect|query read timeout|not queryable|connection error|socket|ECONN|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN/i
+
+/** SQLSTATEs of a session the server ended or refused: shutdown, restart, crash, overload. */
+const CONNECTION_SQLSTATE = /^(08...|57P0[1-3]|53300)$/
+
+/**
+ * A failure to reach the server, or a session it ended, as a retryable `SQL_UNAVAILABLE` (the
+ * driver's error as its cause); other errors, the server's answers with their SQLSTATE, as they
+ * are. `broken`: the error ended a transaction's connection, whatever it was.
+ */
+const asUnavailable = (error: unknown, what: string, broken = false): unknown => {
+  if (isCairnError(error)) return error
+  const code = (error as { code?: unknown }).code
+  const message = error instanceof Error ? error.message : String(error)
+  const serverAnswer = error instanceof pg.DatabaseError
+  const lost = serverAnswer
+    ? typeof code === 'string' && CONNECTION_SQLSTATE.test(code)
+    : CONNECTION_MESSAGE.test(message) || (typeof code === 'string' && /^E[A-Z]+$/.test(code))
+  if (!lost && !broken) return error
+  return new CairnError(ErrorCode.SQL_UNAVAILABLE, `${what}: ${message}`, {
+    retryable: true,
+    cause: error,
+    ...(typeof code === 'string' ? { details: { sqlstate: code } } : {}),
+  })
 }

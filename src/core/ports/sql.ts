@@ -7,6 +7,10 @@
  *   rolled back if it throws (the error is rethrown).
  * - `exec` runs a script of several statements without parameters (migrations).
  * - Errors carry PostgreSQL's SQLSTATE in `code` when the server gave one.
+ * - A server that cannot be reached, ends the session (restart, crash) or does not answer within
+ *   the adapter's timeouts fails the call with a retryable `CairnError` `SQL_UNAVAILABLE`; a
+ *   transaction whose connection broke fails so too (rolled back by the server). Such a failure
+ *   never crashes the process, and the next call connects again.
  */
 export type Row = Record<string, unknown>
 

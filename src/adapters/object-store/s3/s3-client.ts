@@ -14,7 +14,11 @@ export type S3ClientOptions = {
   readonly credentials: Credentials
   /** Sockets kept open per host (default 128). */
   readonly maxSockets?: number
-  /** Per-request timeout in milliseconds (default 30,000). */
+  /**
+   * A request fails (retryable, OBJECT_STORE_UNAVAILABLE) when nothing moved for this long, in
+   * milliseconds (default 30,000): waiting for a socket, connecting, or between two chunks of the
+   * answer. A server that hangs (SIGSTOP, a dead host) cannot hold a caller longer.
+   */
   readonly timeoutMs?: number
 }
 
@@ -105,12 +109,23 @@ export const createS3Client = (options: S3ClientOptions): S3Client => {
             })
           },
         )
-        r.setTimeout(timeoutMs, () => r.destroy(new Error(`timed out after ${timeoutMs} ms`)))
+        // Covers the wait for a pooled socket too (r.setTimeout starts only once it has one).
+        let timedOut = false
+        const idle = setTimeout(() => {
+          timedOut = true
+          r.destroy(new Error(`no progress for ${timeoutMs} ms`))
+        }, timeoutMs)
+        r.on('response', (res) => {
+          idle.refresh()
+          res.on('data', () => idle.refresh())
+        })
+        r.on('close', () => clearTimeout(idle))
         r.on('error', (cause) => {
           const error = transportError(req, cause)
-          // A kept-alive socket the server closed meanwhile: safe to resend what has no side effect.
+          // A kept-alive socket the server closed meanwhile: safe to resend what has no side effect
+          // (not a server that hangs: that is the caller's to retry, or not).
           reject(
-            r.reusedSocket && req.method !== 'PUT' && req.method !== 'POST'
+            r.reusedSocket && !timedOut && req.method !== 'PUT' && req.method !== 'POST'
               ? new StaleSocket(error)
               : error,
           )

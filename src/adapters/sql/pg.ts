@@ -208,7 +208,9 @@ export const createPgSql = (options: PgSqlOptions): Sql => {
       } finally {
         // A broken connection leaves the pool; the server ends its session and its locks.
         client.release(lost)
-        client.removeListener('error', onError)
+        // A healthy client goes back to the pool, which listens for its errors while idle; a
+        // broken one keeps this listener, so that a late report of its end crashes nothing.
+        if (lost === undefined) client.removeListener('error', onError)
       }
     },
     listen,

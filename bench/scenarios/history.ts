@@ -1,6 +1,7 @@
 import { getPostgreSQLEventStore } from '@event-driven-io/emmett-postgresql'
 import { closedLoop, rowBetween } from '../lib/harness.ts'
-import type { ResultRow } from '../lib/harness.ts'
+import type { BenchContext, ResultRow } from '../lib/harness.ts'
+import type { CountingStore } from '../lib/counting-store.ts'
 import { databaseUrl, payloads, pgSql, runName } from '../lib/scenario.ts'
 import type { Scenario } from '../lib/scenario.ts'
 import { benchEnvelope, openBenchWriteSide } from '../lib/write-side.ts'
@@ -11,6 +12,44 @@ const STREAM_EVENTS = 1_000
 const PAGE = 100
 /** Events per append while the stream is seeded (the seeding is not measured). */
 const SEED_GROUP = 50
+
+/**
+ * Reads the first page, then the whole stream, one client back to back; `read(count)` returns how
+ * many events it got. One row per read size; an event is one event read.
+ */
+const measureReads = async (
+  ctx: BenchContext,
+  row: { readonly scenario: string; readonly kind: 'scenario' | 'baseline' },
+  read: (count: number) => Promise<number>,
+  store?: CountingStore,
+): Promise<ResultRow[]> => {
+  const rows: ResultRow[] = []
+  for (const [variant, count] of [
+    [`first ${PAGE}`, PAGE],
+    [`all ${STREAM_EVENTS}`, STREAM_EVENTS],
+  ] as const) {
+    const r = await closedLoop(ctx, {
+      concurrency: 1,
+      warmupMs: ctx.warmupMs,
+      measureMs: ctx.measureMs,
+      ...(store === undefined ? {} : { store }),
+      op: async () => {
+        const got = await read(count)
+        if (got !== count) throw new Error(`${row.scenario} read ${got} of ${count} events`)
+      },
+    })
+    rows.push(
+      rowBetween(r.before, r.after, {
+        ...row,
+        variant,
+        events: r.events * count,
+        latency: r.latency,
+        ...(row.kind === 'scenario' ? { compareTo: [`emmett-history ${variant}`] } : {}),
+      }),
+    )
+  }
+  return rows
+}
 
 /**
  * Reading one aggregate's history of 1,000 events of 1 KiB: its first page of 100 and the whole
@@ -48,30 +87,12 @@ export const history: Scenario = {
           { expectedStreamVersion: BigInt(n) },
         )
       }
-      for (const [variant, count] of [
-        [`first ${PAGE}`, PAGE],
-        [`all ${STREAM_EVENTS}`, STREAM_EVENTS],
-      ] as const) {
-        const r = await closedLoop(ctx, {
-          concurrency: 1,
-          warmupMs: ctx.warmupMs,
-          measureMs: ctx.measureMs,
-          op: async () => {
-            const read = await emmett.readStream(streamName, { to: BigInt(count) })
-            if (read.events.length !== count)
-              throw new Error(`emmett read ${read.events.length} of ${count} events`)
-          },
-        })
-        rows.push(
-          rowBetween(r.before, r.after, {
-            scenario: 'emmett-history',
-            variant,
-            kind: 'baseline',
-            events: r.events * count,
-            latency: r.latency,
-          }),
-        )
-      }
+      rows.push(
+        ...(await measureReads(ctx, { scenario: 'emmett-history', kind: 'baseline' }, async (n) => {
+          const read = await emmett.readStream(streamName, { to: BigInt(n) })
+          return read.events.length
+        })),
+      )
     } finally {
       await emmett.close()
     }
@@ -87,34 +108,15 @@ export const history: Scenario = {
         })
       }
       const aggregateId = benchEnvelope('BenchHistory', streamId, '').aggregate_id
-      for (const [variant, count] of [
-        [`first ${PAGE}`, PAGE],
-        [`all ${STREAM_EVENTS}`, STREAM_EVENTS],
-      ] as const) {
-        const r = await closedLoop(ctx, {
-          concurrency: 1,
-          warmupMs: ctx.warmupMs,
-          measureMs: ctx.measureMs,
-          store: ws.store,
-          op: async () => {
-            const read = await ws.eventStore.readStream('BenchHistory', aggregateId, {
-              toSeq: count,
-            })
-            if (read.length !== count)
-              throw new Error(`cairn read ${read.length} of ${count} events`)
-          },
-        })
-        rows.push(
-          rowBetween(r.before, r.after, {
-            scenario: 'history',
-            variant,
-            kind: 'scenario',
-            events: r.events * count,
-            latency: r.latency,
-            compareTo: [`emmett-history ${variant}`],
-          }),
-        )
-      }
+      rows.push(
+        ...(await measureReads(
+          ctx,
+          { scenario: 'history', kind: 'scenario' },
+          async (n) =>
+            (await ws.eventStore.readStream('BenchHistory', aggregateId, { toSeq: n })).length,
+          ws.store,
+        )),
+      )
     } finally {
       await ws.close()
     }

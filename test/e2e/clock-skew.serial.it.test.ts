@@ -3,14 +3,11 @@ import { existsSync, readdirSync } from 'node:fs'
 import path from 'node:path'
 import { after, before, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createS3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
-import type { S3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
 import { startCairn } from '../support/cairn-process.ts'
 import type { CairnProcess } from '../support/cairn-process.ts'
-import { FAST_ENV } from '../support/embedded.ts'
 import { httpClient } from '../support/oms-client.ts'
 import type { OmsClient } from '../support/oms-client.ts'
-import { databaseUrl, kafkaBrokers, s3Targets, uniqueName } from '../support/services.ts'
+import { DEPLOYMENT_TOKEN, freshDeployment } from '../support/oms-deployment.ts'
 
 /** libfaketime (Debian's faketime package, which scripts/services.sh installs). */
 const libfaketime = (): string => {
@@ -28,34 +25,13 @@ const skewed = (offset: string): Record<string, string> => ({
 })
 
 // Heavy (five processes, a frozen writer under load): runs alone, in the serial phase.
-const bucketName = uniqueName('cairn-clock')
-const minio = s3Targets()[0] as NonNullable<ReturnType<typeof s3Targets>[0]>
-const env: Record<string, string> = {
-  ...FAST_ENV,
-  LOG_LEVEL: 'info',
-  CAIRN_MODE: 'distributed',
-  CAIRN_S3_ENDPOINT: minio.endpoint,
-  CAIRN_S3_ACCESS_KEY_ID: minio.accessKeyId,
-  CAIRN_S3_SECRET_ACCESS_KEY: minio.secretAccessKey,
-  CAIRN_DATABASE_URL: databaseUrl(),
-  CAIRN_KAFKA_BROKERS: kafkaBrokers().join(','),
-  CAIRN_KAFKA_TOPIC_PREFIX: `${uniqueName('clock')}.`,
-  EVENT_STORE_BUCKET: bucketName,
-  EVENT_STORE_SEQUENCE_SCHEMA: uniqueName('cairn_clock').replace(/-/g, '_'),
-  OMS_AUTH_DISABLED: 'true',
-}
+const deployment = freshDeployment('clock')
+const env = deployment.env
 const processes: Record<string, CairnProcess> = {}
-let bucket: S3ObjectStore
 
 before(async () => {
-  bucket = await createS3ObjectStore({
-    endpoint: minio.endpoint,
-    region: 'us-east-1',
-    credentials: { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey },
-    bucket: bucketName,
-  })
-  // One OMS on a good clock first (it applies the migrations), then the rest with wrong clocks,
-  // minutes apart: within what S3 request signing tolerates (15 minutes), far beyond any bound.
+  // One OMS on a good clock first, then the rest with wrong clocks, minutes apart: within what S3
+  // request signing tolerates (15 minutes), far beyond any bound.
   processes.good = await startCairn(['oms'], env)
   const [behind, publisher, commands, projection] = await Promise.all([
     startCairn(['oms'], { ...env, ...skewed('-3m') }),
@@ -85,7 +61,7 @@ after(async () => {
     }
   }
   await Promise.all(Object.values(processes).map((p) => p.stop('SIGKILL')))
-  await bucket.close()
+  await deployment.cleanup()
 })
 
 const metric = async (p: CairnProcess, name: string): Promise<number> => {
@@ -96,8 +72,8 @@ const metric = async (p: CairnProcess, name: string): Promise<number> => {
 }
 
 test('writers, publisher and workers with clocks minutes off, a writer frozen beyond the bound under load: every acknowledged command completes, once', async () => {
-  const good = httpClient((processes.good as CairnProcess).url)
-  const behind = httpClient((processes.behind as CairnProcess).url)
+  const good = httpClient((processes.good as CairnProcess).url, DEPLOYMENT_TOKEN)
+  const behind = httpClient((processes.behind as CairnProcess).url, DEPLOYMENT_TOKEN)
   const db = `clk-${Date.now()}`
   const settled = async (c: OmsClient, r: { status: number; text: string; json: any }) => {
     assert.equal(r.status, 202, r.text)

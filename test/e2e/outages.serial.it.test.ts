@@ -3,11 +3,10 @@ import { randomUUID } from 'node:crypto'
 import { after, before, test } from 'node:test'
 import { startCairn } from '../support/cairn-process.ts'
 import type { CairnProcess } from '../support/cairn-process.ts'
-import { FAST_ENV } from '../support/embedded.ts'
 import { httpClient } from '../support/oms-client.ts'
 import { freeze, restoreAll, stop } from '../support/service-control.ts'
 import type { Service } from '../support/service-control.ts'
-import { databaseUrl, kafkaBrokers, s3Targets, uniqueName } from '../support/services.ts'
+import { DEPLOYMENT_TOKEN, freshDeployment } from '../support/oms-deployment.ts'
 
 /**
  * Issue 16: every component as its own process under steady load while each dependency is, in
@@ -19,7 +18,7 @@ import { databaseUrl, kafkaBrokers, s3Targets, uniqueName } from '../support/ser
  * Stops and freezes the services of `scripts/services.sh`: runs alone (serial phase).
  */
 
-const TOKEN = 'outage-token-0123456789abcdef'
+const TOKEN = DEPLOYMENT_TOKEN
 /** A request not answered within this is a hung request. */
 const HUNG_MS = 60_000
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -49,24 +48,12 @@ const OUTAGES: readonly Outage[] = [
 const users = (svc: Service, names: readonly string[]): string[] =>
   svc === 'kafka' ? names.filter((n) => n !== 'oms') : [...names]
 
-const minio = s3Targets()[0] as NonNullable<ReturnType<typeof s3Targets>[0]>
-const env: Record<string, string> = {
-  ...FAST_ENV,
-  LOG_LEVEL: 'info',
-  CAIRN_MODE: 'distributed',
-  CAIRN_S3_ENDPOINT: minio.endpoint,
-  CAIRN_S3_ACCESS_KEY_ID: minio.accessKeyId,
-  CAIRN_S3_SECRET_ACCESS_KEY: minio.secretAccessKey,
-  CAIRN_DATABASE_URL: databaseUrl(),
-  CAIRN_KAFKA_BROKERS: kafkaBrokers().join(','),
-  CAIRN_KAFKA_TOPIC_PREFIX: `${uniqueName('outages')}.`,
-  EVENT_STORE_BUCKET: uniqueName('cairn-outages'),
-  EVENT_STORE_SEQUENCE_SCHEMA: uniqueName('cairn_outages').replace(/-/g, '_'),
-  OMS_API_TOKENS: TOKEN,
+const deployment = freshDeployment('outages', {
   CAIRN_DATABASE_CONNECT_TIMEOUT_SECONDS: '3',
   CAIRN_DATABASE_QUERY_TIMEOUT_SECONDS: '5',
   CAIRN_S3_REQUEST_TIMEOUT_SECONDS: '5',
-}
+})
+const env = deployment.env
 
 const processes = new Map<string, CairnProcess>()
 
@@ -87,6 +74,7 @@ after(async () => {
   // Whatever happened, the services come back.
   await restoreAll()
   await Promise.all([...processes.values()].map((p) => p.stop('SIGKILL')))
+  await deployment.cleanup()
 })
 
 const outputs = (): string =>

@@ -185,9 +185,11 @@ const toCairnError = (error: unknown, what: string): CairnError => {
     findErrorBy(error, 'code', 'PLT_KFK_NETWORK') !== null ||
     findErrorBy(error, 'code', 'PLT_KFK_TIMEOUT') !== null
   const retryable = unavailable || findErrorBy(error, 'canRetry', true) !== null
+  // The broker's own error names say more than the client's message (which repeats per try).
+  const ids = kafkaErrorIds(error)
   return new CairnError(
     unavailable ? ErrorCode.BUS_UNAVAILABLE : ErrorCode.BUS_ERROR,
-    `${what} failed: ${error.message}`,
+    `${what} failed: ${error.message}${ids.length > 0 ? ` (${ids.join(', ')})` : ''}`,
     { retryable, cause: error },
   )
 }
@@ -210,6 +212,36 @@ const onlyAlreadyExists = (error: unknown): boolean => {
     )
   )
 }
+
+/** The broker's errors in a failure of the Kafka client: name (`apiId`) and whether it is transient. */
+const brokerErrors = (error: unknown): { readonly id: string; readonly canRetry: boolean }[] => {
+  const out: { id: string; canRetry: boolean }[] = []
+  const walk = (e: unknown, depth: number): void => {
+    if (depth > 8 || !(e instanceof Error)) return
+    const { apiId, canRetry } = e as { apiId?: unknown; canRetry?: unknown }
+    if (typeof apiId === 'string') out.push({ id: apiId, canRetry: canRetry === true })
+    if (e instanceof AggregateError) for (const inner of e.errors) walk(inner, depth + 1)
+  }
+  walk(error, 0)
+  return out
+}
+
+/** The broker's error names in a failure of the Kafka client, e.g. NOT_COORDINATOR. */
+export const kafkaErrorIds = (error: unknown): string[] => [
+  ...new Set(brokerErrors(error).map((e) => e.id)),
+]
+
+/**
+ * The broker answered, with errors it calls transient only (a group coordinator still loading
+ * after a fresh cluster's first group or a restart, a rebalance): worth trying again soon.
+ */
+export const isBrokerTransient = (error: unknown): boolean => {
+  const errors = brokerErrors(error)
+  return errors.length > 0 && errors.every((e) => e.canRetry)
+}
+
+/** How long joining a group at a consumer's creation waits out transient refusals. */
+const COORDINATOR_WAIT_MS = 15_000
 
 const partitionId = (topic: string, partition: number): string => `${partition}:${topic}`
 
@@ -775,7 +807,18 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
       client.topics.trackAll(...topics)
       client.on('consumer:group:join', onJoin)
       client.on('error', onError)
-      await client.joinGroup({})
+      // A group coordinator that is still loading answers the join with an error for a few
+      // seconds (the first group of a fresh cluster, a broker just restarted): wait for it.
+      const until = performance.now() + COORDINATOR_WAIT_MS
+      for (;;) {
+        try {
+          await client.joinGroup({})
+          break
+        } catch (error) {
+          if (!isBrokerTransient(error) || performance.now() > until) throw error
+          await sleep(250)
+        }
+      }
       await ensurePositions()
     } catch (error) {
       client.removeListener('consumer:group:join', onJoin)

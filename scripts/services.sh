@@ -315,23 +315,17 @@ pg_stop() {
 # =============================================================================
 # kafka
 # =============================================================================
-# kcat: an independent Kafka client, for tests that read what the publisher produced.
-kcat_install() {
-  command -v kcat >/dev/null && return 0
-  log "kafka: installing kcat (Debian package)"
-  apt-get install -y --no-install-recommends kcat >/dev/null 2>&1 ||
-    { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends kcat >/dev/null 2>&1; } ||
-    die "kafka: could not install kcat with apt-get"
+# A test tool from a Debian package, installed when its command is missing.
+apt_tool_install() {
+  local command=$1 package=$2 why=$3
+  command -v "$command" >/dev/null && return 0
+  log "installing $package (Debian package): $why"
+  apt-get install -y --no-install-recommends "$package" >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends "$package" >/dev/null 2>&1; } ||
+    die "could not install $package with apt-get"
 }
-
-# libfaketime: runs cairn's processes with wrong clocks, for the tests of what a skewed host does.
-faketime_install() {
-  command -v faketime >/dev/null && return 0
-  log "installing libfaketime (Debian package faketime)"
-  apt-get install -y --no-install-recommends faketime >/dev/null 2>&1 ||
-    { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends faketime >/dev/null 2>&1; } ||
-    die "could not install faketime with apt-get"
-}
+kcat_install() { apt_tool_install kcat kcat 'an independent Kafka client, to read what the publisher produced'; }
+faketime_install() { apt_tool_install faketime faketime "runs cairn's processes with wrong clocks"; }
 
 kafka_install() {
   kcat_install

@@ -11,30 +11,18 @@ import type { S3ObjectStore } from '../../src/adapters/object-store/s3/s3-object
 import { startCairn } from '../support/cairn-process.ts'
 import type { CairnProcess } from '../support/cairn-process.ts'
 import { eventually } from '../support/collect.ts'
-import { FAST_ENV } from '../support/embedded.ts'
+import { DEPLOYMENT_TOKEN, freshDeployment } from '../support/oms-deployment.ts'
 import { httpClient } from '../support/oms-client.ts'
 import { omsFlow } from '../support/oms-flow.ts'
-import { databaseUrl, kafkaBrokers, s3Targets, uniqueName } from '../support/services.ts'
+import { databaseUrl, s3Targets } from '../support/services.ts'
 
-const TOKEN = 'e2e-token-0123456789abcdef'
+const TOKEN = DEPLOYMENT_TOKEN
 
 describe('distributed: oms, publisher and workers as separate processes on MinIO, Kafka and PostgreSQL', () => {
-  const bucketName = uniqueName('cairn-e2e')
+  const deployment = freshDeployment('e2e')
+  const env = deployment.env
+  const bucketName = env.EVENT_STORE_BUCKET as string
   const minio = s3Targets()[0] as NonNullable<ReturnType<typeof s3Targets>[0]>
-  const env: Record<string, string> = {
-    ...FAST_ENV,
-    LOG_LEVEL: 'info',
-    CAIRN_MODE: 'distributed',
-    CAIRN_S3_ENDPOINT: minio.endpoint,
-    CAIRN_S3_ACCESS_KEY_ID: minio.accessKeyId,
-    CAIRN_S3_SECRET_ACCESS_KEY: minio.secretAccessKey,
-    CAIRN_DATABASE_URL: databaseUrl(),
-    CAIRN_KAFKA_BROKERS: kafkaBrokers().join(','),
-    CAIRN_KAFKA_TOPIC_PREFIX: `${uniqueName('e2e')}.`,
-    EVENT_STORE_BUCKET: bucketName,
-    EVENT_STORE_SEQUENCE_SCHEMA: uniqueName('cairn_e2e').replace(/-/g, '_'),
-    OMS_API_TOKENS: TOKEN,
-  }
   const processes: CairnProcess[] = []
   let bucket: S3ObjectStore
 
@@ -58,6 +46,7 @@ describe('distributed: oms, publisher and workers as separate processes on MinIO
   after(async () => {
     await Promise.all(processes.map((p) => p.stop('SIGKILL')))
     await bucket.close()
+    await deployment.cleanup()
   })
 
   test('the whole flow over HTTP, with authentication', async () => {

@@ -5,7 +5,7 @@ import { servingUrlOf } from '../../src/cli/service.ts'
 import { listAll } from '../../src/core/ports/object-store.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import { GROUPS } from '../../src/domain/model.ts'
-import { BY_DATE_PREFIX, EVENTS_PREFIX } from '../../src/event-store/keys.ts'
+import { BY_DATE_PREFIX } from '../../src/event-store/keys.ts'
 import type { BenchContext, ProcessPids } from './harness.ts'
 import type { OmsHttpClient } from './http-client.ts'
 import { databaseUrl, kafkaBrokers, runName } from './scenario.ts'
@@ -211,11 +211,9 @@ export const createBenchClass = async (
   return `/api/v1/databases/${db}/classes/${classId}/instances`
 }
 
-/** Objects a writer creates (event bodies and by-date manifests): create-only PUTs that succeeded. */
+/** Objects a writer creates (segments under indexes/by-date/): create-only PUTs that succeeded. */
 export const countWrittenObjects = async (store: ObjectStore): Promise<number> => {
   let n = 0
-  for (const prefix of [EVENTS_PREFIX, BY_DATE_PREFIX]) {
-    for await (const key of listAll(store, prefix)) if (key !== '') n++
-  }
+  for await (const key of listAll(store, BY_DATE_PREFIX)) if (key !== '') n++
   return n
 }

@@ -2,7 +2,7 @@ import type { Command } from 'commander'
 import { openObjectStore, openWriteSide } from '../config/compose.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
 import { rebuildProjection } from '../domain/rebuild.ts'
-import { manifestKeyFloor } from '../event-store/keys.ts'
+import { segmentKeyFloor } from '../event-store/keys.ts'
 import { loadCheckpoint, saveCheckpoint } from '../publisher/checkpoint.ts'
 import { listQuarantine } from '../publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
@@ -190,7 +190,7 @@ export const registerOperate = (program: Command): void => {
       const { config } = cliContext({ quiet: true })
       await using store = await openObjectStore(config)
       const { checkpoint: cp, etag } = await loadCheckpoint(store)
-      const key = manifestKeyFloor(ms * 1000)
+      const key = segmentKeyFloor(ms * 1000)
       if (opts.yes !== true) {
         process.stdout.write(
           `would move the checkpoint from ${cp?.last_index_key ?? '(none)'} to ${key}; add --yes to do it\n`,

@@ -15,8 +15,9 @@ import type { ObjectStore } from '../core/ports/object-store.ts'
 import type { Sql } from '../core/ports/sql.ts'
 import { createEventStore } from '../event-store/event-store.ts'
 import type { EventStore } from '../event-store/event-store.ts'
-import { encodeCommitNotices } from '../event-store/manifest.ts'
+import { encodeCommitNotices } from '../event-store/segment.ts'
 import { assertConformant } from '../event-store/probe.ts'
+import { assertCurrentLayout } from '../event-store/reconcile.ts'
 import { createPublisher } from '../publisher/publisher.ts'
 import type { Publisher } from '../publisher/publisher.ts'
 import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
@@ -131,6 +132,7 @@ export const openWriteSide = async (
         }),
       )
     }
+    await wait(`the layout of ${objectStore.describe}`, () => assertCurrentLayout(objectStore))
     if (config.mode === 'embedded' && !existsSync(path.join(config.dataDir, 'pglite'))) {
       logger.info(
         { dir: path.join(config.dataDir, 'pglite') },
@@ -159,7 +161,7 @@ export const openWriteSide = async (
       eventStore.onCommit((notice) => {
         // The entries ride along when they fit in a few payloads, so that publisher needs no GET;
         // the payloads of one commit go in one statement, one transaction (delivered together).
-        const payloads = encodeCommitNotices(notice.manifestKey, notice.entries)
+        const payloads = encodeCommitNotices(notice.segmentKey, notice.entries)
         const sent =
           payloads.length === 1
             ? sql.query('SELECT pg_notify($1, $2)', [channel, payloads[0]])

@@ -11,9 +11,9 @@ import type { HttpApp, OmsApp, ReadyReport } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
-import { parseManifestKey } from '../event-store/keys.ts'
-import { createNoticeAssembler, decodeCommitNotice } from '../event-store/manifest.ts'
-import type { AssembledNotice } from '../event-store/manifest.ts'
+import { parseSegmentKey } from '../event-store/keys.ts'
+import { createNoticeAssembler, decodeCommitNotice } from '../event-store/segment.ts'
+import type { AssembledNotice } from '../event-store/segment.ts'
 import { createWorker } from '../worker/worker.ts'
 import type { Handle, HandleBatch, Worker } from '../worker/worker.ts'
 import { closeAll, commitChannel, openBus, openPublisher, openWriteSide } from './compose.ts'
@@ -246,9 +246,9 @@ export const openCairn = async (
         const assembler = createNoticeAssembler()
         const pass = (notices: readonly AssembledNotice[]): void => {
           for (const notice of notices) {
-            if (parseManifestKey(notice.manifestKey) === null) publisher.wake()
-            else if (notice.entries === undefined) publisher.noteManifestKey(notice.manifestKey)
-            else publisher.noteCommit({ manifestKey: notice.manifestKey, entries: notice.entries })
+            if (parseSegmentKey(notice.segmentKey) === null) publisher.wake()
+            else if (notice.entries === undefined) publisher.noteSegmentKey(notice.segmentKey)
+            else publisher.noteCommit({ segmentKey: notice.segmentKey, entries: notice.entries })
           }
         }
         const unlisten = await ws.sql

@@ -21,6 +21,12 @@ export const ErrorCode = {
   APPEND_FAILED: 'APPEND_FAILED',
   CLOSED: 'CLOSED',
   REGISTRY_UNAVAILABLE: 'REGISTRY_UNAVAILABLE',
+  /** The bucket holds segments the allocator does not know (PostgreSQL lost or restored). */
+  REGISTRY_BEHIND_BUCKET: 'REGISTRY_BEHIND_BUCKET',
+  /** `cairn reconcile` is rebuilding the allocator from the bucket; appends wait. */
+  REGISTRY_RECONCILING: 'REGISTRY_RECONCILING',
+  /** The bucket was written in a layout this cairn does not read. */
+  BUCKET_LAYOUT_RETIRED: 'BUCKET_LAYOUT_RETIRED',
 } as const
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
@@ -54,6 +60,7 @@ const UNAVAILABLE_CODES: ReadonlySet<ErrorCode> = new Set([
   ErrorCode.SQL_UNAVAILABLE,
   ErrorCode.BUS_UNAVAILABLE,
   ErrorCode.REGISTRY_UNAVAILABLE,
+  ErrorCode.REGISTRY_RECONCILING,
 ])
 
 /**

@@ -1,15 +1,13 @@
 /**
- * A gap marker: what a sequence slot holds when its append was given up (the body could not be
- * written). Written create-only at the event's key, so the slot holds either the event or the
- * marker, never both: a stalled writer that comes back finds the marker and reports failure.
- * Readers skip gaps; they are never published.
+ * A gap marker: what a segment's key holds when its group commit was given up (the segment was
+ * never written within the writers' bound). Written create-only at the segment's key, so the key
+ * holds either the segment or the marker, never both: a stalled writer that comes back finds the
+ * marker and reports failure. The sequences reserved for that segment hold no event; readers and
+ * the publisher skip them, and the event ids may be appended again.
  */
 export type GapMarker = {
   readonly gap: true
-  readonly event_id: string
-  readonly aggregate_type: string
-  readonly aggregate_id: string
-  readonly sequence_number: number
+  readonly segment: string
   readonly reason: string
   readonly marked_at: string
 }

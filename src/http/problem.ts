@@ -40,6 +40,11 @@ const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, { status: number; title
   BUS_UNAVAILABLE: { status: 503, title: 'Bus unavailable' },
   APPEND_FAILED: { status: 503, title: 'The command was not stored' },
   CLOSED: { status: 503, title: 'Shutting down' },
+  REGISTRY_BEHIND_BUCKET: {
+    status: 503,
+    title: 'Appends refused: the registry is behind the bucket (run cairn reconcile)',
+  },
+  REGISTRY_RECONCILING: { status: 503, title: 'Appends paused while the registry is reconciled' },
 }
 
 /**

@@ -8,9 +8,9 @@ import type { Logger } from '../core/ports/logger.ts'
 import { listAll } from '../core/ports/object-store.ts'
 import type { ListPage, ObjectStore } from '../core/ports/object-store.ts'
 import type { CommitNotice } from '../event-store/event-store.ts'
-import { BY_DATE_PREFIX, manifestKeyFloor, parseManifestKey } from '../event-store/keys.ts'
-import { parseManifest } from '../event-store/manifest.ts'
-import type { ManifestEntry } from '../event-store/manifest.ts'
+import { BY_DATE_PREFIX, segmentKeyFloor, parseSegmentKey } from '../event-store/keys.ts'
+import { parseSegment, segmentEntries } from '../event-store/segment.ts'
+import type { SegmentEntry } from '../event-store/segment.ts'
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.ts'
 import type { Checkpoint } from './checkpoint.ts'
 import { createDedupWindow } from './dedup.ts'
@@ -124,7 +124,7 @@ export type Publisher = {
   /** In-process fast path: remember a commit's manifest so it needs no GET. */
   noteCommit(notice: CommitNotice): void
   /** A commit announced by a writer in another process (its manifest key): wakes and knows it. */
-  noteManifestKey(key: string): void
+  noteSegmentKey(key: string): void
   /**
    * Notices may have been missed (the listener of another process's notices reconnected): until
    * listings have covered what came before, noticed commits wait for them (P2).
@@ -142,7 +142,7 @@ export type Publisher = {
 type OpenManifest = {
   readonly key: string
   readonly us: number
-  entries: readonly ManifestEntry[] | null
+  entries: readonly SegmentEntry[] | null
   readonly done: Set<string>
   missing: number
   firstMissingAt: number
@@ -259,14 +259,14 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    */
   const unfinished = new Set<string>()
   /** Manifests of noticed commits (in-process, or with their entries), so they need no GET. */
-  const noted = new Map<string, readonly ManifestEntry[]>()
+  const noted = new Map<string, readonly SegmentEntry[]>()
   let notedChars = 0
-  const sizeOf = (entries: readonly ManifestEntry[]): number => {
+  const sizeOf = (entries: readonly SegmentEntry[]): number => {
     let n = 0
     for (const e of entries) n += e.body.length
     return n
   }
-  const forget = (key: string): readonly ManifestEntry[] | undefined => {
+  const forget = (key: string): readonly SegmentEntry[] | undefined => {
     const entries = noted.get(key)
     if (entries !== undefined) {
       noted.delete(key)
@@ -291,9 +291,9 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const knownTopics = new Set<string>()
   let producer: BusProducer | null = null
 
-  const aggKey = (e: ManifestEntry): string => `${e.aggregate_type}\u0000${e.aggregate_id}`
+  const aggKey = (e: SegmentEntry): string => `${e.aggregate_type}\u0000${e.aggregate_id}`
   const topicPrefix = options.topicPrefix ?? ''
-  const topicOf = (e: ManifestEntry): string =>
+  const topicOf = (e: SegmentEntry): string =>
     topicPrefix + (e.kafka_topic ?? routes[e.aggregate_type] ?? defaultTopic)
 
   const checkpointBody = (owner: string): Checkpoint => ({
@@ -310,7 +310,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   })
 
   const usOfPosition = (key: string): number => {
-    const parsed = parseManifestKey(key)
+    const parsed = parseSegmentKey(key)
     if (parsed !== null) return parsed.us
     const m = /(\d{16})$/.exec(key)
     return m === null ? 0 : Number(m[1])
@@ -382,7 +382,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   }
 
   const flush = async (
-    batch: readonly { entry: ManifestEntry; manifest: OpenManifest }[],
+    batch: readonly { entry: SegmentEntry; manifest: OpenManifest }[],
   ): Promise<void> => {
     if (batch.length === 0) return
     await ensureTopics(batch.map((b) => topicOf(b.entry)))
@@ -457,7 +457,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   }
 
   /** Reads a listed manifest; null while it cannot be read yet. Malformed → empty (skipped). */
-  const entriesOf = async (om: OpenManifest): Promise<readonly ManifestEntry[] | null> => {
+  const entriesOf = async (om: OpenManifest): Promise<readonly SegmentEntry[] | null> => {
     if (om.entries !== null) return om.entries
     const cached = forget(om.key)
     if (cached !== undefined) {
@@ -478,7 +478,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       return null
     }
     try {
-      om.entries = parseManifest(got.body).entries
+      om.entries = segmentEntries(parseSegment(got.body))
     } catch (error) {
       m.malformed++
       log.error({ key: om.key, err: String(error) }, 'malformed manifest skipped')
@@ -503,7 +503,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   /** Makes a manifest key known to the cycles (from a listing or a commit notice). */
   const register = (key: string): void => {
     if (open.has(key)) return
-    const parts = parseManifestKey(key)
+    const parts = parseSegmentKey(key)
     if (parts === null) {
       m.malformed++
       log.error({ key }, 'malformed index key skipped')
@@ -660,7 +660,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       }
       await Promise.all(Array.from({ length: Math.min(readConcurrency, unread.length) }, reader))
     }
-    let batch: { entry: ManifestEntry; manifest: OpenManifest }[] = []
+    let batch: { entry: SegmentEntry; manifest: OpenManifest }[] = []
     // Tentative per-aggregate sequence including the batch being built (committed on flush).
     const pendingSeq = new Map<string, number>()
     /** Per aggregate, the lowest sequence held back this cycle: later ones wait behind it. */
@@ -742,7 +742,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       // appear below that floor (docs/publisher.md), so a quiet start followed by steady traffic
       // (always something newer than the watermark) does not leave the checkpoint unset.
       const upToUs = Math.min(watermarkUs, barrier?.us ?? watermarkUs)
-      const floor = manifestKeyFloor(Math.max(0, Math.floor(upToUs)))
+      const floor = segmentKeyFloor(Math.max(0, Math.floor(upToUs)))
       const safe = settleEnd === undefined || floor <= settleEnd
       if (safe && (next === null || floor > next)) next = floor
     }
@@ -957,17 +957,17 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     run,
     wake,
     noteCommit(notice) {
-      forget(notice.manifestKey)
-      noted.set(notice.manifestKey, notice.entries)
+      forget(notice.segmentKey)
+      noted.set(notice.segmentKey, notice.entries)
       notedChars += sizeOf(notice.entries)
       // Bound the cache: manifests never listed (another prefix, closed run), or noticed while
       // nothing reads them (a standby), must not pile up; a forgotten one is read when listed.
       while (noted.size > NOTED_MAX || (notedChars > notedMaxChars && noted.size > 1)) {
         forget(noted.keys().next().value as string)
       }
-      noteKey(notice.manifestKey)
+      noteKey(notice.segmentKey)
     },
-    noteManifestKey: noteKey,
+    noteSegmentKey: noteKey,
     noteGap() {
       distrust()
       wakeup.fn?.()

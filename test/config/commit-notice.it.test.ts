@@ -6,8 +6,8 @@ import { silentLogger } from '../../src/core/ports/logger.ts'
 import { commitChannel, openWriteSide } from '../../src/config/compose.ts'
 import { loadConfig } from '../../src/config/env.ts'
 import type { CommitNotice } from '../../src/event-store/event-store.ts'
-import { createNoticeAssembler, decodeCommitNotice } from '../../src/event-store/manifest.ts'
-import type { AssembledNotice } from '../../src/event-store/manifest.ts'
+import { createNoticeAssembler, decodeCommitNotice } from '../../src/event-store/segment.ts'
+import type { AssembledNotice } from '../../src/event-store/segment.ts'
 import { createPgSql } from '../../src/adapters/sql/pg.ts'
 import { databaseUrl, s3Targets, uniqueName } from '../support/services.ts'
 
@@ -58,12 +58,12 @@ test('a writer on PostgreSQL announces each commit by NOTIFY, with its entries, 
     await stop()
     assert.equal(notices.length, 3)
     const [small, large, huge] = notices
-    assert.equal(small?.manifestKey, local[0]?.manifestKey)
+    assert.equal(small?.segmentKey, local[0]?.segmentKey)
     assert.deepEqual(small?.entries, local[0]?.entries, 'the small commit carries its entries')
-    assert.equal(large?.manifestKey, local[1]?.manifestKey)
+    assert.equal(large?.segmentKey, local[1]?.segmentKey)
     assert.equal(large?.entries?.length, 30)
     assert.deepEqual(large?.entries, local[1]?.entries, 'the large one, put back together')
-    assert.equal(huge?.manifestKey, local[2]?.manifestKey)
+    assert.equal(huge?.segmentKey, local[2]?.segmentKey)
     assert.equal(huge?.entries, undefined, 'the huge one is announced by key alone')
   } finally {
     await listener.close()

@@ -6,9 +6,10 @@ import { migrate } from '../../src/adapters/sql/migrations.ts'
 import type { Sql } from '../../src/core/ports/sql.ts'
 import { createSequenceAllocator } from '../../src/sequencing/allocator.ts'
 import type {
+  IndexedRow,
   ReserveRequest,
   ReserveResult,
-  ReservationState,
+  SegmentState,
 } from '../../src/sequencing/allocator.ts'
 import { contractSuite } from '../support/contract.ts'
 import type { AdapterCase } from '../support/contract.ts'
@@ -19,8 +20,6 @@ export type AllocatorWorld = {
   readonly secondSql: Sql
   /** Migrated schema the allocator under test uses. */
   readonly schema: string
-  /** A second migrated schema, for the reference function of migration 001. */
-  readonly referenceSchema: string
   close(): Promise<void>
 }
 
@@ -30,74 +29,126 @@ export const allocatorWorld = async (
   schema: string,
   dispose: () => Promise<void>,
 ): Promise<AllocatorWorld> => {
-  const referenceSchema = `${schema}_ref`
   await migrate(sql, schema)
-  await migrate(sql, referenceSchema)
-  return { sql, secondSql, schema, referenceSchema, close: dispose }
+  return { sql, secondSql, schema, close: dispose }
 }
 
 const HANDLER = 'write_side:Thing'
+const WRITER = 'test'
+
+/** What the model compares of a duplicate's row (the segment's id and key are the database's). */
+type ModelRow = Pick<IndexedRow, 'eventId' | 'seq' | 'state' | 'hash' | 'position'>
+type ModelResult =
+  | Exclude<ReserveResult, { outcome: 'duplicate' }>
+  | { outcome: 'duplicate'; rows: ModelRow[]; prevPending: boolean }
 
 /**
- * Migration 001's `reserve_sequences`, called the way the allocator called it until migration 007:
- * the reference the batch function must agree with (older writers still call it).
+ * The allocator's rules as plain code: the reference `reserve_batch` must agree with, whichever
+ * of its paths (set-based, or append by append) a group takes.
  */
-const referenceReserve = async (
-  sql: Sql,
-  schema: string,
-  requests: readonly ReserveRequest[],
-  stored: readonly string[],
-): Promise<ReserveResult[]> => {
-  const payload = requests.map((r, i) => ({
-    i,
-    handler: r.handler,
-    aggregate_id: r.aggregateId,
-    expected_seq: r.expectedSeq,
-    ids: r.eventIds,
-    hashes: r.hashes,
-  }))
-  const [row] = await sql.query<{ result: unknown }>(
-    `SELECT ${schema}.reserve_sequences($1::jsonb, $2::text[]) AS result`,
-    [JSON.stringify(payload), stored],
-  )
-  const raw = row?.result
-  const parsed = (typeof raw === 'string' ? JSON.parse(raw) : raw) as {
-    results: {
-      i: number
-      outcome: ReserveResult['outcome']
-      first_seq?: number
-      actual_seq?: number
-      prev_pending?: boolean
-      reason?: string
-      rows?: { event_id: string; seq: number; state: ReservationState; hash: string | null }[]
-    }[]
-  }
-  const out: ReserveResult[] = new Array<ReserveResult>(requests.length)
-  for (const r of parsed.results) {
-    out[r.i] =
-      r.outcome === 'reserved'
-        ? {
-            outcome: 'reserved',
-            firstSeq: Number(r.first_seq),
-            prevPending: r.prev_pending === true,
-          }
-        : r.outcome === 'conflict'
-          ? { outcome: 'conflict', actualSeq: Number(r.actual_seq) }
-          : r.outcome === 'duplicate'
-            ? {
-                outcome: 'duplicate',
-                rows: (r.rows ?? []).map((x) => ({
-                  eventId: x.event_id,
-                  seq: Number(x.seq),
-                  state: x.state,
-                  hash: x.hash,
-                })),
-                prevPending: r.prev_pending === true,
+const createModel = () => {
+  const last = new Map<string, number>()
+  const events = new Map<
+    string,
+    { agg: string; seq: number; hash: string | null; segment: number; position: number }
+  >()
+  const segments = new Map<number, SegmentState>()
+  const bySeq = (agg: string, seq: number) =>
+    [...events.values()].find((e) => e.agg === agg && e.seq === seq)
+  let nextSegment = 0
+  return {
+    markStored(ids: readonly number[]) {
+      for (const id of ids) if (segments.get(id) === 'reserved') segments.set(id, 'stored')
+    },
+    markGap(ids: readonly number[]) {
+      for (const id of ids) segments.set(id, 'gap')
+    },
+    reserve(requests: readonly ReserveRequest[]): { results: ModelResult[]; segment: number } {
+      const segment = ++nextSegment
+      segments.set(segment, 'reserved')
+      const results = new Array<ModelResult>(requests.length)
+      const order = requests
+        .map((r, i) => ({ r, i }))
+        .sort((x, y) =>
+          x.r.aggregateId < y.r.aggregateId ? -1 : x.r.aggregateId > y.r.aggregateId ? 1 : x.i - y.i,
+        )
+      const pendingBefore = (agg: string, seq: number): boolean => {
+        const prev = bySeq(agg, seq)
+        return prev !== undefined && segments.get(prev.segment) === 'reserved'
+      }
+      for (const { r, i } of order) {
+        const cur = last.get(r.aggregateId) ?? 0
+        const known = r.eventIds.map((id) => events.get(id)).filter((e) => e !== undefined)
+        if (known.some((e) => e.agg !== r.aggregateId)) {
+          results[i] = { outcome: 'mismatch', reason: 'event id already appended to another aggregate' }
+          continue
+        }
+        if (known.length > 0 && known.every((e) => segments.get(e.segment) === 'gap')) {
+          for (const id of r.eventIds) events.delete(id)
+        } else if (known.length === r.eventIds.length) {
+          const rows = r.eventIds
+            .map((id): ModelRow => {
+              const e = events.get(id)
+              assert.ok(e !== undefined)
+              return {
+                eventId: id,
+                seq: e.seq,
+                state: segments.get(e.segment) ?? 'reserved',
+                hash: e.hash,
+                position: e.position,
               }
-            : { outcome: 'mismatch', reason: r.reason ?? '' }
+            })
+            .sort((x, y) => x.seq - y.seq)
+          const first = rows[0]?.seq ?? 0
+          results[i] = { outcome: 'duplicate', rows, prevPending: pendingBefore(r.aggregateId, first - 1) }
+          continue
+        } else if (known.length > 0) {
+          results[i] = { outcome: 'mismatch', reason: 'some of these event ids were appended before, not all' }
+          continue
+        }
+        if (r.expectedSeq !== null && r.expectedSeq !== cur) {
+          results[i] = { outcome: 'conflict', actualSeq: cur }
+          continue
+        }
+        r.eventIds.forEach((id, k) =>
+          events.set(id, { agg: r.aggregateId, seq: cur + k + 1, hash: r.hashes[k] ?? null, segment, position: -1 }),
+        )
+        last.set(r.aggregateId, cur + r.eventIds.length)
+        results[i] = { outcome: 'reserved', firstSeq: cur + 1, prevPending: cur > 0 && pendingBefore(r.aggregateId, cur) }
+      }
+      // Positions: the reserved ids in the order given. A duplicate of an id of this very group
+      // (an id twice) was read before its position was set.
+      let position = 0
+      requests.forEach((r, i) => {
+        if (results[i]?.outcome !== 'reserved') return
+        for (const id of r.eventIds) {
+          const e = events.get(id)
+          if (e !== undefined) e.position = position++
+        }
+      })
+      if (!results.some((x) => x.outcome === 'reserved')) segments.delete(segment)
+      return { results, segment }
+    },
   }
-  return out
 }
+
+/** The database's outcome, without what only the database knows (segment ids and keys). */
+const comparable = (results: readonly ReserveResult[]): ModelResult[] =>
+  results.map((r) =>
+    r.outcome === 'duplicate'
+      ? {
+          outcome: 'duplicate',
+          rows: r.rows.map((x) => ({
+            eventId: x.eventId,
+            seq: x.seq,
+            state: x.state,
+            hash: x.hash,
+            position: x.position,
+          })),
+          prevPending: r.prevPending,
+        }
+      : r,
+  )
 
 /**
  * Reserves one event in a transaction that stays open until `commit` is called: a writer caught
@@ -116,8 +167,8 @@ const reserveAndHold = async (
   const reservedYet = new Promise<void>((resolve) => (reserved = resolve))
   const done = sql.transaction(async (tx) => {
     await tx.query(
-      `SELECT * FROM ${schema}.reserve_batch($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[])`,
-      [[HANDLER], [aggregateId], [expectedSeq], [1], [eventId], [null], []],
+      `SELECT * FROM ${schema}.reserve_batch($1::text[], $2::text[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::bigint[], $8, $9)`,
+      [[HANDLER], [aggregateId], [expectedSeq], [1], [eventId], [null], [], WRITER, 0],
     )
     reserved()
     await held
@@ -130,25 +181,6 @@ const reserveAndHold = async (
     },
   }
 }
-
-/** What a schema holds for the given ids and aggregates, comparable across schemas. */
-const snapshot = async (
-  sql: Sql,
-  schema: string,
-  prefix: string,
-): Promise<{ events: unknown[]; sequences: unknown[] }> => ({
-  events: await sql.query(
-    `SELECT event_id, aggregate_id, sequence_number::int AS seq, state, hash FROM ${schema}.appended_events
-      WHERE event_id LIKE $1 ORDER BY event_id`,
-    [`${prefix}%`],
-  ),
-  // A row at 0 means the same as no row (reserve_batch creates one for every aggregate it locks).
-  sequences: await sql.query(
-    `SELECT aggregate_id, last_sequence::int AS last FROM ${schema}.aggregate_sequences
-      WHERE aggregate_id LIKE $1 AND last_sequence > 0 ORDER BY aggregate_id`,
-    [`${prefix}%`],
-  ),
-})
 
 type Step = {
   readonly appends: readonly {
@@ -194,6 +226,7 @@ export const allocatorContract = (
   contractSuite<AllocatorWorld>('sequence allocator', cases, (world) => {
     const allocator = (sql = world().sql) =>
       createSequenceAllocator({ sql, schema: world().schema })
+    let counter = 0
     const one = (aggregateId: string, expectedSeq: number | null, ...ids: string[]) => ({
       handler: HANDLER,
       aggregateId,
@@ -202,22 +235,22 @@ export const allocatorContract = (
       hashes: ids.map(() => null),
     })
 
-    test('any sequence of groups gets the outcomes and rows of migration 001 (reserve_sequences)', async () => {
+    test('any sequence of groups gets the outcomes and rows of the model, on either path', async () => {
       let plain = 0
       await fc.assert(
         fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 12 }), async (steps) => {
-          const { sql, schema, referenceSchema } = world()
           const prefix = `p${randomUUID().slice(0, 8)}-`
           const batch = allocator()
-          const reference = createSequenceAllocator({ sql, schema: referenceSchema })
+          const model = createModel()
           const current = new Map<number, number>()
-          let previous: string[] = []
+          let previous: { db: number; model: number } | null = null
           for (const step of steps) {
-            if (step.gap && !step.confirm && previous.length > 0) {
-              await batch.markGap(previous)
-              await reference.markGap(previous)
+            if (step.gap && !step.confirm && previous !== null) {
+              await batch.markGap([previous.db])
+              model.markGap([previous.model])
             }
-            const stored = step.confirm ? previous : []
+            const stored = step.confirm ? previous : null
+            if (stored !== null) model.markStored([stored.model])
             let fresh = 0
             const requests: ReserveRequest[] = step.appends.map((a) => {
               const ids = a.ids.map((id) =>
@@ -245,22 +278,17 @@ export const allocatorContract = (
               requests.every((r) => r.eventIds.every((id) => id.includes('new-')))
             )
               plain++
-            const got = (await batch.reserve(requests, stored)).results
-            const want = await referenceReserve(sql, referenceSchema, requests, stored)
-            assert.deepEqual(got, want, JSON.stringify({ requests, stored }))
-            previous = []
-            got.forEach((r, i) => {
+            const got = await batch.reserve(requests, stored === null ? [] : [stored.db], WRITER, counter++)
+            const want = model.reserve(requests)
+            assert.deepEqual(comparable(got.results), want.results, JSON.stringify({ requests }))
+            previous = got.segmentId === null ? null : { db: got.segmentId, model: want.segment }
+            got.results.forEach((r, i) => {
               const request = requests[i]
               const a = step.appends[i]
               if (r.outcome !== 'reserved' || request === undefined || a === undefined) return
               current.set(a.agg, r.firstSeq + request.eventIds.length - 1)
-              previous.push(...request.eventIds)
             })
           }
-          assert.deepEqual(
-            await snapshot(sql, schema, prefix),
-            await snapshot(sql, referenceSchema, prefix),
-          )
         }),
         { numRuns: 60, seed: 7 },
       )
@@ -271,38 +299,72 @@ export const allocatorContract = (
       const a = allocator()
       const [x, y, z] = [randomUUID(), randomUUID(), randomUUID()]
       const ids = Array.from({ length: 5 }, () => randomUUID())
-      const first = await a.reserve([one(x, 0, ids[0] ?? ''), one(y, null, ids[1] ?? '')], [])
+      const first = await a.reserve(
+        [one(x, 0, ids[0] ?? ''), one(y, null, ids[1] ?? '')],
+        [],
+        WRITER,
+        counter++,
+      )
       assert.deepEqual(first.results, [
         { outcome: 'reserved', firstSeq: 1, prevPending: false },
         { outcome: 'reserved', firstSeq: 1, prevPending: false },
       ])
+      assert.ok(first.segmentId !== null)
       const second = await a.reserve(
         [one(x, 1, ids[2] ?? '', ids[3] ?? ''), one(y, 0, ids[4] ?? ''), one(z, 3, randomUUID())],
-        [ids[1] ?? ''],
+        [first.segmentId],
+        WRITER,
+        counter++,
       )
+      // x's event 1 is in the first segment, confirmed stored by this very call.
       assert.deepEqual(second.results, [
-        { outcome: 'reserved', firstSeq: 2, prevPending: true },
+        { outcome: 'reserved', firstSeq: 2, prevPending: false },
         { outcome: 'conflict', actualSeq: 1 },
         { outcome: 'conflict', actualSeq: 0 },
       ])
       assert.ok(second.atUs >= first.atUs)
       // A stored id again, beside a new append: the duplicate, and the other one reserved.
-      const third = await a.reserve([one(y, null, ids[1] ?? ''), one(y, 1, ids[4] ?? '')], [])
-      assert.deepEqual(third.results, [
+      const third = await a.reserve(
+        [one(y, null, ids[1] ?? ''), one(y, 1, ids[4] ?? '')],
+        [],
+        WRITER,
+        counter++,
+      )
+      assert.deepEqual(comparable(third.results), [
         {
           outcome: 'duplicate',
-          rows: [{ eventId: ids[1], seq: 1, state: 'stored', hash: null }],
+          rows: [{ eventId: ids[1], seq: 1, state: 'stored', hash: null, position: 1 }],
           prevPending: false,
         },
         { outcome: 'reserved', firstSeq: 2, prevPending: false },
       ])
+      const dup = third.results[0]
+      assert.ok(dup?.outcome === 'duplicate')
+      assert.equal(dup.rows[0]?.segment.id, first.segmentId)
       assert.equal(await a.current(HANDLER, x), 3)
       assert.equal(await a.current(HANDLER, y), 2)
       assert.equal(await a.current(HANDLER, z), 0)
-      assert.equal((await a.lookup(ids[3] ?? ''))?.seq, 3)
-      assert.equal((await a.lookup(ids[0] ?? ''))?.state, 'reserved')
-      await a.markStored([ids[0] ?? ''])
-      assert.equal((await a.lookup(ids[0] ?? ''))?.state, 'stored')
+      const third3 = await a.lookup(ids[3] ?? '')
+      assert.equal(third3?.seq, 3)
+      assert.equal(third3?.position, 1)
+      assert.equal(third3?.segment.id, second.segmentId)
+      assert.equal((await a.lookup(ids[2] ?? ''))?.state, 'reserved')
+      assert.ok(second.segmentId !== null)
+      await a.markStored([second.segmentId])
+      assert.equal((await a.lookup(ids[2] ?? ''))?.state, 'stored')
+      // The stream index: an aggregate's rows in sequence order, with where each one is.
+      const stream = await a.stream(HANDLER, x, 1, 10)
+      assert.deepEqual(
+        stream.map((r) => [r.seq, r.eventId, r.position, r.segment.id]),
+        [
+          [1, ids[0], 0, first.segmentId],
+          [2, ids[2], 0, second.segmentId],
+          [3, ids[3], 1, second.segmentId],
+        ],
+      )
+      // A group that reserves nothing keeps no segment row.
+      const none = await a.reserve([one(z, 7, randomUUID())], [], WRITER, counter++)
+      assert.equal(none.segmentId, null)
     })
 
     test('concurrent groups over the same aggregates in opposite orders: every sequence once, none skipped (W4)', async () => {
@@ -317,6 +379,8 @@ export const allocatorContract = (
             const { results } = await w.reserve(
               order.map((a) => one(a, null, randomUUID())),
               [],
+              WRITER,
+              counter++,
             )
             results.forEach((r, i) => {
               assert.equal(r.outcome, 'reserved')
@@ -342,16 +406,16 @@ export const allocatorContract = (
       const agg = randomUUID()
       const id = randomUUID()
       // The aggregate exists, so only its row lock orders the two attempts.
-      await allocator().reserve([one(agg, 0, randomUUID())], [])
+      await allocator().reserve([one(agg, 0, randomUUID())], [], WRITER, counter++)
       // The first attempt's transaction stays open after its reservation.
       const first = await reserveAndHold(sql, schema, agg, 1, id)
-      const retry = allocator(world().secondSql).reserve([one(agg, 1, id)], [])
+      const retry = allocator(world().secondSql).reserve([one(agg, 1, id)], [], WRITER, counter++)
       await new Promise((resolve) => setTimeout(resolve, 200))
       await first.commit()
-      assert.deepEqual((await retry).results, [
+      assert.deepEqual(comparable((await retry).results), [
         {
           outcome: 'duplicate',
-          rows: [{ eventId: id, seq: 2, state: 'reserved', hash: null }],
+          rows: [{ eventId: id, seq: 2, state: 'reserved', hash: null, position: 0 }],
           prevPending: true,
         },
       ])
@@ -364,7 +428,7 @@ export const allocatorContract = (
       const id = randomUUID()
       const first = await reserveAndHold(sql, schema, a, null, id)
       // Not visible to this group's look-up yet: its insert waits for the first, then comes short.
-      const other = allocator(world().secondSql).reserve([one(b, 0, id)], [])
+      const other = allocator(world().secondSql).reserve([one(b, 0, id)], [], WRITER, counter++)
       await new Promise((resolve) => setTimeout(resolve, 200))
       await first.commit()
       const [result] = (await other).results

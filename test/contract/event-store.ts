@@ -9,7 +9,7 @@ import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import {
   BY_DATE_PREFIX,
   eventKey,
-  parseManifestKey,
+  parseSegmentKey,
   streamPrefix,
 } from '../../src/event-store/keys.ts'
 import { probeObjectStore } from '../../src/event-store/probe.ts'
@@ -401,7 +401,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       for (const key of await keysUnder(ws().objectStore, BY_DATE_PREFIX)) {
         const got = await ws().objectStore.get(key)
         if (got !== null && new TextDecoder().decode(got.body).includes(env.event_id))
-          times.push((parseManifestKey(key)?.us ?? 0) / 1000)
+          times.push((parseSegmentKey(key)?.us ?? 0) / 1000)
       }
       assert.equal(times.length, 2)
       for (const t of times)
@@ -464,7 +464,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       const tag = randomUUID()
       const before = Date.now()
       const seen: string[] = []
-      const unsubscribe = store.onCommit((n) => seen.push(n.manifestKey))
+      const unsubscribe = store.onCommit((n) => seen.push(n.segmentKey))
       const envs = Array.from({ length: 40 }, (_, i) => command(`group-${tag}-${i}`))
       await Promise.all(envs.map((e) => store.append({ envelopes: [e] })))
       unsubscribe()

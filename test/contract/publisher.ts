@@ -9,7 +9,7 @@ import type { Bus, BusProducer, DeliveredMessage } from '../../src/core/ports/bu
 import type { KeyClock } from '../../src/core/ports/clock.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import type { EventStore } from '../../src/event-store/event-store.ts'
-import { CHECKPOINT_KEY, eventKey, manifestKey } from '../../src/event-store/keys.ts'
+import { CHECKPOINT_KEY, eventKey, segmentKey } from '../../src/event-store/keys.ts'
 import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
 import { createPublisher, QUARANTINE_PREFIX } from '../../src/publisher/publisher.ts'
 import type { Publisher, PublisherOptions } from '../../src/publisher/publisher.ts'
@@ -592,14 +592,14 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const enc = new TextEncoder()
           const now = Date.now() * 1000
           await w.ws.objectStore.putIfAbsent(
-            manifestKey(now - 5, 'bad', 0),
+            segmentKey(now - 5, 'bad', 0),
             enc.encode('{not json'),
           )
           await w.ws.objectStore.putIfAbsent(
-            manifestKey(now - 4, 'bad', 1),
+            segmentKey(now - 4, 'bad', 1),
             enc.encode('{"version":9}'),
           )
-          const vanishing = manifestKey(now - 3, 'bad', 2)
+          const vanishing = segmentKey(now - 3, 'bad', 2)
           await w.ws.objectStore.putIfAbsent(vanishing, enc.encode('{}'))
           const hiding: ObjectStore = {
             ...w.ws.objectStore,

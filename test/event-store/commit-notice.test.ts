@@ -7,10 +7,10 @@ import {
   decodeCommitNotice,
   encodeCommitNotice,
   encodeCommitNotices,
-} from '../../src/event-store/manifest.ts'
-import type { AssembledNotice, ManifestEntry } from '../../src/event-store/manifest.ts'
+} from '../../src/event-store/segment.ts'
+import type { AssembledNotice, SegmentEntry } from '../../src/event-store/segment.ts'
 
-const entry = (i: number, body: string): ManifestEntry => ({
+const entry = (i: number, body: string): SegmentEntry => ({
   key: `events/Thing/a/${String(i).padStart(20, '0')}.json`,
   event_id: `id-${i}`,
   event_type: 'Happened',
@@ -29,7 +29,7 @@ test('a commit notice carries its entries when they fit, and reads back equal', 
   const entries = [entry(1, '{"a":"ü → 😀"}'), entry(2, '{"b":2}')]
   const payload = encodeCommitNotice(KEY, entries)
   assert.ok(payload.startsWith(`${KEY}\n`))
-  assert.deepEqual(decodeCommitNotice(payload), { manifestKey: KEY, entries })
+  assert.deepEqual(decodeCommitNotice(payload), { segmentKey: KEY, entries })
 })
 
 test('a commit notice too large for NOTIFY is the key alone, measured in UTF-8 bytes', () => {
@@ -46,13 +46,13 @@ test('a commit notice too large for NOTIFY is the key alone, measured in UTF-8 b
 })
 
 test('a key-only or unreadable notice decodes to the key without entries', () => {
-  assert.deepEqual(decodeCommitNotice(KEY), { manifestKey: KEY })
-  assert.deepEqual(decodeCommitNotice(`${KEY}\nnot json`), { manifestKey: KEY })
-  assert.deepEqual(decodeCommitNotice(`${KEY}\n[{"key":1}]`), { manifestKey: KEY })
+  assert.deepEqual(decodeCommitNotice(KEY), { segmentKey: KEY })
+  assert.deepEqual(decodeCommitNotice(`${KEY}\nnot json`), { segmentKey: KEY })
+  assert.deepEqual(decodeCommitNotice(`${KEY}\n[{"key":1}]`), { segmentKey: KEY })
 })
 
 const bytes = (s: string): number => new TextEncoder().encode(s).length
-const kib = (i: number, ch = 'x'): ManifestEntry =>
+const kib = (i: number, ch = 'x'): SegmentEntry =>
   entry(i, JSON.stringify({ p: ch.repeat(1_024) }))
 const KEY2 = 'indexes/by-date/2026/11/27/05/00000001764219600000001-w1-000002.json'
 
@@ -66,7 +66,7 @@ test('a group too large for one payload is announced in parts, each under the li
   for (const p of payloads) assert.ok(bytes(p) < NOTICE_MAX_BYTES, `${bytes(p)} bytes`)
   const decoded = payloads.map(decodeCommitNotice)
   decoded.forEach((d, i) => {
-    assert.equal(d.manifestKey, KEY)
+    assert.equal(d.segmentKey, KEY)
     assert.deepEqual(d.part, { index: i + 1, count: payloads.length })
   })
   assert.deepEqual(
@@ -75,7 +75,7 @@ test('a group too large for one payload is announced in parts, each under the li
   )
   const assembler = createNoticeAssembler()
   const out = decoded.flatMap((d) => assembler.take(d))
-  assert.deepEqual(out, [{ manifestKey: KEY, entries: group }])
+  assert.deepEqual(out, [{ segmentKey: KEY, entries: group }])
 })
 
 test('a group over the parts limit, or with an entry too large for a payload, is the key alone', () => {
@@ -93,13 +93,13 @@ test('the assembler passes whole notices through and puts parts back together in
   const assembler = createNoticeAssembler()
   const small = decodeCommitNotice(encodeCommitNotice(KEY2, [entry(1, '{}')]))
   assert.deepEqual(assembler.take(small), [small])
-  assert.deepEqual(assembler.take({ manifestKey: KEY2 }), [{ manifestKey: KEY2 }])
+  assert.deepEqual(assembler.take({ segmentKey: KEY2 }), [{ segmentKey: KEY2 }])
   const out: AssembledNotice[] = []
   for (const p of [...parts].reverse()) out.push(...assembler.take(p))
   // A part delivered twice changes nothing.
   out.push(...assembler.take(parts[0] as (typeof parts)[number]))
   assert.equal(out.length, 1)
-  assert.deepEqual(out[0], { manifestKey: KEY, entries: group })
+  assert.deepEqual(out[0], { segmentKey: KEY, entries: group })
 })
 
 test('a commit whose parts stop coming is passed on by key, before what came after it', () => {
@@ -109,22 +109,22 @@ test('a commit whose parts stop coming is passed on by key, before what came aft
   assert.deepEqual(assembler.take(parts[0] as (typeof parts)[number]), [])
   // Another commit's notice: the first one will not be complete.
   const next = decodeCommitNotice(encodeCommitNotice(KEY2, [entry(1, '{}')]))
-  assert.deepEqual(assembler.take(next), [{ manifestKey: KEY }, next])
+  assert.deepEqual(assembler.take(next), [{ segmentKey: KEY }, next])
   // Parts of another commit while one waits: the same.
   const other = encodeCommitNotices(KEY2, group).map(decodeCommitNotice)
   assert.deepEqual(assembler.take(parts[0] as (typeof parts)[number]), [])
-  assert.deepEqual(assembler.take(other[0] as (typeof other)[number]), [{ manifestKey: KEY }])
+  assert.deepEqual(assembler.take(other[0] as (typeof other)[number]), [{ segmentKey: KEY }])
   // The listener lost its session: what waits is passed on by key, once.
-  assert.deepEqual(assembler.flush(), [{ manifestKey: KEY2 }])
+  assert.deepEqual(assembler.flush(), [{ segmentKey: KEY2 }])
   assert.deepEqual(assembler.flush(), [])
   // An unreadable part of the waiting commit: by key.
   assert.deepEqual(assembler.take(parts[0] as (typeof parts)[number]), [])
   assert.deepEqual(assembler.take(decodeCommitNotice(`${KEY}\n2/${parts.length}\nnot json`)), [
-    { manifestKey: KEY },
+    { segmentKey: KEY },
   ])
 })
 
 test('a part header out of range is read as the key alone', () => {
-  assert.deepEqual(decodeCommitNotice(`${KEY}\n0/2\n[]`), { manifestKey: KEY })
-  assert.deepEqual(decodeCommitNotice(`${KEY}\n3/2\n[]`), { manifestKey: KEY })
+  assert.deepEqual(decodeCommitNotice(`${KEY}\n0/2\n[]`), { segmentKey: KEY })
+  assert.deepEqual(decodeCommitNotice(`${KEY}\n3/2\n[]`), { segmentKey: KEY })
 })

@@ -4,9 +4,9 @@ import fc from 'fast-check'
 import {
   escapeSegment,
   eventKey,
-  manifestKey,
-  manifestKeyFloor,
-  parseManifestKey,
+  segmentKey,
+  segmentKeyFloor,
+  parseSegmentKey,
   seqOfEventKey,
   streamPrefix,
 } from '../../src/event-store/keys.ts'
@@ -51,11 +51,11 @@ test('event keys sort by sequence and parse back', () => {
 
 test('manifest keys sort by time (µs), parse back, and the floor sorts before any key of that millisecond', () => {
   const us = Date.UTC(2026, 10, 26, 23, 59, 59, 999) * 1000 + 999
-  const k = manifestKey(us, 'abc123', 42)
+  const k = segmentKey(us, 'abc123', 42)
   assert.match(k, /^indexes\/by-date\/2026\/11\/26\/\d{16}-abc123-0000000042\.json$/)
-  assert.deepEqual(parseManifestKey(k), { us, writer: 'abc123', n: 42 })
-  assert.ok(manifestKeyFloor(us) < k)
-  assert.ok(k < manifestKey(us + 1, 'aaa', 0))
-  assert.ok(manifestKey(us + 1, 'aaa', 0).startsWith('indexes/by-date/2026/11/27/'))
-  assert.equal(parseManifestKey('indexes/by-date/2026/11/26/garbage.json'), null)
+  assert.deepEqual(parseSegmentKey(k), { us, writer: 'abc123', n: 42 })
+  assert.ok(segmentKeyFloor(us) < k)
+  assert.ok(k < segmentKey(us + 1, 'aaa', 0))
+  assert.ok(segmentKey(us + 1, 'aaa', 0).startsWith('indexes/by-date/2026/11/27/'))
+  assert.equal(parseSegmentKey('indexes/by-date/2026/11/26/garbage.json'), null)
 })

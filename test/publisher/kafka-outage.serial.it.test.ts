@@ -46,7 +46,7 @@ test('Kafka stopped for 30 s during writes: nothing lost once it returns; the ch
     await run('bash', [services, 'down', 'kafka'])
     kafkaDown = true
     let firstOutageKey: string | undefined
-    const unsubscribe = store.onCommit((n) => (firstOutageKey ??= n.manifestKey))
+    const unsubscribe = store.onCommit((n) => (firstOutageKey ??= n.segmentKey))
     const started = Date.now()
     let i = 10
     while (Date.now() - started < 30_000) {

@@ -12,7 +12,6 @@ allocatorContract(
         const schema = uniqueName('cairn_alloc').replace(/-/g, '_')
         return allocatorWorld(sql, second, schema, async () => {
           await sql.exec(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
-          await sql.exec(`DROP SCHEMA IF EXISTS ${schema}_ref CASCADE`)
           await second.close()
           await sql.close()
         })

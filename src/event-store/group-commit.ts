@@ -300,8 +300,6 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
         else pending.reject(failed)
       }
     }
-    await settleDuplicates(duplicates, segmentId, written ? entries : null, atUs)
-
     if (written && segmentId !== null) {
       const announced = ctx.announce({ segmentKey: key, entries })
       const id = segmentId
@@ -311,6 +309,7 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
         else log.warn({ key }, 'commit not announced; segment left reserved')
       })
     }
+    await settleDuplicates(duplicates, segmentId, written ? entries : null, atUs)
   }
 
   /** Writes this group's segment; null when it is durable within the bound, else the error. */

@@ -8,10 +8,13 @@ import { listAll } from '../../src/core/ports/object-store.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import {
   BY_DATE_PREFIX,
-  eventKey,
   parseSegmentKey,
-  streamPrefix,
+  segmentKey,
+  segmentKeyFloor,
 } from '../../src/event-store/keys.ts'
+import { encodeSegment, parseSegment, segmentEntry } from '../../src/event-store/segment.ts'
+import { reconcileFromBucket } from '../../src/event-store/reconcile.ts'
+import { silentLogger } from '../../src/core/ports/logger.ts'
 import { probeObjectStore } from '../../src/event-store/probe.ts'
 import { createSequenceAllocator } from '../../src/sequencing/allocator.ts'
 import { migrate } from '../../src/adapters/sql/migrations.ts'
@@ -38,6 +41,32 @@ const keysUnder = async (store: ObjectStore, prefix: string): Promise<string[]> 
   for await (const k of listAll(store, prefix)) keys.push(k)
   return keys
 }
+
+type Stored = { event_id: string; aggregate_id: string; sequence_number: number }
+
+/** Every stored line of the segments keyed since `sinceMs` (gap markers skipped). */
+const bucketEvents = async (
+  store: ObjectStore,
+  sinceMs: number,
+): Promise<{ key: string; envelope: Stored }[]> => {
+  const out: { key: string; envelope: Stored }[] = []
+  const floor = segmentKeyFloor((sinceMs - 60_000) * 1000)
+  for await (const key of listAll(store, BY_DATE_PREFIX, floor)) {
+    const got = await store.get(key)
+    if (got === null) continue
+    const parsed = parseSegment(got.body)
+    if (parsed.kind === 'gap') continue
+    for (const line of parsed.lines) out.push({ key, envelope: JSON.parse(line) as Stored })
+  }
+  return out
+}
+
+/** The stored events of one aggregate in the bucket (every copy), as `seq:event_id`, sorted. */
+const storedOf = async (store: ObjectStore, agg: string, sinceMs: number): Promise<string[]> =>
+  (await bucketEvents(store, sinceMs))
+    .filter((e) => e.envelope.aggregate_id === agg)
+    .map((e) => `${String(e.envelope.sequence_number).padStart(4, '0')}:${e.envelope.event_id}`)
+    .sort()
 
 const rejectsWith = async (promise: Promise<unknown>, code: ErrorCode): Promise<CairnError> => {
   try {
@@ -101,9 +130,19 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         dated.push(e.event_id)
       assert.ok(dated.includes(env.event_id))
       assert.equal(await store.currentSequence('Thing', agg), 1)
-      // The stored bytes are the envelope's canonical JSON, its sequence included.
-      const raw = await ws().objectStore.get(eventKey('Thing', agg, 1))
-      const text = new TextDecoder().decode(raw?.body)
+      // The segment holds the envelope's canonical JSON, its sequence included, on its own line,
+      // where the stream index says.
+      const row = await createSequenceAllocator({ sql: ws().sql, schema: ws().schema }).lookup(
+        env.event_id,
+      )
+      assert.ok(row !== null)
+      const raw = await ws().objectStore.get(
+        segmentKey(row.segment.atUs, row.segment.writer, row.segment.n),
+      )
+      assert.ok(raw !== null)
+      const parsed = parseSegment(raw.body)
+      assert.ok(parsed.kind === 'segment')
+      const text = parsed.lines[row.position] ?? ''
       assert.equal(text, canonicalJson(JSON.parse(text)))
       assert.equal((JSON.parse(text) as { sequence_number: number }).sequence_number, 1)
     })
@@ -137,10 +176,11 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
 
     test('a wrong expected sequence is a conflict with the actual one; nothing is stored or consumed', async () => {
       const store = ws().store()
+      const since = Date.now()
       const agg = `occ-${randomUUID()}`
       await store.append({ envelopes: [command(agg)], expectedSeq: 0 })
       await store.append({ envelopes: [command(agg)], expectedSeq: 1 })
-      const keysBefore = await keysUnder(ws().objectStore, streamPrefix('Thing', agg))
+      const keysBefore = await storedOf(ws().objectStore, agg, since)
       const conflict = await rejectsWith(
         store.append({ envelopes: [command(agg)], expectedSeq: 1 }),
         ErrorCode.SEQUENCE_CONFLICT,
@@ -153,7 +193,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         ErrorCode.SEQUENCE_CONFLICT,
       )
       assert.equal(again.details.actual_seq, 2)
-      assert.deepEqual(await keysUnder(ws().objectStore, streamPrefix('Thing', agg)), keysBefore)
+      assert.deepEqual(await storedOf(ws().objectStore, agg, since), keysBefore)
       assert.equal(await store.currentSequence('Thing', agg), 2)
       const fresh = `occ-new-${randomUUID()}`
       const none = await rejectsWith(
@@ -167,6 +207,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
 
     test('10 concurrent appends of one event id store one event; every caller gets its sequence, a day later too', async () => {
       let now = Date.now()
+      const since = now
       const store = ws().store({ clock: { now: () => now } })
       const agg = `idem-${randomUUID()}`
       await store.append({ envelopes: [command(agg)] })
@@ -176,7 +217,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       )
       assert.deepEqual(new Set(results.map((r) => r.envelopes[0]?.sequence_number)), new Set([2]))
       assert.equal(results.filter((r) => r.outcome === 'appended').length, 1)
-      assert.equal((await keysUnder(ws().objectStore, streamPrefix('Thing', agg))).length, 2)
+      assert.equal((await storedOf(ws().objectStore, agg, since)).length, 2)
 
       now += 24 * 3600 * 1000
       const later = await store.append({
@@ -185,18 +226,15 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       assert.equal(later.outcome, 'duplicate')
       assert.equal(later.envelopes[0]?.sequence_number, 2)
       assert.equal(later.envelopes[0]?.occurred_at, env.occurred_at)
-      assert.equal((await keysUnder(ws().objectStore, streamPrefix('Thing', agg))).length, 2)
+      assert.equal((await storedOf(ws().objectStore, agg, since)).length, 2)
       assert.equal(await store.currentSequence('Thing', agg), 2)
     })
 
-    test('a PUT that succeeds but whose response is lost: the append reports success, once', async () => {
+    test('a segment PUT that succeeds but whose response is lost: acknowledged once, stored once, indexed once', async () => {
       const agg = `lost-${randomUUID()}`
-      const lossy = faulty(
-        ws().objectStore,
-        (k) => k.startsWith(streamPrefix('Thing', agg)),
-        'lose-response',
-      )
+      const lossy = faulty(ws().objectStore, (k) => k.startsWith(BY_DATE_PREFIX), 'lose-response')
       const store = ws().store({ objectStore: lossy })
+      const before = Date.now()
       const env = command(agg)
       const res = await store.append({ envelopes: [env], expectedSeq: 0 })
       assert.equal(res.outcome, 'appended')
@@ -205,28 +243,14 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       const retry = await store.append({ envelopes: [env], expectedSeq: 0 })
       assert.equal(retry.outcome, 'duplicate')
       assert.equal(retry.envelopes[0]?.sequence_number, 1)
-      assert.equal((await keysUnder(ws().objectStore, streamPrefix('Thing', agg))).length, 1)
-    })
-
-    test('a lost manifest response is settled the same way: acknowledged once, indexed', async () => {
-      const agg = `lost-manifest-${randomUUID()}`
-      const lossy = faulty(
-        ws().objectStore,
-        (k) => k.startsWith('indexes/by-date/'),
-        'lose-response',
-      )
-      const store = ws().store({ objectStore: lossy })
-      const before = Date.now()
-      const env = command(agg)
-      const res = await store.append({ envelopes: [env] })
-      assert.equal(res.outcome, 'appended')
+      assert.deepEqual(await storedOf(ws().objectStore, agg, before), [`0001:${env.event_id}`])
       const dated = []
       for await (const e of store.readByDate(before - 1000, Date.now() + 1000))
         dated.push(e.event_id)
       assert.equal(dated.filter((id) => id === env.event_id).length, 1)
     })
 
-    test('aggregate types and ids of any content stay inside their own prefix', async () => {
+    test('aggregate types and ids of any content never reach a key, and read back as they are', async () => {
       const store = ws().store()
       const tag = randomUUID().slice(0, 8)
       const ids = [
@@ -255,30 +279,56 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
             [id, 2],
           ],
         )
-        const key = eventKey(`T/../${tag}`, id, 1)
-        assert.ok(Buffer.byteLength(key) < 1024, 'keys stay under the S3 limit')
-        assert.ok(key.startsWith('events/'))
-        assert.equal(key.split('/').length, 4, `one segment each for type and id: ${key}`)
-        assert.ok(
-          !key.split('/').some((s) => s === '..' || s === '.' || /[\u0000-\u001f\u007f]/.test(s)),
-        )
       }
       for (const k of await keysUnder(ws().objectStore, '')) {
-        assert.ok(/^(events|indexes|checkpoints|probes)\//.test(k), `unexpected key ${k}`)
+        assert.ok(/^(indexes\/by-date|checkpoints|probes)\//.test(k), `unexpected key ${k}`)
+        assert.ok(!k.includes(tag), `an aggregate id reached a key: ${k}`)
+        assert.ok(Buffer.byteLength(k) < 1024)
       }
     })
 
-    test('a registry that lost its rows is reseeded from the bucket; nothing is overwritten', async () => {
+    test('a registry that lost its rows refuses appends, names the command, and continues from the bucket once reconciled', async () => {
       const store = ws().store()
+      const since = Date.now()
       const agg = `reseed-${randomUUID()}`
       for (let i = 0; i < 3; i++) await store.append({ envelopes: [command(agg)] })
-      await ws().sql.query(
-        `DELETE FROM ${ws().schema}.aggregate_sequences WHERE aggregate_id = $1`,
-        [agg],
+      // PostgreSQL lost what the write side knew: its tables created anew, empty.
+      const { sql, schema } = ws()
+      await sql.exec(
+        `DROP TABLE ${schema}.appended_events, ${schema}.segments, ${schema}.aggregate_sequences, ${schema}.registry_meta CASCADE`,
       )
-      await ws().sql.query(`DELETE FROM ${ws().schema}.appended_events WHERE aggregate_id = $1`, [
-        agg,
-      ])
+      await sql.exec(`DELETE FROM ${schema}.schema_migrations WHERE version LIKE '001%'`)
+      await migrate(sql, schema)
+      const refused = await rejectsWith(
+        store.append({ envelopes: [command(agg)], expectedSeq: 0 }),
+        ErrorCode.REGISTRY_BEHIND_BUCKET,
+      )
+      assert.match(refused.message, /cairn reconcile/)
+      // A writer that starts now refuses too, before it reserves anything.
+      await rejectsWith(
+        ws()
+          .store()
+          .append({ envelopes: [command(agg)] }),
+        ErrorCode.REGISTRY_BEHIND_BUCKET,
+      )
+      // Nothing was stored beyond what the bucket held (the running writer's reservation, made
+      // before it noticed, is never written).
+      assert.equal((await storedOf(ws().objectStore, agg, since)).length, 3)
+      const progress: number[] = []
+      const result = await reconcileFromBucket({
+        store: ws().objectStore,
+        allocator: createSequenceAllocator({ sql, schema }),
+        handlerPrefix: 'write_side',
+        boundMs: 100,
+        log: silentLogger,
+        onProgress: (p) => progress.push(p.segments),
+      })
+      assert.ok(result.events >= 3)
+      assert.deepEqual(result.clashes, [])
+      assert.ok(progress.length > 0)
+      assert.equal(await store.currentSequence('Thing', agg), 3)
+      // Writers notice the new registry and go on from the bucket's truth.
+      await new Promise((r) => setTimeout(r, 2_100))
       const stale = await rejectsWith(
         store.append({ envelopes: [command(agg)], expectedSeq: 0 }),
         ErrorCode.SEQUENCE_CONFLICT,
@@ -292,14 +342,17 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         [1, 2, 3, 4],
       )
       assert.equal(new Set(stream.map((e) => e.event_id)).size, 4)
+      // Every sequence is stored once in the bucket.
+      const stored = (await storedOf(ws().objectStore, agg, since)).map((x) => x.split(':')[0])
+      assert.deepEqual(stored, ['0001', '0002', '0003', '0004'])
     })
 
-    test('a failed body write leaves no permanent hole: a gap marker closes the slot, later appends go on', async () => {
+    test('a failed segment write leaves no permanent hole: a gap marker closes its key, later appends go on', async () => {
       const agg = `hole-${randomUUID()}`
       const base = ws().store()
       await base.append({ envelopes: [command(agg)] })
       const broken = ws().store({
-        objectStore: faulty(ws().objectStore, (k) => k === eventKey('Thing', agg, 2), 'refuse'),
+        objectStore: faulty(ws().objectStore, (k) => k.endsWith('.ndjson'), 'refuse'),
       })
       const failing = command(agg, { try: 1 })
       const error = await rejectsWith(
@@ -307,6 +360,14 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         ErrorCode.APPEND_FAILED,
       )
       assert.equal(error.retryable, true)
+      const allocator = createSequenceAllocator({ sql: ws().sql, schema: ws().schema })
+      const row = await allocator.lookup(failing.event_id)
+      assert.equal(row?.state, 'gap')
+      assert.ok(row !== null)
+      const marker = await ws().objectStore.get(
+        segmentKey(row.segment.atUs, row.segment.writer, row.segment.n),
+      )
+      assert.ok(marker !== null && parseSegment(marker.body).kind === 'gap')
       const next = await base.append({ envelopes: [command(agg)], expectedSeq: 2 })
       assert.equal(next.envelopes[0]?.sequence_number, 3)
       assert.deepEqual(
@@ -323,44 +384,38 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       )
     })
 
-    test('reservations of a writer that crashed are repaired: written bodies indexed, missing ones gapped', async () => {
+    test('segments of a writer that crashed are repaired: a written one indexed again, a missing one closed', async () => {
       const store = ws().store()
       const allocator = createSequenceAllocator({ sql: ws().sql, schema: ws().schema })
       const agg = `crash-${randomUUID()}`
-      // A writer reserved two slots and crashed: the first after its body PUT, the second before.
+      // A writer reserved two segments and crashed: the first after its PUT, the second before.
       const [written, lost] = [command(agg, { k: 'written' }), command(agg, { k: 'lost' })]
-      const {
-        results: [r1],
-      } = await allocator.reserve(
-        [
-          {
-            handler: 'write_side:Thing',
-            aggregateId: agg,
-            expectedSeq: 0,
-            eventIds: [written.event_id],
-            hashes: [null],
-          },
-        ],
-        [],
+      const reserve = (env: EventEnvelope, expectedSeq: number, n: number) =>
+        allocator.reserve(
+          [
+            {
+              handler: 'write_side:Thing',
+              aggregateId: agg,
+              expectedSeq,
+              eventIds: [env.event_id],
+              hashes: [null],
+            },
+          ],
+          [],
+          'crashed',
+          n,
+        )
+      const first = await reserve(written, 0, 1)
+      const second = await reserve(lost, 1, 2)
+      assert.equal(first.results[0]?.outcome, 'reserved')
+      assert.equal(second.results[0]?.outcome, 'reserved')
+      const stored = { ...written, sequence_number: 1 }
+      await ws().objectStore.putIfAbsent(
+        segmentKey(first.atUs, 'crashed', 1),
+        encodeSegment('crashed', new Date().toISOString(), [
+          segmentEntry(stored, canonicalJson(stored)),
+        ]),
       )
-      const {
-        results: [r2],
-      } = await allocator.reserve(
-        [
-          {
-            handler: 'write_side:Thing',
-            aggregateId: agg,
-            expectedSeq: 1,
-            eventIds: [lost.event_id],
-            hashes: [null],
-          },
-        ],
-        [],
-      )
-      assert.equal(r1?.outcome, 'reserved')
-      assert.equal(r2?.outcome, 'reserved')
-      const body = JSON.stringify({ ...written, sequence_number: 1 })
-      await ws().objectStore.putIfAbsent(eventKey('Thing', agg, 1), new TextEncoder().encode(body))
       const before = Date.now()
       const repaired = await store.repairStaleReservations(0)
       assert.ok(repaired.indexed >= 1 && repaired.gaps >= 1)
@@ -372,13 +427,17 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         (await store.readStream('Thing', agg)).map((e) => e.event_id),
         [written.event_id],
       )
+      assert.equal((await allocator.lookup(lost.event_id))?.state, 'gap')
+      const gap = await ws().objectStore.get(segmentKey(second.atUs, 'crashed', 2))
+      assert.ok(gap !== null && parseSegment(gap.body).kind === 'gap')
       const next = await store.append({ envelopes: [command(agg)], expectedSeq: 2 })
       assert.equal(next.envelopes[0]?.sequence_number, 3)
-      const stillStale = (await allocator.staleReservations(0, 1000)).map((s) => s.eventId)
-      assert.ok(!stillStale.includes(written.event_id) && !stillStale.includes(lost.event_id))
+      const stillStale = (await allocator.staleSegments(0, 1000)).map((x) => x.id)
+      assert.ok(!stillStale.includes(first.segmentId ?? -1))
+      assert.ok(!stillStale.includes(second.segmentId ?? -1))
     })
 
-    test("a writer's wall clock decides nothing: 20 minutes behind, it refuses a manifest durable beyond the bound, and its repair is keyed by the database's time", async () => {
+    test("a writer's wall clock decides nothing: 20 minutes behind, it refuses a segment durable beyond the bound, and its repair is keyed by the database's time", async () => {
       const behind = { now: () => Date.now() - 20 * 60_000 }
       let stall = true
       const slow: ObjectStore = {
@@ -395,8 +454,8 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       stall = false
       const repaired = await ws().store({ clock: behind }).repairStaleReservations(0)
       assert.equal(repaired.indexed, 1)
-      // Both manifests naming the event (the late one, the repair's) carry the database's time: a
-      // key 20 minutes old would sort before a publisher's checkpoint and never be published.
+      // Both segments holding the event (the late one, the repair's copy) carry the database's
+      // time: a key 20 minutes old would sort before a publisher's checkpoint and never be published.
       const times: number[] = []
       for (const key of await keysUnder(ws().objectStore, BY_DATE_PREFIX)) {
         const got = await ws().objectStore.get(key)
@@ -407,7 +466,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       for (const t of times)
         assert.ok(
           Math.abs(t - Date.now()) < 60_000,
-          `manifest keyed at ${new Date(t).toISOString()}`,
+          `segment keyed at ${new Date(t).toISOString()}`,
         )
     })
 
@@ -459,7 +518,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       stopFailing()
     })
 
-    test('group commit: concurrent appends share reservations and manifests', async () => {
+    test('group commit: concurrent appends share reservations and segments', async () => {
       const store = ws().store()
       const tag = randomUUID()
       const before = Date.now()
@@ -468,7 +527,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       const envs = Array.from({ length: 40 }, (_, i) => command(`group-${tag}-${i}`))
       await Promise.all(envs.map((e) => store.append({ envelopes: [e] })))
       unsubscribe()
-      assert.ok(seen.length < envs.length, `${seen.length} manifests for ${envs.length} appends`)
+      assert.ok(seen.length < envs.length, `${seen.length} segments for ${envs.length} appends`)
       const dated = new Set<string>()
       for await (const e of store.readByDate(before - 1000, Date.now() + 1000))
         dated.add(e.event_id)
@@ -500,14 +559,14 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         await store.close()
       }
       {
-        // The first group's body PUT hangs for a second: a later lone append starts its own
+        // The first group's segment PUT hangs for a second: a later lone append starts its own
         // group once the first is 10 ms old, and is acknowledged long before the slow one.
         let stall = true
         const inner = ws().objectStore
         const slow: ObjectStore = {
           ...inner,
           putIfAbsent: async (key, body, contentType) => {
-            if (stall && key.startsWith('events/')) {
+            if (stall && key.startsWith(BY_DATE_PREFIX)) {
               stall = false
               await new Promise((r) => setTimeout(r, 1_000))
             }
@@ -543,6 +602,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
 
     test('hostile event ids, unserialisable data and oversized payloads are refused; nothing is written', async () => {
       const store = ws().store({ maxEventBytes: 4096 })
+      const since = Date.now()
       const agg = `hostile-${randomUUID()}`
       const cases: [EventEnvelope, RegExp][] = [
         [
@@ -561,11 +621,11 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
         )
         assert.match(error.message, message)
       }
-      assert.deepEqual(await keysUnder(ws().objectStore, streamPrefix('Thing', agg)), [])
+      assert.deepEqual(await storedOf(ws().objectStore, agg, since), [])
       assert.equal(await store.currentSequence('Thing', agg), 0)
     })
 
-    test("the allocator's tables dropped and recreated: appends continue from the bucket", async () => {
+    test("the registry's schema dropped and recreated: a new writer refuses before it reserves anything", async () => {
       const store = ws().store()
       const agg = `dropped-${randomUUID()}`
       for (let i = 0; i < 3; i++) await store.append({ envelopes: [command(agg)] })
@@ -574,12 +634,24 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       await ws().sql.exec(`DROP SCHEMA ${ws().schema} CASCADE`)
       await migrate(ws().sql, ws().schema)
       const fresh = ws().store()
-      const next = await fresh.append({ envelopes: [command(agg)] })
-      assert.equal(next.envelopes[0]?.sequence_number, 4)
-      assert.deepEqual(
-        (await fresh.readStream('Thing', agg)).map((e) => e.sequence_number),
-        [1, 2, 3, 4],
+      const refused = await rejectsWith(
+        fresh.append({ envelopes: [command(agg)] }),
+        ErrorCode.REGISTRY_BEHIND_BUCKET,
       )
+      assert.match(refused.message, /cairn reconcile --yes/)
+      assert.equal(await fresh.currentSequence('Thing', agg), 0)
+      const [row] = await ws().sql.query<{ n: string }>(
+        `SELECT count(*) AS n FROM ${ws().schema}.segments`,
+      )
+      assert.equal(Number(row?.n), 0, 'nothing reserved')
+      await reconcileFromBucket({
+        store: ws().objectStore,
+        allocator: createSequenceAllocator({ sql: ws().sql, schema: ws().schema }),
+        handlerPrefix: 'write_side',
+        boundMs: 100,
+        log: silentLogger,
+      })
+      assert.equal(await fresh.currentSequence('Thing', agg), 3)
     })
 
     test('the backend passes the conformance probe', async () => {

@@ -28,7 +28,7 @@ const DRAIN_CAP_MS = 600_000
 /** Series of the pipeline's processes sampled once a second, to see where a backlog waits. */
 const STAGES = {
   published: ['publisher', /^cairn_publisher_published (\S+)$/m],
-  manifestReads: ['publisher', /^cairn_publisher_manifest_reads (\S+)$/m],
+  segmentReads: ['publisher', /^cairn_publisher_segment_reads (\S+)$/m],
   publisherLagMs: ['publisher', /^cairn_publisher_lag_ms (\S+)$/m],
   commandsDone: ['worker-commands', /^cairn_worker_processed\{handler="instance_worker"\} (\S+)$/m],
   projected: [
@@ -327,11 +327,11 @@ const measureAt = async (
   const end = nowNs()
   for (const at of acked.values()) recorder.record(end - at)
   const stages = await splitAtDecision(p, ackedAtMs, visibleAtMs)
-  // The publisher's own count of manifests it had to read (GETs), over the loop and its drain.
-  const first = timeline.find((x) => x.published !== undefined && x.manifestReads !== undefined)
-  const last = timeline.findLast((x) => x.published !== undefined && x.manifestReads !== undefined)
+  // The publisher's own count of segments it had to read (GETs), over the loop and its drain.
+  const first = timeline.find((x) => x.published !== undefined && x.segmentReads !== undefined)
+  const last = timeline.findLast((x) => x.published !== undefined && x.segmentReads !== undefined)
   const published = (last?.published ?? 0) - (first?.published ?? 0)
-  const manifestReads = (last?.manifestReads ?? 0) - (first?.manifestReads ?? 0)
+  const segmentReads = (last?.segmentReads ?? 0) - (first?.segmentReads ?? 0)
   const windowSeconds = (r.after.ns - r.before.ns) / 1e9
   const visibleRate =
     visible > 1 && lastVisible > firstAck ? visible / ((lastVisible - firstAck) / 1e9) : 0
@@ -366,9 +366,9 @@ const measureAt = async (
       visibilityQueries: queries,
       publisher: {
         published,
-        manifestReads,
-        manifestReadsPerPublished:
-          published > 0 ? Math.round((manifestReads / published) * 1000) / 1000 : null,
+        segmentReads,
+        segmentReadsPerPublished:
+          published > 0 ? Math.round((segmentReads / published) * 1000) / 1000 : null,
       },
       stages,
       timeline,
@@ -381,7 +381,7 @@ const measureAt = async (
     `  ${variant}: ${acknowledged} acknowledged in the window, visible at ${Math.round(visibleRate * 10) / 10}/s from the first acknowledgement`,
   )
   ctx.log(
-    `  ${variant}: the publisher published ${published} events and read ${manifestReads} manifests (GETs) meanwhile`,
+    `  ${variant}: the publisher published ${published} events and read ${segmentReads} segments (GETs) meanwhile`,
   )
   return { row, visibleRate }
 }

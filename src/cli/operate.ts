@@ -6,7 +6,8 @@ import { segmentKeyFloor } from '../event-store/keys.ts'
 import { loadCheckpoint, saveCheckpoint } from '../publisher/checkpoint.ts'
 import { listQuarantine } from '../publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
-import { databaseClock } from '../sequencing/allocator.ts'
+import { reconcileFromBucket } from '../event-store/reconcile.ts'
+import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
 import { cliContext } from './context.ts'
 
 const print = (value: unknown): void => {
@@ -15,7 +16,8 @@ const print = (value: unknown): void => {
 
 /**
  * The operator's commands (DESIGN.md section 8): pipeline status, parked and dead-lettered
- * events (retry or skip), the publisher's checkpoint (inspect, reset). They work on the configured
+ * events (retry or skip), the publisher's checkpoint (inspect, reset), and the reconcile of the
+ * write side's registry from the bucket. They work on the configured
  * backends; in embedded mode stop `cairn start` first (PGlite has one process).
  */
 export const registerOperate = (program: Command): void => {
@@ -156,6 +158,57 @@ export const registerOperate = (program: Command): void => {
       } finally {
         await registry.stop()
       }
+    })
+
+  program
+    .command('reconcile')
+    .description(
+      'rebuild the sequence allocator, the stream index and the idempotency records from the bucket alone (after PostgreSQL was lost or restored from an older backup); appends pause meanwhile; shows progress',
+    )
+    .option(
+      '--check',
+      'only compare the bucket with the registry: exit 0 when they agree, 1 when not',
+    )
+    .option('--yes', 'really rebuild')
+    .action(async (opts: { check?: boolean; yes?: boolean }) => {
+      const { config, logger } = cliContext({ quiet: true })
+      await using ws = await openWriteSide(config, logger, { probe: false })
+      if (opts.check === true) {
+        await ws.eventStore.checkAgainstBucket()
+        process.stdout.write('the registry knows every segment in the bucket\n')
+        return
+      }
+      if (opts.yes !== true) {
+        process.stdout.write(
+          'would pause appends, empty the sequence allocator, the stream index and the idempotency records, and rebuild them from every segment in the bucket; add --yes to do it\n',
+        )
+        return
+      }
+      const started = Date.now()
+      let shown = 0
+      const result = await reconcileFromBucket({
+        store: ws.objectStore,
+        allocator: createSequenceAllocator({ sql: ws.sql, schema: config.sequencing.schema }),
+        handlerPrefix: config.sequencing.handlerPrefix,
+        boundMs: config.eventStore.maxIndexDelayMs,
+        log: logger,
+        onProgress: (p) => {
+          if (Date.now() - shown < 2_000 && p.segments < p.totalSegments) return
+          shown = Date.now()
+          process.stderr.write(
+            `${p.segments}/${p.totalSegments} segments read, ${p.events} events indexed (${Math.round((Date.now() - started) / 1000)} s)\n`,
+          )
+        },
+      })
+      print({
+        segments: result.segments,
+        gaps: result.gaps,
+        events: result.events,
+        malformed: result.malformed,
+        clashes: result.clashes,
+        seconds: Number(((Date.now() - started) / 1000).toFixed(1)),
+      })
+      if (result.clashes.length > 0 || result.malformed.length > 0) process.exitCode = 1
     })
 
   const checkpoint = program

@@ -7,7 +7,7 @@ export const registerQuarantine = (program: Command): void => {
   program
     .command('quarantine')
     .description(
-      'list the index entries the publisher set aside (unreadable manifests), with the reason',
+      'list the index entries the publisher set aside (unreadable segments), with the reason',
     )
     .action(async () => {
       const { config } = cliContext({ quiet: true })

@@ -151,7 +151,7 @@ export const openWriteSide = async (
       allocator: createSequenceAllocator({ sql, schema: config.sequencing.schema }),
       handlerPrefix: config.sequencing.handlerPrefix,
       idempotencyMismatchMode: config.eventStore.idempotencyMismatchMode,
-      maxManifestDelayMs: config.eventStore.maxIndexDelayMs,
+      maxSegmentDelayMs: config.eventStore.maxIndexDelayMs,
       logger,
     })
     opened.push({ name: 'event store', close: () => eventStore.close() })

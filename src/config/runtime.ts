@@ -295,6 +295,11 @@ export const openCairn = async (
         parts.push({ name, close: () => w.close().then(() => done) })
       })
     }
+    troubles.push({
+      name: 'appends',
+      // The bucket holds segments the registry does not know: appends are refused until reconciled.
+      trouble: () => ws.eventStore.appendsRefused()?.message ?? null,
+    })
     const wsReady = writeSideReady(ws)
     const ready = async (): Promise<ReadyReport> => {
       if (!running()) return { ready: false, checks: { process: 'stopping' } }

@@ -68,7 +68,7 @@ const hasControl = (s: string): boolean => {
 
 /**
  * Checks an unknown value against the envelope's shape and reports every problem at once, each
- * message naming its field. Aggregate ids may hold any printable text (they are escaped in keys);
+ * message naming its field. Aggregate ids may hold any printable text (they never reach a key);
  * identifiers and types may not be empty.
  */
 export const validateEnvelope = (input: unknown): EnvelopeValidation => {

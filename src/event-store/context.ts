@@ -25,7 +25,7 @@ export type WriteContext = {
   handlerOf(aggregateType: string): string
   typeOfHandler(handler: string): string
   /** The writers' bound (ms): a segment durable later than this after its reservation is not acknowledged. */
-  readonly maxManifestDelayMs: number
+  readonly maxSegmentDelayMs: number
   /** Tells the commit listeners; resolves true when every announcement they made succeeded. */
   announce(notice: CommitNotice): Promise<boolean>
   readonly guard: BucketGuard

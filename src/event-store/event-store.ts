@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import type { StoredEnvelope } from '../core/envelope.ts'
+import type { CairnError } from '../core/errors.ts'
 import { systemClock } from '../core/ports/clock.ts'
 import type { Clock } from '../core/ports/clock.ts'
 import { silentLogger } from '../core/ports/logger.ts'
@@ -49,7 +50,7 @@ export type EventStoreOptions = {
    * monotonic clock from before the reservation was sent, so no wall clock decides it. The
    * publisher relies on it (docs/publisher.md). Default 10,000 ms.
    */
-  readonly maxManifestDelayMs?: number
+  readonly maxSegmentDelayMs?: number
   /** Largest stored envelope, in bytes of canonical JSON (default 1 MiB). */
   readonly maxEventBytes?: number
   /** Segments older than this with no confirmed write are repaired (default 60,000 ms). */
@@ -94,6 +95,8 @@ export type EventStore = {
   repairStaleReservations(olderThanMs?: number): Promise<RepairResult>
   /** Checks the bucket against the registry now (W2); throws REGISTRY_BEHIND_BUCKET on a mismatch. */
   checkAgainstBucket(): Promise<void>
+  /** Why appends are refused (the registry is behind the bucket), or null. */
+  appendsRefused(): CairnError | null
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -109,7 +112,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   const allocator = options.allocator
   const prefix = options.handlerPrefix ?? 'write_side'
   const log = (options.logger ?? silentLogger).child({ component: 'event-store' })
-  const maxManifestDelayMs = options.maxManifestDelayMs ?? 10_000
+  const maxSegmentDelayMs = options.maxSegmentDelayMs ?? 10_000
   const repairAfterMs = options.repairAfterMs ?? 60_000
   const repairIntervalMs = options.repairIntervalMs ?? 30_000
 
@@ -132,7 +135,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     store,
     allocator,
     log,
-    boundMs: maxManifestDelayMs,
+    boundMs: maxSegmentDelayMs,
   })
   let counter = 0
   const ctx: WriteContext = {
@@ -144,7 +147,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     nextCounter: () => counter++,
     handlerOf: (aggregateType) => `${prefix}:${aggregateType}`,
     typeOfHandler: (handler) => handler.slice(prefix.length + 1),
-    maxManifestDelayMs,
+    maxSegmentDelayMs,
     announce,
     guard,
   }
@@ -197,6 +200,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     },
     repairStaleReservations,
     checkAgainstBucket: guard.check,
+    appendsRefused: guard.refusal,
     close,
     [Symbol.asyncDispose]: close,
   }

@@ -124,7 +124,11 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
   const pump = (): void => {
     while (!closed && queue.length > 0 && inFlight < options.maxGroupsInFlight) {
       const age = performance.now() - lastStart
-      if (inFlight > 0 && queue.length < options.overlapMinAppends && age < options.overlapAfterMs) {
+      if (
+        inFlight > 0 &&
+        queue.length < options.overlapMinAppends &&
+        age < options.overlapAfterMs
+      ) {
         // Gather more behind the groups in flight; look again when the latest is old enough.
         repump ??= setTimeout(
           () => {
@@ -263,16 +267,13 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
           return
         }
         case 'reserved': {
-          const envelopes = p.input.envelopes.map(
-            (e, k): StoredEnvelope => ({ ...e, sequence_number: r.firstSeq + k }),
-          )
+          const envelopes = p.input.envelopes.map((e, k): StoredEnvelope => ({
+            ...e,
+            sequence_number: r.firstSeq + k,
+          }))
           envelopes.forEach((e, k) =>
             entries.push(
-              segmentEntry(
-                e,
-                withSequence(p.templates[k] as string, e),
-                k === 0 && r.prevPending,
-              ),
+              segmentEntry(e, withSequence(p.templates[k] as string, e), k === 0 && r.prevPending),
             ),
           )
           ours.push({ pending: p, envelopes })
@@ -325,18 +326,30 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
       return appendFailed(`segment ${key} was closed with a gap marker before it was written`)
     if (outcome.kind === 'unknown') {
       // Close the key, so that a late landing of the segment and the marker cannot both happen.
-      const closedWith = await closeWithGap(ctx, key, `segment could not be written: ${String(outcome.error)}`)
+      const closedWith = await closeWithGap(
+        ctx,
+        key,
+        `segment could not be written: ${String(outcome.error)}`,
+      )
       if (closedWith === 'gap') {
         await allocator.markGap([segmentId]).catch(() => {})
-        return appendFailed(`segment ${key} could not be written; nothing was acknowledged`, outcome.error)
+        return appendFailed(
+          `segment ${key} could not be written; nothing was acknowledged`,
+          outcome.error,
+        )
       }
       if (closedWith !== 'segment')
-        return appendFailed(`segment ${key} could not be written; nothing was acknowledged`, outcome.error)
+        return appendFailed(
+          `segment ${key} could not be written; nothing was acknowledged`,
+          outcome.error,
+        )
     }
     const delay = Math.round(performance.now() - sentAtMs)
-    if (delay > ctx.maxManifestDelayMs) {
+    if (delay > ctx.maxSegmentDelayMs) {
       // The publisher may already have settled past this key; the repair re-indexes the segment.
-      return appendFailed(`segment ${key} took ${delay} ms, beyond the ${ctx.maxManifestDelayMs} ms bound`)
+      return appendFailed(
+        `segment ${key} took ${delay} ms, beyond the ${ctx.maxSegmentDelayMs} ms bound`,
+      )
     }
     return null
   }
@@ -376,7 +389,7 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
           let parsed = await read(row)
           if (parsed === null && row.state === 'reserved') {
             const ageUs = atUs - row.segment.atUs
-            if (ageUs <= ctx.maxManifestDelayMs * 1000) return requeue(pending, REQUEUE_AFTER_MS)
+            if (ageUs <= ctx.maxSegmentDelayMs * 1000) return requeue(pending, REQUEUE_AFTER_MS)
             const closedWith = await closeWithGap(
               ctx,
               keyOf(row.segment),

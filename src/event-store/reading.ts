@@ -1,10 +1,11 @@
 import type { StoredEnvelope } from '../core/envelope.ts'
+import { isCairnError } from '../core/errors.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import { listAll } from '../core/ports/object-store.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
 import type { IndexedRow, SegmentRef, SequenceAllocator } from '../sequencing/allocator.ts'
 import { BY_DATE_PREFIX, parseSegmentKey, segmentKey, segmentKeyFloor } from './keys.ts'
-import { parseSegment, segmentEntries } from './segment.ts'
+import { parseSegment } from './segment.ts'
 import type { ParsedSegment } from './segment.ts'
 
 /** GETs in flight at once for one read. */
@@ -105,18 +106,20 @@ export const createReader = (options: {
       if (parts === null) continue
       if (parts.us > toMs * 1000 + 999) return
       if (parts.us < fromMs * 1000) continue
-      let parsed
+      let envelopes: StoredEnvelope[]
       try {
-        parsed = await fetchSegment(store, key)
+        const parsed = await fetchSegment(store, key)
+        if (parsed === null || parsed.kind === 'gap') continue
+        envelopes = parsed.lines.map((line) => JSON.parse(line) as StoredEnvelope)
       } catch (error) {
+        if (isCairnError(error)) throw error
         log.error({ key, err: String(error) }, 'skipping a malformed segment')
         continue
       }
-      if (parsed === null) continue
-      for (const entry of segmentEntries(parsed)) {
-        if (seen.has(entry.event_id)) continue
-        seen.add(entry.event_id)
-        yield JSON.parse(entry.body) as StoredEnvelope
+      for (const envelope of envelopes) {
+        if (seen.has(envelope.event_id)) continue
+        seen.add(envelope.event_id)
+        yield envelope
       }
     }
   }

@@ -1,6 +1,6 @@
 import { idempotencyHash } from '../core/envelope.ts'
 import type { StoredEnvelope } from '../core/envelope.ts'
-import { CairnError, ErrorCode } from '../core/errors.ts'
+import { CairnError, ErrorCode, isCairnError } from '../core/errors.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import { listAll } from '../core/ports/object-store.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
@@ -76,7 +76,11 @@ export const createBucketGuard = (options: {
     const sinceStartMs = (nowUs - meta.startedUs) / 1000
     if (sinceStartMs < boundMs) await sleep(boundMs - sinceStartMs)
     const listed: { key: string; us: number; id: string }[] = []
-    for await (const key of listAll(store, BY_DATE_PREFIX, segmentKeyFloor(meta.verifiedThroughUs))) {
+    for await (const key of listAll(
+      store,
+      BY_DATE_PREFIX,
+      segmentKeyFloor(meta.verifiedThroughUs),
+    )) {
       const parts = parseSegmentKey(key)
       if (parts === null || parts.us < meta.verifiedThroughUs) continue
       listed.push({ key, us: parts.us, id: `${parts.us}-${parts.writer}-${parts.n}` })
@@ -206,34 +210,33 @@ export const reconcileFromBucket = async (options: {
       async ({ key, k }) => {
         const parts = parseSegmentKey(key)
         if (parts === null) return
-        let parsed
+        const base = { atUs: parts.us, writer: parts.writer, n: parts.n }
         try {
-          parsed = await fetchSegment(store, key)
+          const parsed = await fetchSegment(store, key)
+          if (parsed === null) return
+          if (parsed.kind === 'gap') {
+            found[k] = { ...base, state: 'gap', events: [] }
+            return
+          }
+          found[k] = {
+            ...base,
+            state: 'stored',
+            events: parsed.lines.map((line, position) => {
+              const e = JSON.parse(line) as StoredEnvelope
+              return {
+                eventId: e.event_id,
+                handler: `${options.handlerPrefix}:${e.aggregate_type}`,
+                aggregateId: e.aggregate_id,
+                seq: e.sequence_number,
+                hash: e.metadata.kind === 'command' ? idempotencyHash(e) : null,
+                position,
+              }
+            }),
+          }
         } catch (error) {
+          if (isCairnError(error)) throw error
           malformed.push(key)
           log.error({ key, err: String(error) }, 'malformed segment skipped')
-          return
-        }
-        if (parsed === null) return
-        const base = { atUs: parts.us, writer: parts.writer, n: parts.n }
-        if (parsed.kind === 'gap') {
-          found[k] = { ...base, state: 'gap', events: [] }
-          return
-        }
-        found[k] = {
-          ...base,
-          state: 'stored',
-          events: parsed.lines.map((line, position) => {
-            const e = JSON.parse(line) as StoredEnvelope
-            return {
-              eventId: e.event_id,
-              handler: `${options.handlerPrefix}:${e.aggregate_type}`,
-              aggregateId: e.aggregate_id,
-              seq: e.sequence_number,
-              hash: e.metadata.kind === 'command' ? idempotencyHash(e) : null,
-              position,
-            }
-          }),
         }
       },
     )

@@ -37,7 +37,11 @@ export const repairStaleSegments = async (
     try {
       parsed = await fetchSegment(store, key)
       if (parsed === null) {
-        const closed = await closeWithGap(ctx, key, 'reservation never confirmed (writer crashed or stalled)')
+        const closed = await closeWithGap(
+          ctx,
+          key,
+          'reservation never confirmed (writer crashed or stalled)',
+        )
         if (closed === 'segment') parsed = await fetchSegment(store, key)
         else if (closed === 'unknown') {
           unresolved++
@@ -56,13 +60,16 @@ export const repairStaleSegments = async (
     }
     // Stamped by the database's clock, like every reservation: this host's clock may be off,
     // and a key older than the publisher's watermark would never be published.
-    const entries: SegmentEntry[] = segmentEntries(parsed).map((e) => ({ ...e, prev_pending: true }))
+    const entries: SegmentEntry[] = segmentEntries(parsed).map((e) => ({
+      ...e,
+      prev_pending: true,
+    }))
     const sentAtMs = performance.now()
     const copy = await allocator.reserveSegment(ctx.writer, ctx.nextCounter())
     const copyKey = keyOf(copy)
     const bytes = encodeSegment(ctx.writer, new Date(ctx.clock.now()).toISOString(), entries)
     const outcome = await writeSegment(store, copyKey, bytes)
-    if (outcome.kind !== 'written' || performance.now() - sentAtMs > ctx.maxManifestDelayMs) {
+    if (outcome.kind !== 'written' || performance.now() - sentAtMs > ctx.maxSegmentDelayMs) {
       // Both rows stay reserved: the next round settles them.
       unresolved++
       continue

@@ -102,8 +102,17 @@ export type ParsedSegment =
 export const parseSegment = (bytes: Uint8Array): ParsedSegment => {
   const text = decoder.decode(bytes)
   const cut = text.indexOf('\n')
-  const first = JSON.parse(cut < 0 ? text : text.slice(0, cut)) as unknown
-  if (isGapMarker(first)) return { kind: 'gap', marker: first }
+  let first: unknown
+  try {
+    first = JSON.parse(cut < 0 ? text : text.slice(0, cut))
+  } catch {
+    throw new TypeError('not a cairn segment: its first line is not JSON')
+  }
+  if (isGapMarker(first)) {
+    if (cut >= 0 && text.slice(cut + 1).trim() !== '')
+      throw new TypeError('a gap marker followed by more lines')
+    return { kind: 'gap', marker: first }
+  }
   const header = first as Partial<SegmentHeader> | null
   if (header?.cairn_segment !== SEGMENT_VERSION || typeof header.events !== 'number') {
     throw new TypeError(`not a cairn segment (version ${SEGMENT_VERSION} header line)`)
@@ -200,10 +209,8 @@ export const encodeCommitNotices = (
 }
 
 /** The single-payload form of `encodeCommitNotices` (the entries, or the key alone). */
-export const encodeCommitNotice = (
-  segmentKey: string,
-  entries: readonly SegmentEntry[],
-): string => encodeCommitNotices(segmentKey, entries, 1)[0] ?? segmentKey
+export const encodeCommitNotice = (segmentKey: string, entries: readonly SegmentEntry[]): string =>
+  encodeCommitNotices(segmentKey, entries, 1)[0] ?? segmentKey
 
 /** A commit notice as read from one payload. */
 export type DecodedNotice = {

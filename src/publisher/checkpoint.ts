@@ -4,9 +4,9 @@ import type { ObjectStore } from '../core/ports/object-store.ts'
 /**
  * The publisher's durable checkpoint, `checkpoints/event_publisher.json` in the bucket.
  *
- * `last_index_key`: every manifest key up to and including it is done (published, or skipped as
- * malformed, or quarantined); the publisher lists strictly after it. It is either a manifest key or
- * a settled floor (a key prefix that sorts before every later manifest). `last_timestamp_ms` is its
+ * `last_index_key`: every segment key up to and including it is done (published, or skipped as
+ * malformed, or quarantined); the publisher lists strictly after it. It is either a segment key or
+ * a settled floor (a key prefix that sorts before every later segment). `last_timestamp_ms` is its
  * time. `recent_event_ids` is the dedup snapshot, oldest first. `owner` is the active publisher;
  * the object is only ever replaced by a conditional write on the version read, so two publishers
  * cannot both advance it.

@@ -3,7 +3,7 @@ import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 
 export type KeyTimeOptions = {
-  /** The clock that stamps manifest keys (the allocator's database). */
+  /** The clock that stamps segment keys (the allocator's database). */
   readonly source: KeyClock
   /**
    * The largest uncertainty of a reading accepted (its round trip, ms). A reading that took longer
@@ -48,7 +48,7 @@ export type KeyTime = {
 }
 
 /**
- * The publisher's view of the clock that stamps manifest keys. A reading `k` of the key clock is
+ * The publisher's view of the clock that stamps segment keys. A reading `k` of the key clock is
  * taken between the monotonic instants `t0` and `t1` of its request, so at any later monotonic
  * instant `t` the key clock shows at least `k + (t − t1)`: a lower bound that needs neither this
  * host's wall clock nor an assumption about its skew. Its error is at most the round trip
@@ -94,7 +94,7 @@ export const createKeyTime = (options: KeyTimeOptions): KeyTime => {
       if (backMs > 1 + (t0 - reading.at) * 0.001) {
         log.error(
           { stepped_back_ms: Math.round(backMs) },
-          'the database clock stepped back: manifests stamped meanwhile may sort before the checkpoint; see docs/publisher.md',
+          'the database clock stepped back: segments stamped meanwhile may sort before the checkpoint; see docs/publisher.md',
         )
       }
     }

@@ -31,7 +31,7 @@ export type PublisherOptions = {
   readonly bus: Bus
   readonly logger?: Logger
   /**
-   * The clock that stamps manifest keys (the sequence allocator's database). The publisher
+   * The clock that stamps segment keys (the sequence allocator's database). The publisher
    * settles on it, never on its own wall clock (docs/publisher.md).
    */
   readonly keyClock: KeyClock
@@ -50,7 +50,7 @@ export type PublisherOptions = {
   readonly partitions?: number
   /** Prepended to every topic name (`CAIRN_KAFKA_TOPIC_PREFIX`: several deployments on one cluster). */
   readonly topicPrefix?: string
-  /** Manifests read per cycle (`EVENT_PUBLISHER_BATCH_SIZE`, default 200). */
+  /** Segments read per cycle (`EVENT_PUBLISHER_BATCH_SIZE`, default 200). */
   readonly batchSize?: number
   /** Messages per producer flush (`EVENT_PUBLISHER_KAFKA_FLUSH_BATCH_SIZE`, default batchSize). */
   readonly flushBatchSize?: number
@@ -65,7 +65,7 @@ export type PublisherOptions = {
    */
   readonly listIntervalMs?: number
   /**
-   * How long after its key's time (database clock) a manifest may still appear: the writers'
+   * How long after its key's time (database clock) a segment may still appear: the writers'
    * bound (`EVENT_STORE_MAX_INDEX_DELAY_SECONDS`) plus a margin
    * (`EVENT_STORE_MAX_CLOCK_SKEW_SECONDS`). Default 15 s. See docs/publisher.md.
    */
@@ -73,7 +73,7 @@ export type PublisherOptions = {
   readonly dedupMaxEvents?: number
   readonly dedupCheckpointMaxEvents?: number
   /**
-   * The noticed commits' entries kept until their manifests are listed, at most this size of
+   * The noticed commits' entries kept until their segments are listed, at most this size of
    * bodies in UTF-16 units (default 64 Mi); beyond it the oldest are forgotten and read when listed.
    */
   readonly notedMaxChars?: number
@@ -82,7 +82,7 @@ export type PublisherOptions = {
   readonly heartbeatMs?: number
   /** A standby takes over when the checkpoint has not changed for this long (default 15 s). */
   readonly takeoverAfterMs?: number
-  /** Attempts to read a listed manifest before it is quarantined (default 5)… */
+  /** Attempts to read a listed segment before it is quarantined (default 5)… */
   readonly missingRetries?: number
   /** …spread over at least this long (default 10 s). */
   readonly missingGraceMs?: number
@@ -100,9 +100,9 @@ export type PublisherMetrics = {
   malformed: number
   quarantined: number
   held: number
-  /** Manifests read from the store (GETs): those no commit notice carried the entries of. */
-  manifestReads: number
-  /** Age in ms of the oldest manifest not yet fully published (0 when caught up). */
+  /** Segments read from the store (GETs): those no commit notice carried the entries of. */
+  segmentReads: number
+  /** Age in ms of the oldest segment not yet fully published (0 when caught up). */
   lagMs: number
   /**
    * 1 while the publisher can read the clock that stamps keys and so settle (move its checkpoint);
@@ -121,9 +121,9 @@ export type Publisher = {
   run(signal?: AbortSignal): Promise<void>
   /** Wakes the loop now (the writer in this process committed). */
   wake(): void
-  /** In-process fast path: remember a commit's manifest so it needs no GET. */
+  /** In-process fast path: remember a commit's segment so it needs no GET. */
   noteCommit(notice: CommitNotice): void
-  /** A commit announced by a writer in another process (its manifest key): wakes and knows it. */
+  /** A commit announced by a writer in another process (its segment key): wakes and knows it. */
   noteSegmentKey(key: string): void
   /**
    * Notices may have been missed (the listener of another process's notices reconnected): until
@@ -139,7 +139,7 @@ export type Publisher = {
   [Symbol.asyncDispose](): Promise<void>
 }
 
-type OpenManifest = {
+type OpenSegment = {
   readonly key: string
   readonly us: number
   entries: readonly SegmentEntry[] | null
@@ -173,7 +173,7 @@ const sleepUntil = (
  * The EventPublisher (`message_relay`): tails `indexes/by-date/` and publishes every stored
  * envelope, unchanged, to its Kafka topic, at least once (P1), in per-aggregate order (P2), with
  * best-effort dedup (P3), at O(1) requests per idle poll (P4). The argument for P1 is in
- * docs/publisher.md; in short: a manifest whose time is older than `settleMs` can no longer
+ * docs/publisher.md; in short: a segment whose time is older than `settleMs` can no longer
  * appear, so the checkpoint moves only over settled keys whose events were all confirmed delivered.
  */
 export const createPublisher = (options: PublisherOptions): Publisher => {
@@ -211,14 +211,14 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   })
   /** How often the key clock is read while the loop runs. */
   const keyClockRefreshMs = 1_000
-  /** Manifests read at once when no notice carried them (a catch-up). */
+  /** Segments read at once when no notice carried them (a catch-up). */
   const readConcurrency = 16
 
   const m: PublisherMetrics = {
     published: 0,
     dedupSkipped: 0,
     checkpointSaves: 0,
-    manifestReads: 0,
+    segmentReads: 0,
     flushes: 0,
     flushMsTotal: 0,
     deliveryFailures: 0,
@@ -251,14 +251,14 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   let lastSaveAt = 0
   let publishedAtSave = 0
   let dedup: DedupWindow = createDedupWindow(dedupMax)
-  /** Manifests after `position` seen in listings and not yet settled-and-done, by key. */
-  const open = new Map<string, OpenManifest>()
+  /** Segments after `position` seen in listings and not yet settled-and-done, by key. */
+  const open = new Map<string, OpenSegment>()
   /**
    * The keys of `open` with events not yet published (or not yet read): what a cycle works on,
-   * so that its cost follows the new commits, not every manifest waiting to settle.
+   * so that its cost follows the new commits, not every segment waiting to settle.
    */
   const unfinished = new Set<string>()
-  /** Manifests of noticed commits (in-process, or with their entries), so they need no GET. */
+  /** Segments of noticed commits (in-process, or with their entries), so they need no GET. */
   const noted = new Map<string, readonly SegmentEntry[]>()
   let notedChars = 0
   const sizeOf = (entries: readonly SegmentEntry[]): number => {
@@ -278,7 +278,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
    * Set when notices may have been missed: becoming active, a checkpoint reset, a listener that
    * reconnected (`since`, publisher clock). A noticed commit could then be newer than a commit of
    * the same aggregate that nothing made known yet, and publishing it at once would put it first.
-   * Until then only manifests up to `through` are published: the end of the range listings sent
+   * Until then only segments up to `through` are published: the end of the range listings sent
    * after `since` have covered without a hole, from the position on. A listing sent after `since`
    * that reaches the end clears it: from then on every commit was either listed or noticed.
    */
@@ -382,7 +382,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   }
 
   const flush = async (
-    batch: readonly { entry: SegmentEntry; manifest: OpenManifest }[],
+    batch: readonly { entry: SegmentEntry; segment: OpenSegment }[],
   ): Promise<void> => {
     if (batch.length === 0) return
     await ensureTopics(batch.map((b) => topicOf(b.entry)))
@@ -428,13 +428,13 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     }
     m.flushes++
     m.flushMsTotal += mono() - started
-    for (const { entry, manifest } of batch) {
+    for (const { entry, segment } of batch) {
       dedup.add(entry.event_id)
-      manifest.done.add(entry.event_id)
+      segment.done.add(entry.event_id)
       const k = aggKey(entry)
       const prev = lastSeq.get(k)
       if (prev === undefined || prev.seq < entry.sequence_number)
-        lastSeq.set(k, { seq: entry.sequence_number, us: manifest.us })
+        lastSeq.set(k, { seq: entry.sequence_number, us: segment.us })
       m.published++
     }
   }
@@ -452,19 +452,19 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     m.quarantined++
     log.error(
       { key, reason },
-      'manifest quarantined: the publisher moves on; list with `cairn quarantine`',
+      'segment quarantined: the publisher moves on; list with `cairn quarantine`',
     )
   }
 
-  /** Reads a listed manifest; null while it cannot be read yet. Malformed → empty (skipped). */
-  const entriesOf = async (om: OpenManifest): Promise<readonly SegmentEntry[] | null> => {
+  /** Reads a listed segment; null while it cannot be read yet. Malformed → empty (skipped). */
+  const entriesOf = async (om: OpenSegment): Promise<readonly SegmentEntry[] | null> => {
     if (om.entries !== null) return om.entries
     const cached = forget(om.key)
     if (cached !== undefined) {
       om.entries = cached
       return cached
     }
-    m.manifestReads++
+    m.segmentReads++
     const got = await store.get(om.key)
     if (got === null) {
       om.missing++
@@ -474,21 +474,21 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
         om.entries = []
         return om.entries
       }
-      log.warn({ key: om.key, attempt: om.missing }, 'listed manifest not readable yet; will retry')
+      log.warn({ key: om.key, attempt: om.missing }, 'listed segment not readable yet; will retry')
       return null
     }
     try {
       om.entries = segmentEntries(parseSegment(got.body))
     } catch (error) {
       m.malformed++
-      log.error({ key: om.key, err: String(error) }, 'malformed manifest skipped')
+      log.error({ key: om.key, err: String(error) }, 'malformed segment skipped')
       om.entries = []
     }
     return om.entries
   }
 
   /**
-   * A commit announced by its writer: known at once, so a manifest whose PUT finished after a
+   * A commit announced by its writer: known at once, so a segment whose PUT finished after a
    * later one's is not left between the tail listing and the settle listing (it would wait for
    * the checkpoint to reach it). Discovery only: listings stay the proof that nothing is missed.
    */
@@ -500,7 +500,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     wakeup.fn?.()
   }
 
-  /** Makes a manifest key known to the cycles (from a listing or a commit notice). */
+  /** Makes a segment key known to the cycles (from a listing or a commit notice). */
   const register = (key: string): void => {
     if (open.has(key)) return
     const parts = parseSegmentKey(key)
@@ -595,7 +595,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
         ...(from === null ? {} : { startAfter: from }),
         limit: batchSize,
       })
-      // More unsettled manifests than one page: the tail listing continues after the newest key
+      // More unsettled segments than one page: the tail listing continues after the newest key
       // known, so new commits are published at once instead of after the older ones settle.
       // While notices may have been missed, it continues after what listings covered instead.
       let tail: ListPage | undefined
@@ -649,8 +649,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       .filter((key) => position === null || key > position)
       .filter((key) => through === undefined || (through !== null && key <= through))
       .sort()
-      .map((key) => open.get(key) as OpenManifest)
-    // Manifests no notice carried (a catch-up after a restart or a takeover, another process's
+      .map((key) => open.get(key) as OpenSegment)
+    // Segments no notice carried (a catch-up after a restart or a takeover, another process's
     // large groups) are read side by side; the loop below still publishes in key order.
     const unread = work.filter((om) => om.entries === null && !noted.has(om.key))
     if (unread.length > 1) {
@@ -660,7 +660,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       }
       await Promise.all(Array.from({ length: Math.min(readConcurrency, unread.length) }, reader))
     }
-    let batch: { entry: SegmentEntry; manifest: OpenManifest }[] = []
+    let batch: { entry: SegmentEntry; segment: OpenSegment }[] = []
     // Tentative per-aggregate sequence including the batch being built (committed on flush).
     const pendingSeq = new Map<string, number>()
     /** Per aggregate, the lowest sequence held back this cycle: later ones wait behind it. */
@@ -696,7 +696,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
           continue
         }
         pendingSeq.set(k, entry.sequence_number)
-        batch.push({ entry, manifest: om })
+        batch.push({ entry, segment: om })
         if (batch.length >= flushBatchSize) {
           await flush(batch)
 
@@ -706,7 +706,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     }
     await flush(batch)
     for (const om of work) if (isComplete(om)) unfinished.delete(om.key)
-    // Age in ms of the oldest manifest not yet fully published (0 when caught up).
+    // Age in ms of the oldest segment not yet fully published (0 when caught up).
     const oldest = work.find((om) => unfinished.has(om.key))
     const keyNowUs = keyTime.lowerBoundUs()
     m.lagMs =
@@ -722,8 +722,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       .filter((om) => position === null || om.key > position)
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     let next = position
-    /** The first listed manifest the position must not pass (unpublished, unsettled, unseen). */
-    let barrier: OpenManifest | undefined
+    /** The first listed segment the position must not pass (unpublished, unsettled, unseen). */
+    let barrier: OpenSegment | undefined
     for (const om of listed) {
       const complete = !unfinished.has(om.key)
       // Beyond the settle listing's end a late key could hide between the two listings.
@@ -738,7 +738,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       (barrier !== undefined || page.next === undefined)
     ) {
       // Every key before the watermark was listed and is done: the position may move up to the
-      // watermark, or to just before the first manifest it must not pass. No manifest can still
+      // watermark, or to just before the first segment it must not pass. No segment can still
       // appear below that floor (docs/publisher.md), so a quiet start followed by steady traffic
       // (always something newer than the watermark) does not leave the checkpoint unset.
       const upToUs = Math.min(watermarkUs, barrier?.us ?? watermarkUs)
@@ -787,7 +787,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     coverage = { since: c.since, through }
   }
 
-  const isComplete = (om: OpenManifest): boolean =>
+  const isComplete = (om: OpenSegment): boolean =>
     om.entries !== null && om.entries.every((e) => om.done.has(e.event_id))
 
   let lastMetricsLog = 0
@@ -960,7 +960,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       forget(notice.segmentKey)
       noted.set(notice.segmentKey, notice.entries)
       notedChars += sizeOf(notice.entries)
-      // Bound the cache: manifests never listed (another prefix, closed run), or noticed while
+      // Bound the cache: segments never listed (another prefix, closed run), or noticed while
       // nothing reads them (a standby), must not pile up; a forgotten one is read when listed.
       while (noted.size > NOTED_MAX || (notedChars > notedMaxChars && noted.size > 1)) {
         forget(noted.keys().next().value as string)
@@ -980,7 +980,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   }
 }
 
-/** Lists the quarantined manifests' records (what the publisher set aside, and why). */
+/** Lists the quarantined segments' records (what the publisher set aside, and why). */
 export const listQuarantine = async (
   store: ObjectStore,
 ): Promise<{ key: string; reason: string; quarantined_at: string }[]> => {

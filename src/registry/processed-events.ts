@@ -6,9 +6,9 @@ import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
  * The processed-event registry in PostgreSQL (PGlite embedded): which handler processed which event
  * (C1), who holds a claim and until when (C2), the per-aggregate ordering guard (C3), a single
  * winner per claim (C4), failed and parked events (C5). The database's clock times every lease, so
- * processes with skewed clocks agree. SQL: migrations/002_processed_events.sql (schema, rules),
- * 004_set_based_claims.sql (claim_events, set-based: a few statements per batch) and
- * 005_claims_recorded_done.sql (claims in the applying transaction, recorded once, done).
+ * processes with skewed clocks agree. SQL: migrations/002_registry.sql (the tables; claim_events,
+ * set-based: a few statements per batch; claim_batch_in_tx, claims in the applying transaction,
+ * recorded once, done).
  *
  * Claim rules, per (handler, event); claims of one (handler, aggregate) take turns under a lock:
  * 1. done, skipped_stale or skipped → `duplicate` (acknowledge, do not run the effect again);
@@ -323,7 +323,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
       const outcomes = new Map<string, ClaimOutcome>()
       const deferred = new Set<string>()
       if (events.length === 0) return { outcomes, deferred }
-      // Arrays in and out (migration 006): cheaper for PostgreSQL than a JSON document per batch.
+      // Arrays in and out: cheaper for PostgreSQL than a JSON document per batch.
       const rows = await q<{
         event_ids: string[] | null
         outcomes: ClaimOutcome[] | null
@@ -385,7 +385,7 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
               SET status = 'done', result = $4::jsonb -> processed_events.event_id,
                   lease_until = NULL, updated_at = now()
             WHERE handler = $1 AND event_id = ANY ($2::text[]) AND owner = $3 AND status = 'processing'
-              -- Never applied after a newer one (claim_events keeps it so; rows of 002's claims).
+              -- Never applied after a newer one (claim_events keeps it so).
               AND NOT EXISTS (
                 SELECT 1 FROM ${schema}.aggregate_versions v
                  WHERE v.handler = $1 AND v.aggregate_type = processed_events.aggregate_type

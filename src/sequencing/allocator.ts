@@ -141,7 +141,7 @@ export type SequenceAllocator = {
 
 /**
  * The database's clock (`clock_timestamp()`, microseconds since the epoch): the clock that stamps
- * reservations and so manifest keys, read by the publisher to settle (docs/publisher.md).
+ * reservations and so segment keys, read by the publisher to settle (docs/publisher.md).
  */
 export const databaseClock = (sql: Sql): KeyClock => ({
   async now() {

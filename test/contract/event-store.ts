@@ -447,7 +447,7 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
           return ws().objectStore.putIfAbsent(key, body, contentType)
         },
       }
-      const store = ws().store({ objectStore: slow, maxManifestDelayMs: 100, clock: behind })
+      const store = ws().store({ objectStore: slow, maxSegmentDelayMs: 100, clock: behind })
       const env = command(`late-${randomUUID()}`)
       // Measured on the writer's clock against the database's time, this delay looked negative.
       await rejectsWith(store.append({ envelopes: [env] }), ErrorCode.APPEND_FAILED)

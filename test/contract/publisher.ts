@@ -2,14 +2,15 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { describe, test } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createEnvelope } from '../../src/core/envelope.ts'
+import { canonicalJson, createEnvelope } from '../../src/core/envelope.ts'
 import type { EventEnvelope } from '../../src/core/envelope.ts'
 import { CairnError, ErrorCode } from '../../src/core/errors.ts'
 import type { Bus, BusProducer, DeliveredMessage } from '../../src/core/ports/bus.ts'
 import type { KeyClock } from '../../src/core/ports/clock.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import type { EventStore } from '../../src/event-store/event-store.ts'
-import { CHECKPOINT_KEY, eventKey, segmentKey } from '../../src/event-store/keys.ts'
+import { CHECKPOINT_KEY, segmentKey } from '../../src/event-store/keys.ts'
+import { encodeSegment, segmentEntry } from '../../src/event-store/segment.ts'
 import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
 import { createPublisher, QUARANTINE_PREFIX } from '../../src/publisher/publisher.ts'
 import type { Publisher, PublisherOptions } from '../../src/publisher/publisher.ts'
@@ -17,6 +18,7 @@ import { createSequenceAllocator, databaseClock } from '../../src/sequencing/all
 import { collect, collectDistinct, eventually } from '../support/collect.ts'
 import type { AdapterCase } from '../support/contract.ts'
 import { uniqueName } from '../support/services.ts'
+import { storedLine } from '../support/stored-bytes.ts'
 import type { WriteSide } from '../support/write-side.ts'
 
 export type PublisherWorld = { readonly ws: WriteSide; readonly bus: Bus; close(): Promise<void> }
@@ -125,14 +127,20 @@ const rollBackCheckpoint = async (store: ObjectStore): Promise<void> => {
   assert.equal(wrote.outcome, 'written')
 }
 
-/** Another writer reserves sequence 1 of `agg` (a `Thing`) for `eventId` and writes nothing yet. */
+/** The writer id of the other process in these tests (a segment key's writer part). */
+const ELSEWHERE = 'elsewhere'
+
+/**
+ * Another writer reserves sequence 1 of `agg` (a `Thing`) for `eventId`, in a segment of its own,
+ * and writes nothing yet. Returns that segment's key.
+ */
 const reserveFirstElsewhere = async (
   w: PublisherWorld,
   agg: string,
   eventId: string,
-): Promise<void> => {
+): Promise<string> => {
   const allocator = createSequenceAllocator({ sql: w.ws.sql, schema: w.ws.schema })
-  const { results } = await allocator.reserve(
+  const { atUs, segmentId, results } = await allocator.reserve(
     [
       {
         handler: 'write_side:Thing',
@@ -143,8 +151,12 @@ const reserveFirstElsewhere = async (
       },
     ],
     [],
+    ELSEWHERE,
+    0,
   )
   assert.equal(results[0]?.outcome, 'reserved')
+  assert.ok(segmentId !== null)
+  return segmentKey(atUs, ELSEWHERE, 0)
 }
 
 const appendAll = async (store: EventStore, envs: readonly EventEnvelope[]): Promise<void> => {
@@ -167,7 +179,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
         })
 
       withWorld(
-        "noticed commits' entries are kept up to a size: the oldest is forgotten and its manifest read when listed",
+        "noticed commits' entries are kept up to a size: the oldest is forgotten and its segment read when listed",
         async (w) => {
           const topic = uniqueName('pub-noted')
           const store = w.ws.store()
@@ -188,7 +200,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           run(publisher)
           const got = await collectDistinct(w.bus, topic, 3)
           assert.equal(got.length, 3)
-          assert.equal(publisher.metrics().manifestReads, 1, 'the forgotten one was read')
+          assert.equal(publisher.metrics().segmentReads, 1, 'the forgotten one was read')
           await publisher.close()
         },
       )
@@ -222,20 +234,12 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
               assert.match(msg.headers.traceparent ?? '', /^00-0af7/)
             }
           }
-          // The stored bytes, exactly: the value is the envelope object as stored in the bucket.
+          // The stored bytes, exactly: the value is the envelope's line of its segment in the bucket.
           const first = got[0]
           assert.ok(first)
-          const envelope = JSON.parse(new TextDecoder().decode(first.value)) as Record<
-            string,
-            unknown
-          >
-          const stored = await w.ws.objectStore.get(
-            eventKey('Thing', envelope.aggregate_id as string, envelope.sequence_number as number),
-          )
-          assert.equal(
-            new TextDecoder().decode(first.value),
-            new TextDecoder().decode(stored?.body),
-          )
+          const stored = await storedLine(w.ws, first.headers.event_id as string)
+          assert.ok(stored !== null, 'the event is in its segment')
+          assert.equal(new TextDecoder().decode(first.value), stored)
         },
       )
 
@@ -277,11 +281,11 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       )
 
       withWorld(
-        'with manifests newer than the watermark, the checkpoint still moves up to the watermark (below them)',
+        'with segments newer than the watermark, the checkpoint still moves up to the watermark (below them)',
         async (w) => {
           const topic = uniqueName('floor')
           const store = w.ws.store()
-          // Nothing settles during the test: every manifest stays newer than the watermark,
+          // Nothing settles during the test: every segment stays newer than the watermark,
           // including at the publisher's first listing.
           await appendAll(
             store,
@@ -297,9 +301,9 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           assert.ok(checkpoint.last_index_key !== null, 'a position once a listing has run')
           assert.ok(checkpoint.last_index_key < (keys[0] as string), 'below every unsettled key')
           assert.ok(checkpoint.last_timestamp_ms <= Date.now() - 59_000, 'at the watermark')
-          // A restart from there finds the manifests again and remembers it published them.
+          // A restart from there finds the segments again and remembers it published them.
           const second = startPublisher(w, { settleMs: 60_000 })
-          await eventually(() => second.metrics().dedupSkipped >= 5, 'the manifests seen again')
+          await eventually(() => second.metrics().dedupSkipped >= 5, 'the segments seen again')
           assert.equal(second.metrics().published, 0, 'nothing republished after a clean restart')
         },
       )
@@ -360,7 +364,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       })
 
       withWorld(
-        'more unsettled manifests than one listing: new commits are published at once, not after the older ones settle',
+        'more unsettled segments than one listing: new commits are published at once, not after the older ones settle',
         async (w) => {
           const topic = uniqueName('tail')
           const store = w.ws.store()
@@ -385,7 +389,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
         async (w) => {
           const topic = uniqueName('noted')
           const store = w.ws.store()
-          // A listing that lags (as on an eventually consistent store, or a manifest whose PUT
+          // A listing that lags (as on an eventually consistent store, or a segment whose PUT
           // finished after a later one's, between the tail and the settle listing).
           const lagging: ObjectStore = {
             ...w.ws.objectStore,
@@ -545,21 +549,21 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             `${lists} LISTs for 80 commits in ${elapsed} ms (one per 200 ms at most, plus slack)`,
           )
           assert.ok(lists < 40, `${lists} LISTs for 80 commits`)
-          // Listings still run: the checkpoint reaches the last manifest once it settles.
+          // Listings still run: the checkpoint reaches the last segment once it settles.
           const last = (await w.ws.objectStore.list('indexes/by-date/')).keys.at(-1) as string
           await eventually(async () => {
             const { checkpoint } = await loadCheckpoint(w.ws.objectStore)
             return (checkpoint?.last_index_key ?? '') >= last
-          }, 'checkpoint past the last manifest')
+          }, 'checkpoint past the last segment')
         },
       )
 
       withWorld(
-        'a publisher that starts behind reads the manifests no notice carried side by side (at most 16 at once), and publishes in order',
+        'a publisher that starts behind reads the segments no notice carried side by side (at most 16 at once), and publishes in order',
         async (w) => {
           const topic = uniqueName('catchup')
           const store = w.ws.store()
-          // Committed before the publisher runs: no notice, every manifest must be read.
+          // Committed before the publisher runs: no notice, every segment must be read.
           const envs = Array.from({ length: 60 }, (_, i) => event(topic, `agg-${i % 4}`, { i }))
           for (const e of envs) await store.append({ envelopes: [e] })
           let inFlight = 0
@@ -585,21 +589,21 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
       )
 
       withWorld(
-        'bad index data never blocks: malformed manifests are skipped, an unreadable one is quarantined',
+        'bad index data never blocks: malformed segments are skipped, an unreadable one is quarantined',
         async (w) => {
           const topic = uniqueName('bad')
           const store = w.ws.store()
           const enc = new TextEncoder()
-          const now = Date.now() * 1000
-          await w.ws.objectStore.putIfAbsent(
-            segmentKey(now - 5, 'bad', 0),
-            enc.encode('{not json'),
-          )
-          await w.ws.objectStore.putIfAbsent(
-            segmentKey(now - 4, 'bad', 1),
-            enc.encode('{"version":9}'),
-          )
-          const vanishing = segmentKey(now - 3, 'bad', 2)
+          // Keys the registry knows (a writer reserved them), so the bucket guard lets appends
+          // through; what lands at them is not a segment.
+          const allocator = createSequenceAllocator({ sql: w.ws.sql, schema: w.ws.schema })
+          const keyOf = async (n: number): Promise<string> => {
+            const s = await allocator.reserveSegment('bad', n)
+            return segmentKey(s.atUs, s.writer, s.n)
+          }
+          await w.ws.objectStore.putIfAbsent(await keyOf(0), enc.encode('{not json'))
+          await w.ws.objectStore.putIfAbsent(await keyOf(1), enc.encode('{"version":9}'))
+          const vanishing = await keyOf(2)
           await w.ws.objectStore.putIfAbsent(vanishing, enc.encode('{}'))
           const hiding: ObjectStore = {
             ...w.ws.objectStore,
@@ -727,23 +731,23 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
         'a writer that stalls past its bound is not acknowledged, and its event is still published',
         async (w) => {
           const topic = uniqueName('stall')
-          let stallManifests = true
+          let stallSegments = true
           const slow: ObjectStore = {
             ...w.ws.objectStore,
             putIfAbsent: async (key, body, ct) => {
-              if (stallManifests && key.startsWith('indexes/by-date/'))
+              if (stallSegments && key.startsWith('indexes/by-date/'))
                 await new Promise((r) => setTimeout(r, 300))
               return w.ws.objectStore.putIfAbsent(key, body, ct)
             },
           }
-          const stalled = w.ws.store({ objectStore: slow, maxManifestDelayMs: 100 })
+          const stalled = w.ws.store({ objectStore: slow, maxSegmentDelayMs: 100 })
           const publisher = startPublisher(w)
           const env = event(topic, 'stalled')
           await assert.rejects(
             stalled.append({ envelopes: [env] }),
             (e: unknown) => e instanceof CairnError && e.code === ErrorCode.APPEND_FAILED,
           )
-          stallManifests = false
+          stallSegments = false
           const repaired = await w.ws.store().repairStaleReservations(0)
           assert.equal(repaired.indexed, 1)
           const got = await collect(w.bus, topic, (ms) => ms.length >= 1, 10_000)
@@ -763,9 +767,9 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
               return w.ws.objectStore.putIfAbsent(key, body, ct)
             },
           }
-          // Writers acknowledge manifests durable within 1,000 ms (the 250 ms stall plus the PUTs on
+          // Writers acknowledge segments durable within 1,000 ms (the 250 ms stall plus the PUTs on
           // a loaded machine stay well within it); clocks may differ by 200 ms: settled after 1,200.
-          const store = w.ws.store({ objectStore: slow, maxManifestDelayMs: 1_000 })
+          const store = w.ws.store({ objectStore: slow, maxSegmentDelayMs: 1_000 })
           const publisher = startPublisher(w, {
             settleMs: 1_200,
             clock: { now: () => Date.now() + 200 },
@@ -862,19 +866,25 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const agg = `order-${randomUUID()}`
           const firstEnv = event(topic, agg, { n: 1 })
           // Another writer reserved sequence 1 and is slow to write it.
-          await reserveFirstElsewhere(w, agg, firstEnv.event_id)
+          const slowKey = await reserveFirstElsewhere(w, agg, firstEnv.event_id)
           const publisher = startPublisher(w, { settleMs: 60_000 })
           const store = w.ws.store()
           const second = await store.append({ envelopes: [event(topic, agg, { n: 2 })] })
           assert.equal(second.envelopes[0]?.sequence_number, 2)
           await eventually(() => publisher.metrics().held > 0, 'the second event held')
           assert.equal(publisher.metrics().published, 0)
-          // The slow writer's body lands and is indexed (here by the repair, with a later key).
-          await w.ws.objectStore.putIfAbsent(
-            eventKey('Thing', agg, 1),
-            new TextEncoder().encode(JSON.stringify({ ...firstEnv, sequence_number: 1 })),
+          // The slow writer's segment lands and is indexed (here by the repair, with a later key).
+          const firstStored = { ...firstEnv, sequence_number: 1 }
+          const wrote = await w.ws.objectStore.putIfAbsent(
+            slowKey,
+            encodeSegment(ELSEWHERE, new Date().toISOString(), [
+              segmentEntry(firstStored, canonicalJson(firstStored)),
+            ]),
           )
-          await store.repairStaleReservations(0)
+          assert.equal(wrote, 'created')
+          const repaired = await store.repairStaleReservations(0)
+          // At least the late one (the second append's segment may not be confirmed yet either).
+          assert.ok(repaired.indexed >= 1, 'the late segment is indexed again')
           const got = await collect(w.bus, topic, (ms) => ms.length >= 2, 10_000)
           await publisher.close()
           assert.deepEqual(
@@ -935,7 +945,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const stalling: ObjectStore = {
             ...w.ws.objectStore,
             putIfAbsent: async (key, body, ct) => {
-              // A stall before each step: before a body, between bodies and the manifest.
+              // A stall before each PUT: a segment, or a gap marker closing a late one's key.
               await new Promise((r) => setTimeout(r, Math.floor(random() * 60)))
               return w.ws.objectStore.putIfAbsent(key, body, ct)
             },
@@ -944,7 +954,7 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
             const skew = Math.round((i / 7) * 300 - 150) // −150 … +150 ms
             return w.ws.store({
               objectStore: stalling,
-              maxManifestDelayMs: 2_000,
+              maxSegmentDelayMs: 2_000,
               clock: { now: () => Date.now() + skew },
             })
           })

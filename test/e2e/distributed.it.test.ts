@@ -91,7 +91,7 @@ describe('distributed: oms, publisher and workers as separate processes on MinIO
     }
   })
 
-  test("another process's large group commit reaches the publisher in its notices: no manifest is read", async () => {
+  test("another process's large group commit reaches the publisher in its notices: no segment is read", async () => {
     const publisher = processes[1] as CairnProcess
     const metric = async (name: string): Promise<number> => {
       const text = (await httpClient(publisher.url).get('/metrics')).text
@@ -102,7 +102,7 @@ describe('distributed: oms, publisher and workers as separate processes on MinIO
     // A writer of its own (as an OMS or a worker is) appends one group of 40 events of 1 KiB:
     // about eight NOTIFY payloads.
     await using ws = await openWriteSide(loadConfig(env), silentLogger, { probe: false })
-    const reads = await metric('manifest_reads')
+    const reads = await metric('segment_reads')
     const published = await metric('published')
     const id = `big-${Date.now()}`
     await ws.eventStore.append({
@@ -120,7 +120,7 @@ describe('distributed: oms, publisher and workers as separate processes on MinIO
       async () => (await metric('published')) >= published + 40,
       'the publisher publishes the group',
     )
-    assert.equal(await metric('manifest_reads'), reads, 'the manifest was not read')
+    assert.equal(await metric('segment_reads'), reads, 'the segment was not read')
   })
 
   test('SIGTERM drains every component and exits 0', async () => {

@@ -9,9 +9,9 @@ import {
   encodeCommitNotices,
 } from '../../src/event-store/segment.ts'
 import type { AssembledNotice, SegmentEntry } from '../../src/event-store/segment.ts'
+import { parseSegmentKey, segmentKey } from '../../src/event-store/keys.ts'
 
 const entry = (i: number, body: string): SegmentEntry => ({
-  key: `events/Thing/a/${String(i).padStart(20, '0')}.json`,
   event_id: `id-${i}`,
   event_type: 'Happened',
   aggregate_type: 'Thing',
@@ -21,15 +21,19 @@ const entry = (i: number, body: string): SegmentEntry => ({
   ordering_key: null,
   body,
   ...(i % 2 === 0 ? { prev_pending: true as const } : {}),
+  ...(i % 3 === 0 ? { traceparent: `00-${'ab'.repeat(16)}-${'cd'.repeat(8)}-01` } : {}),
 })
 
-const KEY = 'indexes/by-date/2026/11/27/05/00000001764219600000000-w1-000001.json'
+const AT_US = Date.UTC(2026, 10, 27, 5) * 1000
+const KEY = segmentKey(AT_US, 'w1', 1)
 
 test('a commit notice carries its entries when they fit, and reads back equal', () => {
-  const entries = [entry(1, '{"a":"ü → 😀"}'), entry(2, '{"b":2}')]
+  const entries = [entry(1, '{"a":"ü → 😀"}'), entry(2, '{"b":2}'), entry(3, '{"c":"x\\ny"}')]
   const payload = encodeCommitNotice(KEY, entries)
   assert.ok(payload.startsWith(`${KEY}\n`))
   assert.deepEqual(decodeCommitNotice(payload), { segmentKey: KEY, entries })
+  const read = decodeCommitNotice(payload).segmentKey
+  assert.deepEqual(parseSegmentKey(read), { us: AT_US, writer: 'w1', n: 1 })
 })
 
 test('a commit notice too large for NOTIFY is the key alone, measured in UTF-8 bytes', () => {
@@ -48,13 +52,14 @@ test('a commit notice too large for NOTIFY is the key alone, measured in UTF-8 b
 test('a key-only or unreadable notice decodes to the key without entries', () => {
   assert.deepEqual(decodeCommitNotice(KEY), { segmentKey: KEY })
   assert.deepEqual(decodeCommitNotice(`${KEY}\nnot json`), { segmentKey: KEY })
-  assert.deepEqual(decodeCommitNotice(`${KEY}\n[{"key":1}]`), { segmentKey: KEY })
+  assert.deepEqual(decodeCommitNotice(`${KEY}\n[{"event_id":"x"}]`), { segmentKey: KEY })
+  assert.deepEqual(decodeCommitNotice(`${KEY}\n[{"body":"{}"}]`), { segmentKey: KEY })
+  assert.deepEqual(decodeCommitNotice(`${KEY}\n{}`), { segmentKey: KEY })
 })
 
 const bytes = (s: string): number => new TextEncoder().encode(s).length
-const kib = (i: number, ch = 'x'): SegmentEntry =>
-  entry(i, JSON.stringify({ p: ch.repeat(1_024) }))
-const KEY2 = 'indexes/by-date/2026/11/27/05/00000001764219600000001-w1-000002.json'
+const kib = (i: number, ch = 'x'): SegmentEntry => entry(i, JSON.stringify({ p: ch.repeat(1_024) }))
+const KEY2 = segmentKey(AT_US + 1, 'w1', 2)
 
 test('a group too large for one payload is announced in parts, each under the limit, that read back whole', () => {
   const small = [entry(1, '{"a":1}')]

@@ -5,10 +5,10 @@ import { test } from 'node:test'
 import { promisify } from 'node:util'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { StoredEnvelope } from '../../src/core/envelope.ts'
-import { eventKey } from '../../src/event-store/keys.ts'
 import { databaseClock } from '../../src/sequencing/allocator.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
 import { eventually } from '../support/collect.ts'
+import { storedLine } from '../support/stored-bytes.ts'
 import { kafkaBrokers, uniqueName } from '../support/services.ts'
 import { distributedWorld } from '../support/publisher-world.ts'
 
@@ -56,15 +56,9 @@ test('the bytes an independent client (kcat) reads from Kafka are exactly the st
       const value = line.slice(tab + 1)
       const envelope = JSON.parse(value) as StoredEnvelope
       assert.equal(key, envelope.aggregate_id)
-      const stored = await world.ws.objectStore.get(
-        eventKey('Thing', envelope.aggregate_id, envelope.sequence_number),
-      )
-      assert.ok(stored)
-      assert.equal(
-        value,
-        new TextDecoder().decode(stored.body),
-        'byte-identical to the stored object',
-      )
+      const stored = await storedLine(world.ws, envelope.event_id)
+      assert.ok(stored !== null, `event ${envelope.event_id} is in its segment`)
+      assert.equal(value, stored, 'byte-identical to its line of the stored segment')
     }
   } finally {
     await publisher.close()

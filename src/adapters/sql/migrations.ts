@@ -6,6 +6,15 @@ import type { Sql } from '../../core/ports/sql.ts'
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/', import.meta.url))
 
+/** Versions of the per-event layout's schema (before segments): refused with their own message. */
+const RETIRED_VERSIONS: ReadonlySet<string> = new Set([
+  '002_processed_events',
+  '004_set_based_claims',
+  '005_claims_recorded_done',
+  '006_claim_batch_arrays',
+  '007_reserve_batch',
+])
+
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
 
 export const assertSchemaName = (schema: string): string => {
@@ -46,6 +55,15 @@ export const migrate = async (
     )
     const known = new Set(files.map((f) => f.replace(/\.sql$/, '')))
     const unknown = [...done].filter((v) => !known.has(v)).sort()
+    if (unknown.some((v) => RETIRED_VERSIONS.has(v))) {
+      throw new CairnError(
+        ErrorCode.SCHEMA_TOO_NEW,
+        `schema ${schema} was made by a cairn of the retired per-event layout (${unknown.join(', ')}). ` +
+          'Its tables are derived data and this cairn does not read that layout: start on a new ' +
+          `schema and a new bucket, or drop it (DROP SCHEMA ${schema} CASCADE)`,
+        { details: { schema, unknown } },
+      )
+    }
     if (unknown.length > 0) {
       // Older code on a newer schema could write what the newer code no longer reads.
       throw new CairnError(

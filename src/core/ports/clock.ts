@@ -6,7 +6,7 @@ export type Clock = {
 export const systemClock: Clock = Object.freeze({ now: () => Date.now() })
 
 /**
- * The clock that stamps manifest keys: the sequence allocator's database (PostgreSQL's
+ * The clock that stamps segment keys: the sequence allocator's database (PostgreSQL's
  * `clock_timestamp()`, PGlite's in embedded mode). `now()` reads it, in microseconds since the
  * epoch; it may fail or hang while the database is away.
  */

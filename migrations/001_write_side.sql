@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS {{schema}}.appended_events (
 --
 -- Plans: the statements take arrays, so the function keeps generic plans and does not consider
 -- sequential scans, hash or merge joins: every access is an index probe, whatever the statistics
--- of a new, small table say.
+-- of a new, small table say. JIT is off: the one sequential scan left (the one-row meta table) is
+-- costed so high by enable_seqscan = off that PostgreSQL would compile it, at 10 ms and more.
 --
 -- Arguments: p_handlers, p_aggs, p_expected (null: no expectation), p_counts (ids per append), one
 -- element per append; p_ids, p_hashes (null: not compared), the appends' ids in order; p_stored
@@ -100,7 +101,7 @@ CREATE OR REPLACE FUNCTION {{schema}}.reserve_batch(
   OUT dup_positions int[], OUT instance text, OUT started_us bigint)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_hashjoin = off
-SET enable_mergejoin = off
+SET enable_mergejoin = off SET jit = off
 AS $$
 DECLARE
   v_n        int := coalesce(cardinality(p_handlers), 0);

@@ -61,6 +61,8 @@ const UNAVAILABLE_CODES: ReadonlySet<ErrorCode> = new Set([
   ErrorCode.BUS_UNAVAILABLE,
   ErrorCode.REGISTRY_UNAVAILABLE,
   ErrorCode.REGISTRY_RECONCILING,
+  // Appends refused until an operator reconciles: waiting is the cure, not dead-lettering.
+  ErrorCode.REGISTRY_BEHIND_BUCKET,
 ])
 
 /**

@@ -93,7 +93,10 @@ export type EventStore = {
   onCommit(listener: CommitListener): () => void
   /** Settles segments that never confirmed: re-indexes written ones, closes missing ones. */
   repairStaleReservations(olderThanMs?: number): Promise<RepairResult>
-  /** Checks the bucket against the registry now (W2); throws REGISTRY_BEHIND_BUCKET on a mismatch. */
+  /**
+   * Checks the bucket against the registry now (W2), changing nothing; throws
+   * REGISTRY_BEHIND_BUCKET on a mismatch.
+   */
   checkAgainstBucket(): Promise<void>
   /** Why appends are refused (the registry is behind the bucket), or null. */
   appendsRefused(): CairnError | null
@@ -199,7 +202,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
       return () => listeners.delete(listener)
     },
     repairStaleReservations,
-    checkAgainstBucket: guard.check,
+    checkAgainstBucket: () => guard.check(false),
     appendsRefused: guard.refusal,
     close,
     [Symbol.asyncDispose]: close,

@@ -47,9 +47,8 @@ type Pending = {
   readonly onRequeue?: () => void
 }
 
-/** An append whose earlier attempt is still in flight is tried again this often, at most this many times. */
+/** An append whose earlier attempt is still in flight is tried again this often. */
 const REQUEUE_AFTER_MS = 20
-const MAX_ATTEMPTS = 1_000
 
 /**
  * `sequence_number` sorts last among the envelope's fields, so the stored body is the template
@@ -100,7 +99,8 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
 
   const requeue = (p: Pending, afterMs: number): void => {
     const origin = p.origin ?? p
-    if (++origin.attempt > MAX_ATTEMPTS) {
+    // Past the writers' bound the earlier attempt is closed instead: this is only a safety net.
+    if (++origin.attempt > (2 * ctx.maxSegmentDelayMs) / REQUEUE_AFTER_MS + 100) {
       p.reject(appendFailed(`could not append to ${p.aggregateType}/${p.aggregateId}`))
       return
     }
@@ -321,7 +321,7 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
     sentAtMs: number,
   ): Promise<CairnError | null> => {
     const bytes = encodeSegment(ctx.writer, new Date(ctx.clock.now()).toISOString(), entries)
-    const outcome = await writeSegment(store, key, bytes)
+    const outcome = await writeSegment(store, key, bytes, sentAtMs + ctx.maxSegmentDelayMs)
     if (outcome.kind === 'gap')
       return appendFailed(`segment ${key} was closed with a gap marker before it was written`)
     if (outcome.kind === 'unknown') {

@@ -7,6 +7,8 @@
  *                                     its commit was given up; `us` is the reservation's time in
  *                                     microseconds (database clock), `writer` the process's id,
  *                                     `n` its counter. The publisher tails this prefix.
+ *   indexes/quarantine/{YYYY}/…       what the publisher set aside (a listed segment it could not
+ *                                     read), with the reason: `cairn quarantine`
  *   checkpoints/event_publisher.json  the publisher's durable checkpoint
  *   probes/{run}/…                    the conformance probe's scratch objects
  *
@@ -15,6 +17,7 @@
  * per-event layout; a bucket holding them is refused.
  */
 export const BY_DATE_PREFIX = 'indexes/by-date/'
+export const QUARANTINE_PREFIX = 'indexes/quarantine/'
 export const CHECKPOINT_KEY = 'checkpoints/event_publisher.json'
 export const PROBES_PREFIX = 'probes/'
 /** Where the retired per-event layout kept its objects (`events/{type}/{id}/{seq}.json`). */

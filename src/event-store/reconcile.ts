@@ -24,15 +24,22 @@ import { fetchSegment, forEachLimit } from './reading.ts'
  * time: appends are refused, with the command that reconciles, until a check passes again.
  *
  * When it checks: before this writer's first reservation; before writing a segment whose
- * reservation came from a registry with another identity or a server that restarted (a restore
- * needs one) — after waiting out the writers' bound since that start, so any write reserved
- * before it has landed or been refused; and every repair round, which also moves the mark on.
+ * reservation came from a registry with another identity, a server that restarted (a restore of
+ * its files needs one) — after waiting out the writers' bound since that start, so any write
+ * reserved before it has landed or been refused — or a segment id not above the last one this
+ * writer was given (ids only go up, unless the registry went back: a logical restore); and every
+ * repair round, which also moves the mark on.
  */
 export type BucketGuard = {
   beforeReserve(): Promise<void>
-  afterReserve(reserved: Pick<ReserveResults, 'instance' | 'startedUs'>): Promise<void>
-  /** Checks now (shared with a check in progress); throws REGISTRY_BEHIND_BUCKET on a mismatch. */
-  check(): Promise<void>
+  afterReserve(
+    reserved: Pick<ReserveResults, 'instance' | 'startedUs' | 'segmentId'>,
+  ): Promise<void>
+  /**
+   * Checks now (shared with a check in progress); throws REGISTRY_BEHIND_BUCKET on a mismatch.
+   * A check that passes moves the registry's mark on, unless `advance` is false.
+   */
+  check(advance?: boolean): Promise<void>
   /** The refusal in force, if any. */
   refusal(): CairnError | null
 }
@@ -43,10 +50,10 @@ const RECHECK_AFTER_MS = 2_000
 export const behindBucket = (unknown: readonly string[]): CairnError =>
   new CairnError(
     ErrorCode.REGISTRY_BEHIND_BUCKET,
-    `the bucket holds ${unknown.length} segment(s) the sequence registry does not know ` +
-      `(first: ${unknown[0]}): PostgreSQL was restored from an older backup or lost. Appends are ` +
-      'refused so that no sequence is given twice; rebuild the registry from the bucket with ' +
-      '`cairn reconcile --yes`',
+    'appends refused until `cairn reconcile --yes` rebuilds the sequence registry from the ' +
+      `bucket: the bucket holds ${unknown.length} segment(s) the registry does not know ` +
+      '(PostgreSQL restored from an older backup, or lost), and appending now could give a ' +
+      `sequence twice. First unknown: ${unknown[0]}`,
     { retryable: true, details: { unknown_segments: unknown.length, first: unknown[0] } },
   )
 
@@ -58,11 +65,13 @@ export const createBucketGuard = (options: {
 }): BucketGuard => {
   const { store, allocator, log, boundMs } = options
   let known: { instance: string; startedUs: number } | null = null
+  /** The highest segment id this writer was given. */
+  let lastSegmentId = 0
   let refused: CairnError | null = null
   let checkedAt = 0
   let running: Promise<void> | null = null
 
-  const runCheck = async (): Promise<void> => {
+  const runCheck = async (advance: boolean): Promise<void> => {
     const meta: RegistryMeta = await allocator.meta()
     if (meta.reconciling) {
       throw new CairnError(
@@ -107,11 +116,12 @@ export const createBucketGuard = (options: {
     if (refused !== null) log.info({}, 'the registry agrees with the bucket again; appends resume')
     refused = null
     // Keys older than the bound before now can no longer appear from a reservation it holds.
-    await allocator.advanceVerified(nowUs - boundMs * 1000 - 1_000_000)
+    if (advance) await allocator.advanceVerified(nowUs - boundMs * 1000 - 1_000_000)
   }
 
-  const check = (): Promise<void> => {
-    running ??= runCheck().finally(() => {
+  const check = (advance = true): Promise<void> => {
+    if (!advance) return runCheck(false)
+    running ??= runCheck(true).finally(() => {
       running = null
     })
     return running
@@ -125,16 +135,24 @@ export const createBucketGuard = (options: {
       return check()
     },
     async afterReserve(reserved) {
+      const wentBack = reserved.segmentId !== null && reserved.segmentId <= lastSegmentId
+      if (reserved.segmentId !== null) lastSegmentId = Math.max(lastSegmentId, reserved.segmentId)
       if (
+        !wentBack &&
         known !== null &&
         known.instance === reserved.instance &&
         known.startedUs === reserved.startedUs
       )
         return
       log.warn(
-        { instance: reserved.instance, started_us: reserved.startedUs },
-        'the registry was replaced or its server restarted; checking it against the bucket',
+        {
+          instance: reserved.instance,
+          started_us: reserved.startedUs,
+          segment_id: reserved.segmentId,
+        },
+        'the registry was replaced, restored or restarted; checking it against the bucket',
       )
+      if (wentBack) lastSegmentId = reserved.segmentId ?? 0
       return check()
     },
     check,

@@ -68,7 +68,7 @@ export const repairStaleSegments = async (
     const copy = await allocator.reserveSegment(ctx.writer, ctx.nextCounter())
     const copyKey = keyOf(copy)
     const bytes = encodeSegment(ctx.writer, new Date(ctx.clock.now()).toISOString(), entries)
-    const outcome = await writeSegment(store, copyKey, bytes)
+    const outcome = await writeSegment(store, copyKey, bytes, sentAtMs + ctx.maxSegmentDelayMs)
     if (outcome.kind !== 'written' || performance.now() - sentAtMs > ctx.maxSegmentDelayMs) {
       // Both rows stay reserved: the next round settles them.
       unresolved++

@@ -16,15 +16,17 @@ export type SegmentWrite =
 /**
  * Create-only PUT of a segment at its key. The key is its writer's alone, so when a retry finds
  * it taken, the first attempt landed — unless the repair closed it with a gap marker meanwhile
- * (W2: an ambiguous outcome is settled by reading back).
+ * (W2: an ambiguous outcome is settled by reading back). No attempt starts past the deadline.
  */
 export const writeSegment = async (
   store: ObjectStore,
   key: string,
   bytes: Uint8Array,
+  /** No attempt starts after this (monotonic ms): a write must land within the writers' bound. */
+  deadlineMs: number = Number.POSITIVE_INFINITY,
 ): Promise<SegmentWrite> => {
   let lastError: unknown
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (let attempt = 0; attempt < 3 && performance.now() < deadlineMs; attempt++) {
     try {
       const outcome = await store.putIfAbsent(key, bytes, 'application/x-ndjson')
       if (outcome === 'created') return { kind: 'written' }

@@ -8,7 +8,12 @@ import type { Logger } from '../core/ports/logger.ts'
 import { listAll } from '../core/ports/object-store.ts'
 import type { ListPage, ObjectStore } from '../core/ports/object-store.ts'
 import type { CommitNotice } from '../event-store/event-store.ts'
-import { BY_DATE_PREFIX, segmentKeyFloor, parseSegmentKey } from '../event-store/keys.ts'
+import {
+  BY_DATE_PREFIX,
+  QUARANTINE_PREFIX,
+  segmentKeyFloor,
+  parseSegmentKey,
+} from '../event-store/keys.ts'
 import { parseSegment, segmentEntries } from '../event-store/segment.ts'
 import type { SegmentEntry } from '../event-store/segment.ts'
 import { loadCheckpoint, saveCheckpoint } from './checkpoint.ts'
@@ -17,8 +22,6 @@ import { createDedupWindow } from './dedup.ts'
 import type { DedupWindow } from './dedup.ts'
 import { createKeyTime } from './key-time.ts'
 import type { KeyTimeStatus } from './key-time.ts'
-
-export const QUARANTINE_PREFIX = 'indexes/quarantine/'
 
 /** Commit notices whose entries are kept at most. */
 const NOTED_MAX = 10_000

@@ -347,6 +347,41 @@ export const eventStoreContract = (cases: readonly AdapterCase<WriteSide>[]): vo
       assert.deepEqual(stored, ['0001', '0002', '0003', '0004'])
     })
 
+    test('a registry taken back in place (a logical restore, no server restart): the next append is refused, nothing stored twice', async () => {
+      const store = ws().store()
+      const since = Date.now()
+      const agg = `rewound-${randomUUID()}`
+      const { sql, schema } = ws()
+      await store.append({ envelopes: [command(agg)] })
+      const [mark] = await sql.query<{ id: string }>(`SELECT max(id) AS id FROM ${schema}.segments`)
+      const upTo = Number(mark?.id)
+      await store.append({ envelopes: [command(agg)] })
+      await store.append({ envelopes: [command(agg)] })
+      // The registry's rows as they were after the first append, its identity unchanged.
+      await sql.exec(`DELETE FROM ${schema}.appended_events WHERE segment_id > ${upTo}`)
+      await sql.exec(`DELETE FROM ${schema}.segments WHERE id > ${upTo}`)
+      await sql.query(
+        `UPDATE ${schema}.aggregate_sequences SET last_sequence = 1 WHERE aggregate_id = $1`,
+        [agg],
+      )
+      await sql.exec(`ALTER TABLE ${schema}.segments ALTER COLUMN id RESTART WITH ${upTo + 1}`)
+      await rejectsWith(
+        store.append({ envelopes: [command(agg)] }),
+        ErrorCode.REGISTRY_BEHIND_BUCKET,
+      )
+      assert.deepEqual(
+        (await storedOf(ws().objectStore, agg, since)).map((x) => x.split(':')[0]),
+        ['0001', '0002', '0003'],
+      )
+      await reconcileFromBucket({
+        store: ws().objectStore,
+        allocator: createSequenceAllocator({ sql, schema }),
+        handlerPrefix: 'write_side',
+        boundMs: 100,
+        log: silentLogger,
+      })
+    })
+
     test('a failed segment write leaves no permanent hole: a gap marker closes its key, later appends go on', async () => {
       const agg = `hole-${randomUUID()}`
       const base = ws().store()

@@ -66,7 +66,7 @@ export const append: Scenario = {
             compareTo: [`raw-put c=${c}`, `emmett c=${c}`],
             notes: [
               'each command creates a new instance (a new aggregate): aggregates = commands sent, not 10,000',
-              'object-store PUTs per event from the bucket: objects (events and manifests) created during the loop ÷ commands acknowledged in it; the OMS is another process, its GETs and LISTs are not counted (a create reads nothing)',
+              'object-store PUTs per event from the bucket: segments created during the loop ÷ commands acknowledged in it; the OMS is another process, its GETs and LISTs are not counted (a create reads nothing)',
             ],
             extra: { acknowledged, objectsCreated: puts, errors: r.errors },
           })

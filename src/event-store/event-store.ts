@@ -38,7 +38,7 @@ export type EventStoreOptions = {
   readonly maxGroupsInFlight?: number
   /**
    * While a group is in flight, the next one starts only once this many appends wait (default
-   * 16) or the latest group started this long ago (`groupOverlapAfterMs`, default 10 ms): under
+   * 32) or the latest group started this long ago (`groupOverlapAfterMs`, default 10 ms): under
    * load the appends gather into fewer, larger groups (fewer PUTs per event: one segment per
    * group), and a slow group holds the others back for 10 ms at most.
    */
@@ -157,7 +157,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   const groups = createGroupCommit(ctx, {
     maxGroupSize: options.maxGroupSize ?? 256,
     maxGroupsInFlight: options.maxGroupsInFlight ?? 4,
-    overlapMinAppends: options.groupOverlapMinAppends ?? 16,
+    overlapMinAppends: options.groupOverlapMinAppends ?? 32,
     overlapAfterMs: options.groupOverlapAfterMs ?? 10,
     maxEventBytes: options.maxEventBytes ?? 1_048_576,
     mismatchMode: options.idempotencyMismatchMode ?? 'error',

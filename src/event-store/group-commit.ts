@@ -61,8 +61,8 @@ const withSequence = (template: string, envelope: StoredEnvelope): string =>
     : canonicalJson(envelope)
 
 export type GroupCommit = {
-  append(input: AppendInput): Promise<AppendResult>
-  close(): Promise<void>
+  readonly append: (input: AppendInput) => Promise<AppendResult>
+  readonly close: () => Promise<void>
 }
 
 /**

@@ -52,14 +52,14 @@ export const envelopeAt = (
 }
 
 export type Reader = {
-  readStream(
+  readonly readStream: (
     handler: string,
     aggregateId: string,
     fromSeq: number,
     toSeq: number,
-  ): Promise<StoredEnvelope[]>
-  getByEventId(eventId: string): Promise<StoredEnvelope | null>
-  readByDate(fromMs: number, toMs: number): AsyncGenerator<StoredEnvelope>
+  ) => Promise<StoredEnvelope[]>
+  readonly getByEventId: (eventId: string) => Promise<StoredEnvelope | null>
+  readonly readByDate: (fromMs: number, toMs: number) => AsyncGenerator<StoredEnvelope>
 }
 
 /**

@@ -41,7 +41,7 @@ export type BucketGuard = {
    */
   check(advance?: boolean): Promise<void>
   /** The refusal in force, if any. */
-  refusal(): CairnError | null
+  readonly refusal: () => CairnError | null
 }
 
 /** A refused writer checks again at most this often (appends resume once reconciled). */
@@ -67,6 +67,8 @@ export const createBucketGuard = (options: {
   let known: { instance: string; startedUs: number } | null = null
   /** The highest segment id this writer was given. */
   let lastSegmentId = 0
+  /** A reservation came from a server that started since the last check. */
+  let restartSeen = false
   let refused: CairnError | null = null
   let checkedAt = 0
   let running: Promise<void> | null = null
@@ -80,10 +82,12 @@ export const createBucketGuard = (options: {
         { retryable: true },
       )
     }
-    // A server that started less than the bound ago: let every write reserved before it settle.
+    // A server seen to restart less than the bound ago: let every write reserved before settle.
+    // (Not at this process's first check: an embedded database starts with its process.)
     const nowUs = await allocator.now()
     const sinceStartMs = (nowUs - meta.startedUs) / 1000
-    if (sinceStartMs < boundMs) await sleep(boundMs - sinceStartMs)
+    if (restartSeen && sinceStartMs < boundMs) await sleep(boundMs - sinceStartMs)
+    restartSeen = false
     const listed: { key: string; us: number; id: string }[] = []
     for await (const key of listAll(
       store,
@@ -153,6 +157,7 @@ export const createBucketGuard = (options: {
         'the registry was replaced, restored or restarted; checking it against the bucket',
       )
       if (wentBack) lastSegmentId = reserved.segmentId ?? 0
+      if (known !== null && known.startedUs !== reserved.startedUs) restartSeen = true
       return check()
     },
     check,

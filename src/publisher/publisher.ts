@@ -664,6 +664,18 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       await Promise.all(Array.from({ length: Math.min(readConcurrency, unread.length) }, reader))
     }
     let batch: { entry: SegmentEntry; segment: OpenSegment }[] = []
+    /**
+     * Event ids in the batch being built, with the other segments listing the same event (a late
+     * segment and the repair's copy of it, listed in one cycle): sent once, done in each once the
+     * batch is delivered.
+     */
+    let batched = new Map<string, OpenSegment[]>()
+    const flushBatch = async (): Promise<void> => {
+      await flush(batch)
+      for (const [id, copies] of batched) for (const om of copies) om.done.add(id)
+      batch = []
+      batched = new Map()
+    }
     // Tentative per-aggregate sequence including the batch being built (committed on flush).
     const pendingSeq = new Map<string, number>()
     /** Per aggregate, the lowest sequence held back this cycle: later ones wait behind it. */
@@ -685,6 +697,12 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
             lastSeq.set(k, { seq: entry.sequence_number, us: om.us })
           continue
         }
+        const copies = batched.get(entry.event_id)
+        if (copies !== undefined) {
+          m.dedupSkipped++
+          copies.push(om)
+          continue
+        }
         const heldFrom = blocked.get(k)
         if (heldFrom !== undefined && entry.sequence_number > heldFrom) continue
         const known = pendingSeq.get(k) ?? lastSeq.get(k)?.seq
@@ -700,14 +718,11 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
         }
         pendingSeq.set(k, entry.sequence_number)
         batch.push({ entry, segment: om })
-        if (batch.length >= flushBatchSize) {
-          await flush(batch)
-
-          batch = []
-        }
+        batched.set(entry.event_id, [])
+        if (batch.length >= flushBatchSize) await flushBatch()
       }
     }
-    await flush(batch)
+    await flushBatch()
     for (const om of work) if (isComplete(om)) unfinished.delete(om.key)
     // Age in ms of the oldest segment not yet fully published (0 when caught up).
     const oldest = work.find((om) => unfinished.has(om.key))

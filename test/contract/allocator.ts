@@ -70,7 +70,11 @@ const createModel = () => {
       const order = requests
         .map((r, i) => ({ r, i }))
         .sort((x, y) =>
-          x.r.aggregateId < y.r.aggregateId ? -1 : x.r.aggregateId > y.r.aggregateId ? 1 : x.i - y.i,
+          x.r.aggregateId < y.r.aggregateId
+            ? -1
+            : x.r.aggregateId > y.r.aggregateId
+              ? 1
+              : x.i - y.i,
         )
       const pendingBefore = (agg: string, seq: number): boolean => {
         const prev = bySeq(agg, seq)
@@ -80,7 +84,10 @@ const createModel = () => {
         const cur = last.get(r.aggregateId) ?? 0
         const known = r.eventIds.map((id) => events.get(id)).filter((e) => e !== undefined)
         if (known.some((e) => e.agg !== r.aggregateId)) {
-          results[i] = { outcome: 'mismatch', reason: 'event id already appended to another aggregate' }
+          results[i] = {
+            outcome: 'mismatch',
+            reason: 'event id already appended to another aggregate',
+          }
           continue
         }
         if (known.length > 0 && known.every((e) => segments.get(e.segment) === 'gap')) {
@@ -100,10 +107,17 @@ const createModel = () => {
             })
             .sort((x, y) => x.seq - y.seq)
           const first = rows[0]?.seq ?? 0
-          results[i] = { outcome: 'duplicate', rows, prevPending: pendingBefore(r.aggregateId, first - 1) }
+          results[i] = {
+            outcome: 'duplicate',
+            rows,
+            prevPending: pendingBefore(r.aggregateId, first - 1),
+          }
           continue
         } else if (known.length > 0) {
-          results[i] = { outcome: 'mismatch', reason: 'some of these event ids were appended before, not all' }
+          results[i] = {
+            outcome: 'mismatch',
+            reason: 'some of these event ids were appended before, not all',
+          }
           continue
         }
         if (r.expectedSeq !== null && r.expectedSeq !== cur) {
@@ -111,10 +125,20 @@ const createModel = () => {
           continue
         }
         r.eventIds.forEach((id, k) =>
-          events.set(id, { agg: r.aggregateId, seq: cur + k + 1, hash: r.hashes[k] ?? null, segment, position: -1 }),
+          events.set(id, {
+            agg: r.aggregateId,
+            seq: cur + k + 1,
+            hash: r.hashes[k] ?? null,
+            segment,
+            position: -1,
+          }),
         )
         last.set(r.aggregateId, cur + r.eventIds.length)
-        results[i] = { outcome: 'reserved', firstSeq: cur + 1, prevPending: cur > 0 && pendingBefore(r.aggregateId, cur) }
+        results[i] = {
+          outcome: 'reserved',
+          firstSeq: cur + 1,
+          prevPending: cur > 0 && pendingBefore(r.aggregateId, cur),
+        }
       }
       // Positions: the reserved ids in the order given. A duplicate of an id of this very group
       // (an id twice) was read before its position was set.
@@ -278,7 +302,12 @@ export const allocatorContract = (
               requests.every((r) => r.eventIds.every((id) => id.includes('new-')))
             )
               plain++
-            const got = await batch.reserve(requests, stored === null ? [] : [stored.db], WRITER, counter++)
+            const got = await batch.reserve(
+              requests,
+              stored === null ? [] : [stored.db],
+              WRITER,
+              counter++,
+            )
             const want = model.reserve(requests)
             assert.deepEqual(comparable(got.results), want.results, JSON.stringify({ requests }))
             previous = got.segmentId === null ? null : { db: got.segmentId, model: want.segment }

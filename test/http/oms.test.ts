@@ -164,6 +164,7 @@ describe('OMS, embedded (filesystem bucket, PGlite, in-process bus)', () => {
       'ontology worker': 'ok',
       'instance worker': 'ok',
       'projection worker': 'ok',
+      appends: 'ok',
     })
     const metrics = await c.get('/metrics')
     assert.equal(metrics.status, 200)

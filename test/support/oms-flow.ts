@@ -2,11 +2,19 @@ import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { listAll } from '../../src/core/ports/object-store.ts'
 import type { ObjectStore } from '../../src/core/ports/object-store.ts'
+import { BY_DATE_PREFIX } from '../../src/event-store/keys.ts'
+import { parseSegment } from '../../src/event-store/segment.ts'
 import type { OmsClient } from './oms-client.ts'
 
+/** Envelopes stored in the bucket: the lines of every segment (a gap marker holds none). */
 const countEvents = async (bucket: ObjectStore): Promise<number> => {
   let n = 0
-  for await (const key of listAll(bucket, 'events/')) if (key !== '') n++
+  for await (const key of listAll(bucket, BY_DATE_PREFIX)) {
+    const got = await bucket.get(key)
+    if (got === null) continue
+    const parsed = parseSegment(got.body)
+    if (parsed.kind === 'segment') n += parsed.lines.length
+  }
   return n
 }
 
@@ -119,6 +127,7 @@ export const omsFlow = async (c: OmsClient, bucket: ObjectStore): Promise<{ db: 
 
   // Seed check 5: UPDATE and DELETE with a wrong expected_seq → 409, nothing stored.
   const before = await countEvents(bucket)
+  assert.ok(before >= 8, `${before} events stored so far are counted`)
   r = await c.put(`${base}/p1?expected_seq=2`, { data: { price: 1 } })
   assert.equal(r.status, 409, r.text)
   assert.match(r.headers['content-type'] ?? '', /application\/problem\+json/)

@@ -17,8 +17,8 @@ const print = (value: unknown): void => {
 /**
  * The operator's commands (DESIGN.md section 8): pipeline status, parked and dead-lettered
  * events (retry or skip), the publisher's checkpoint (inspect, reset), and the reconcile of the
- * write side's registry from the bucket. They work on the configured
- * backends; in embedded mode stop `cairn start` first (PGlite has one process).
+ * write side's registry from the bucket. They work on the configured backends; in embedded mode
+ * stop `cairn start` first (PGlite has one process).
  */
 export const registerOperate = (program: Command): void => {
   program

@@ -109,22 +109,31 @@ const startPublisher = (
     }),
   )
 
-/** An operator's reset of the checkpoint to the beginning, unowned and without its dedup snapshot. */
+/**
+ * An operator's reset of the checkpoint to the beginning, unowned and without its dedup snapshot.
+ * A compare-and-swap: when a running publisher saved in between, read again and retry, as the
+ * operator does.
+ */
 const rollBackCheckpoint = async (store: ObjectStore): Promise<void> => {
-  const current = await store.get(CHECKPOINT_KEY)
-  const reset = {
-    last_index_key: null,
-    last_timestamp_ms: 0,
-    updated_at: new Date().toISOString(),
-    recent_event_ids: [],
-    owner: '',
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const current = await store.get(CHECKPOINT_KEY)
+    const reset = {
+      last_index_key: null,
+      last_timestamp_ms: 0,
+      updated_at: new Date().toISOString(),
+      recent_event_ids: [],
+      owner: '',
+    }
+    const wrote = await store.putIfMatch(
+      CHECKPOINT_KEY,
+      new TextEncoder().encode(JSON.stringify(reset)),
+      current?.etag ?? null,
+    )
+    if (wrote.outcome === 'written') return
   }
-  const wrote = await store.putIfMatch(
-    CHECKPOINT_KEY,
-    new TextEncoder().encode(JSON.stringify(reset)),
-    current?.etag ?? null,
+  assert.fail(
+    'the checkpoint could not be reset: a publisher saved it between every read and write',
   )
-  assert.equal(wrote.outcome, 'written')
 }
 
 /** The writer id of the other process in these tests (a segment key's writer part). */

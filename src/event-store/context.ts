@@ -23,7 +23,6 @@ export type WriteContext = {
   /** The next segment counter of this writer (keys are unique per writer and counter). */
   nextCounter(): number
   handlerOf(aggregateType: string): string
-  typeOfHandler(handler: string): string
   /** The writers' bound (ms): a segment durable later than this after its reservation is not acknowledged. */
   readonly maxSegmentDelayMs: number
   /** Tells the commit listeners; resolves true when every announcement they made succeeded. */

@@ -6,6 +6,7 @@ import type { Clock } from '../core/ports/clock.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
+import { handlerOf } from '../sequencing/allocator.ts'
 import type { SequenceAllocator } from '../sequencing/allocator.ts'
 import type { CommitNotice, WriteContext } from './context.ts'
 import { createGroupCommit } from './group-commit.ts'
@@ -148,8 +149,7 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     clock: options.clock ?? systemClock,
     writer: randomBytes(5).toString('hex'),
     nextCounter: () => counter++,
-    handlerOf: (aggregateType) => `${prefix}:${aggregateType}`,
-    typeOfHandler: (handler) => handler.slice(prefix.length + 1),
+    handlerOf: (aggregateType) => handlerOf(prefix, aggregateType),
     maxSegmentDelayMs,
     announce,
     guard,

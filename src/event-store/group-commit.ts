@@ -326,23 +326,18 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
       return appendFailed(`segment ${key} was closed with a gap marker before it was written`)
     if (outcome.kind === 'unknown') {
       // Close the key, so that a late landing of the segment and the marker cannot both happen.
-      const closedWith = await closeWithGap(
+      const closed = await closeWithGap(
         ctx,
         key,
         `segment could not be written: ${String(outcome.error)}`,
       )
-      if (closedWith === 'gap') {
-        await allocator.markGap([segmentId]).catch(() => {})
+      if (closed?.kind !== 'segment') {
+        if (closed?.kind === 'gap') await allocator.markGap([segmentId]).catch(() => {})
         return appendFailed(
           `segment ${key} could not be written; nothing was acknowledged`,
           outcome.error,
         )
       }
-      if (closedWith !== 'segment')
-        return appendFailed(
-          `segment ${key} could not be written; nothing was acknowledged`,
-          outcome.error,
-        )
     }
     const delay = Math.round(performance.now() - sentAtMs)
     if (delay > ctx.maxSegmentDelayMs) {
@@ -390,16 +385,11 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
           if (parsed === null && row.state === 'reserved') {
             const ageUs = atUs - row.segment.atUs
             if (ageUs <= ctx.maxSegmentDelayMs * 1000) return requeue(pending, REQUEUE_AFTER_MS)
-            const closedWith = await closeWithGap(
+            parsed = await closeWithGap(
               ctx,
               keyOf(row.segment),
               'reservation never confirmed (writer crashed or stalled)',
             )
-            parsed = closedWith === 'segment' ? await fetchSegment(store, keyOf(row.segment)) : null
-            if (closedWith === 'gap') {
-              await allocator.markGap([row.segment.id])
-              return requeue(pending, 0)
-            }
           }
           if (parsed?.kind === 'gap') {
             await allocator.markGap([row.segment.id])

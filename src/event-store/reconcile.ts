@@ -10,6 +10,7 @@ import type {
   ReserveResults,
   SequenceAllocator,
 } from '../sequencing/allocator.ts'
+import { handlerOf } from '../sequencing/allocator.ts'
 import { sleep } from './context.ts'
 import { BY_DATE_PREFIX, RETIRED_EVENTS_PREFIX, parseSegmentKey, segmentKeyFloor } from './keys.ts'
 import { fetchSegment, forEachLimit } from './reading.ts'
@@ -248,7 +249,7 @@ export const reconcileFromBucket = async (options: {
               const e = JSON.parse(line) as StoredEnvelope
               return {
                 eventId: e.event_id,
-                handler: `${options.handlerPrefix}:${e.aggregate_type}`,
+                handler: handlerOf(options.handlerPrefix, e.aggregate_type),
                 aggregateId: e.aggregate_id,
                 seq: e.sequence_number,
                 hash: e.metadata.kind === 'command' ? idempotencyHash(e) : null,

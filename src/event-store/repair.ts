@@ -35,25 +35,19 @@ export const repairStaleSegments = async (
     const key = keyOf(s)
     let parsed
     try {
-      parsed = await fetchSegment(store, key)
-      if (parsed === null) {
-        const closed = await closeWithGap(
-          ctx,
-          key,
-          'reservation never confirmed (writer crashed or stalled)',
-        )
-        if (closed === 'segment') parsed = await fetchSegment(store, key)
-        else if (closed === 'unknown') {
-          unresolved++
-          continue
-        }
-      }
+      parsed =
+        (await fetchSegment(store, key)) ??
+        (await closeWithGap(ctx, key, 'reservation never confirmed (writer crashed or stalled)'))
     } catch (error) {
       unresolved++
       log.error({ key, err: String(error) }, 'stale segment could not be read')
       continue
     }
-    if (parsed === null || parsed.kind === 'gap') {
+    if (parsed === null) {
+      unresolved++
+      continue
+    }
+    if (parsed.kind === 'gap') {
       await allocator.markGap([s.id])
       gaps++
       continue

@@ -5,6 +5,7 @@ import type { WriteContext } from './context.ts'
 import { sleep } from './context.ts'
 import type { GapMarker } from './gap.ts'
 import { fetchSegment } from './reading.ts'
+import type { ParsedSegment } from './segment.ts'
 
 const encoder = new TextEncoder()
 
@@ -44,14 +45,14 @@ export const writeSegment = async (
 
 /**
  * Closes a segment's key with a gap marker, create-only, so the key holds either the segment or
- * the marker, never both (W4). Returns what the key holds afterwards: 'gap', 'segment' (it landed
- * first), or 'unknown' (the store did not answer; the repair tries again later).
+ * the marker, never both (W4). Returns what the key holds afterwards: the marker, the segment (it
+ * landed first), or null when the store did not answer (the repair tries again later).
  */
 export const closeWithGap = async (
   ctx: Pick<WriteContext, 'store' | 'clock' | 'log'>,
   key: string,
   reason: string,
-): Promise<'gap' | 'segment' | 'unknown'> => {
+): Promise<ParsedSegment | null> => {
   const marker: GapMarker = {
     gap: true,
     segment: key,
@@ -63,13 +64,13 @@ export const closeWithGap = async (
       const outcome = await ctx.store.putIfAbsent(key, encoder.encode(canonicalJson(marker)))
       if (outcome === 'created') {
         ctx.log.warn({ key, reason }, 'segment key closed with a gap marker')
-        return 'gap'
+        return { kind: 'gap', marker }
       }
       const found = await fetchSegment(ctx.store, key)
-      if (found !== null) return found.kind === 'gap' ? 'gap' : 'segment'
+      if (found !== null) return found
     } catch {
       await sleep(25 * 2 ** attempt)
     }
   }
-  return 'unknown'
+  return null
 }

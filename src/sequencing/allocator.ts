@@ -12,6 +12,10 @@ import type { Sql } from '../core/ports/sql.ts'
  * outcomes come back in the order of the requests. All of it is derived from the bucket and can be
  * rebuilt from it (`cairn reconcile`, src/event-store/reconcile.ts).
  */
+/** The allocator's handler of an aggregate type: `<handler prefix>:<aggregate type>`. */
+export const handlerOf = (handlerPrefix: string, aggregateType: string): string =>
+  `${handlerPrefix}:${aggregateType}`
+
 export type ReserveRequest = {
   /** `<handler prefix>:<aggregate type>` */
   readonly handler: string

@@ -76,3 +76,57 @@ export { openCairn } from './config/runtime.ts'
 export type { CairnComponents, CairnRuntime } from './config/runtime.ts'
 export { createStartupGate, isWorthWaiting } from './config/startup.ts'
 export type { StartupGate, StartupGateOptions } from './config/startup.ts'
+
+// Building a service on cairn: declare a domain, run it (docs/building-a-service.md).
+export {
+  defineAggregate,
+  defineDomain,
+  defineEvent,
+  defineProcessManager,
+  defineProjection,
+  defineQuery,
+  isRejection,
+  reject,
+  send,
+} from './application/define.ts'
+export type {
+  AggregateDefinition,
+  AggregateEventOf,
+  CommandDefinition,
+  CommandRequest,
+  CommandSpec,
+  DecideContext,
+  Delivered,
+  DomainDefinition,
+  EventDefinition,
+  EventMeta,
+  EventOf,
+  Expectation,
+  ProcessManagerDefinition,
+  ProjectionContext,
+  ProjectionDefinition,
+  QueryContext,
+  QueryDefinition,
+  Rejection,
+  StateOf,
+  Upcaster,
+} from './application/define.ts'
+export { COMMAND_REJECTED, foldStream } from './application/decider.ts'
+export type { CommandResult } from './application/decider.ts'
+export { createCommandProcessor } from './application/command-processor.ts'
+export type { CommandProcessor, LoadedState } from './application/command-processor.ts'
+export { openService } from './application/service.ts'
+export type {
+  DecideMode,
+  DomainService,
+  Sent,
+  SendOptions,
+  ServiceComponents,
+  ServiceOptions,
+} from './application/service.ts'
+export { rebuildDeclaredProjection } from './application/reactions.ts'
+export { createSnapshotStore } from './application/snapshots.ts'
+export type { Snapshot, SnapshotStore } from './application/snapshots.ts'
+export { domainOpenApi } from './application/http.ts'
+export { runDomain } from './application/run.ts'
+export type { RunOptions } from './application/run.ts'

@@ -4,6 +4,7 @@ import { openCairn } from '../config/runtime.ts'
 import type { CairnComponents, CairnRuntime } from '../config/runtime.ts'
 import { createStartupGate } from '../config/startup.ts'
 import { ErrorCode, isCairnError } from '../core/errors.ts'
+import type { Logger } from '../core/ports/logger.ts'
 import type { HttpApp } from '../http/app.ts'
 import { createStartingApp } from '../http/ops.ts'
 import { cliContext } from './context.ts'
@@ -48,6 +49,12 @@ export const runService = async (
   options: {
     readonly check?: (config: CairnConfig) => void
     readonly banner?: (url: string) => string
+    /** Opens the components (default: cairn's own, `openCairn`); a declared domain brings its own. */
+    readonly open?: (
+      config: CairnConfig,
+      logger: Logger,
+      opts: Parameters<typeof openCairn>[3],
+    ) => Promise<CairnRuntime>
   } = {},
 ): Promise<void> => {
   const { config, logger } = cliContext()
@@ -84,11 +91,10 @@ export const runService = async (
     const served = await serveHttp(app, config.http.host, config.http.port, logger)
     closeHttp = () => served.close()
     logger.info({ component: name, mode: config.mode, http: served.url }, `${name} is starting`)
-    runtime = await openCairn(config, logger, components, {
-      metrics,
-      running: () => running,
-      wait: gate.wait,
-    })
+    const opts = { metrics, running: () => running, wait: gate.wait }
+    runtime = await (options.open === undefined
+      ? openCairn(config, logger, components, opts)
+      : options.open(config, logger, opts))
     current = runtime.app
     for (const loop of runtime.loops) {
       loop.done.then(

@@ -186,6 +186,73 @@ export const writeSideReady = (ws: WriteSide) => async (): Promise<ReadyReport> 
   return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
 }
 
+/**
+ * The publisher of a process, running: woken in-process by this process's commits and, where the
+ * database has NOTIFY, by other processes' commits. Returns its loop, what readiness asks of it,
+ * and what to close, in the order opened.
+ */
+export const runPublisher = async (
+  config: CairnConfig,
+  ws: WriteSide,
+  bus: Bus,
+  logger: Logger,
+  metrics: PrometheusMetrics,
+): Promise<{
+  readonly loop: { readonly name: string; readonly done: Promise<void> }
+  readonly trouble: { readonly name: string; readonly trouble: () => string | null }
+  readonly parts: readonly { readonly name: string; close(): Promise<void> }[]
+}> => {
+  const parts: { name: string; close(): Promise<void> }[] = []
+  const publisher = openPublisher(config, ws, bus, logger)
+  metrics.addSource({ component: 'publisher', read: () => publisher.metrics() })
+  if (ws.sql.listen !== undefined) {
+    // Writers in other processes (OMS, workers) announce their commits: publish at once.
+    const assembler = createNoticeAssembler()
+    const pass = (notices: readonly AssembledNotice[]): void => {
+      for (const notice of notices) {
+        if (parseSegmentKey(notice.segmentKey) === null) publisher.wake()
+        else if (notice.entries === undefined) publisher.noteSegmentKey(notice.segmentKey)
+        else publisher.noteCommit({ segmentKey: notice.segmentKey, entries: notice.entries })
+      }
+    }
+    const unlisten = await ws.sql
+      .listen(
+        commitChannel(config),
+        (payload) => pass(assembler.take(decodeCommitNotice(payload))),
+        () => {
+          // Notices sent while the listener was away are lost: the publisher must not let a
+          // later commit overtake one of them. A commit whose parts stopped coming is read.
+          logger.warn({}, 'commit listener reconnected; notices meanwhile may be lost')
+          pass(assembler.flush())
+          publisher.noteGap()
+        },
+      )
+      .catch((error: unknown) => {
+        logger.warn({ err: String(error) }, 'commit notifications unavailable; polling only')
+        return undefined
+      })
+    if (unlisten !== undefined) parts.push({ name: 'commit listener', close: unlisten })
+  }
+  const done = publisher.run()
+  parts.push({ name: 'publisher', close: () => publisher.close().then(() => done) })
+  return {
+    loop: { name: 'publisher', done },
+    trouble: {
+      name: 'publisher',
+      trouble: () => {
+        const failing = publisher.failingWith()
+        if (failing !== null) return failing
+        const clock = publisher.keyClock()
+        // It publishes what it hears of, but its checkpoint holds: readiness says so.
+        return publisher.metrics().role !== 'active' || clock.trusted
+          ? null
+          : `not settling: ${clock.reason ?? 'the database clock cannot be read'}`
+      },
+    },
+    parts,
+  }
+}
+
 export type CairnComponents = {
   readonly oms: boolean
   readonly publisher: boolean
@@ -239,51 +306,10 @@ export const openCairn = async (
       await wait(`the bus (${opened.describe})`, () => ensureDomainTopics(config, opened))
     }
     if (components.publisher && bus !== undefined) {
-      const publisher = openPublisher(config, ws, bus, logger)
-      metrics.addSource({ component: 'publisher', read: () => publisher.metrics() })
-      if (ws.sql.listen !== undefined) {
-        // Writers in other processes (OMS, workers) announce their commits: publish at once.
-        const assembler = createNoticeAssembler()
-        const pass = (notices: readonly AssembledNotice[]): void => {
-          for (const notice of notices) {
-            if (parseSegmentKey(notice.segmentKey) === null) publisher.wake()
-            else if (notice.entries === undefined) publisher.noteSegmentKey(notice.segmentKey)
-            else publisher.noteCommit({ segmentKey: notice.segmentKey, entries: notice.entries })
-          }
-        }
-        const unlisten = await ws.sql
-          .listen(
-            commitChannel(config),
-            (payload) => pass(assembler.take(decodeCommitNotice(payload))),
-            () => {
-              // Notices sent while the listener was away are lost: the publisher must not let a
-              // later commit overtake one of them. A commit whose parts stopped coming is read.
-              logger.warn({}, 'commit listener reconnected; notices meanwhile may be lost')
-              pass(assembler.flush())
-              publisher.noteGap()
-            },
-          )
-          .catch((error: unknown) => {
-            logger.warn({ err: String(error) }, 'commit notifications unavailable; polling only')
-            return undefined
-          })
-        if (unlisten !== undefined) parts.push({ name: 'commit listener', close: unlisten })
-      }
-      const done = publisher.run()
-      loops.push({ name: 'publisher', done })
-      troubles.push({
-        name: 'publisher',
-        trouble: () => {
-          const failing = publisher.failingWith()
-          if (failing !== null) return failing
-          const clock = publisher.keyClock()
-          // It publishes what it hears of, but its checkpoint holds: readiness says so.
-          return publisher.metrics().role !== 'active' || clock.trusted
-            ? null
-            : `not settling: ${clock.reason ?? 'the database clock cannot be read'}`
-        },
-      })
-      parts.push({ name: 'publisher', close: () => publisher.close().then(() => done) })
+      const running = await runPublisher(config, ws, bus, logger, metrics)
+      loops.push(running.loop)
+      troubles.push(running.trouble)
+      parts.push(...running.parts)
     }
     if (components.workers.length > 0 && bus !== undefined) {
       const workers = openWorkers(config, ws, bus, logger, components.workers, metrics)

@@ -1,0 +1,415 @@
+import type { TSchema } from 'typebox'
+import { Value } from 'typebox/value'
+import { canonicalJson } from '../core/envelope.ts'
+import type { EventEnvelope, StoredEnvelope } from '../core/envelope.ts'
+import type { Logger } from '../core/ports/logger.ts'
+import type { SqlQueryable } from '../core/ports/sql.ts'
+import type { EventStore } from '../event-store/event-store.ts'
+import {
+  accepted,
+  badRequest,
+  bodyJson,
+  commandIdOf,
+  commandStatus,
+  createHttpPipeline,
+  expectedSeqOf,
+  json,
+  notFound,
+  validationFailed,
+} from '../http/pipeline.ts'
+import type {
+  Ctx,
+  FieldProblem,
+  HttpApp,
+  HttpObserver,
+  ReadyReport,
+  RouteHandler,
+} from '../http/pipeline.ts'
+import { problem } from '../http/problem.ts'
+import type { HttpResponse } from '../http/problem.ts'
+import { createRouter } from '../http/router.ts'
+import type { RegistryRow } from '../registry/processed-events.ts'
+import { commandEnvelope, problemsOf } from './decider.ts'
+import type { CommandResult } from './decider.ts'
+import type { SomeCommand, DomainDefinition, SomeQuery } from './define.ts'
+import { handlerNames, projectionContext } from './reactions.ts'
+
+/**
+ * A declared domain's HTTP API, generated from its declaration: one route per command (its schema
+ * is the request: path parameters and body together), one per query, the command status, and the
+ * OpenAPI document of exactly these. The request pipeline (authentication, limits, problem+json,
+ * request ids, metrics) is the OMS's own (http/pipeline.ts).
+ */
+export type DomainAppOptions = {
+  readonly domain: DomainDefinition
+  readonly eventStore: EventStore
+  /** The database of the projections (and the registry). */
+  readonly sql: SqlQueryable
+  readonly schema: string
+  readonly commandRecords: (eventId: string) => Promise<readonly RegistryRow[]>
+  readonly auth: { readonly tokens: readonly string[] } | 'disabled'
+  /** Decides a stored command in this process (inline mode): its outcome, or null to leave it. */
+  readonly decideNow?: (stored: StoredEnvelope) => Promise<CommandResult | null>
+  readonly maxBodyBytes?: number
+  readonly maxInFlight?: number
+  readonly ready?: () => Promise<ReadyReport>
+  readonly metrics?: HttpObserver
+  readonly logger?: Logger
+}
+
+const kebab = (type: string): string => type.toLowerCase().replace(/_/g, '-')
+
+/** The route of a command: declared, or `POST /api/v1/<domain>/<command-type>`. */
+export const commandRoute = (
+  domain: DomainDefinition,
+  command: SomeCommand,
+): { readonly method: string; readonly path: string } => ({
+  method: command.http.method,
+  path: command.http.path ?? `/api/v1/${domain.name}/${kebab(command.type)}`,
+})
+
+const pathParams = (path: string): string[] =>
+  path
+    .split('/')
+    .filter((s) => s.startsWith(':'))
+    .map((s) => s.slice(1))
+
+/** A schema problem's pointer: into the path for a path parameter, else into the body. */
+const located = (problems: readonly FieldProblem[], params: readonly string[]): FieldProblem[] =>
+  problems.map((p) => {
+    const first = p.pointer.split('/')[1] ?? ''
+    return params.includes(first) ? { ...p, pointer: `#/path${p.pointer}` } : p
+  })
+
+const sameCommand = (a: StoredEnvelope, b: EventEnvelope): boolean =>
+  canonicalJson([a.event_type, a.aggregate_type, a.aggregate_id, a.actor, a.data]) ===
+  canonicalJson([b.event_type, b.aggregate_type, b.aggregate_id, b.actor, b.data])
+
+export const createDomainApp = (options: DomainAppOptions): HttpApp => {
+  const { domain, eventStore } = options
+  const names = handlerNames(domain)
+  const router = createRouter<RouteHandler>()
+
+  const submit =
+    (command: SomeCommand, params: readonly string[]): RouteHandler =>
+    async (ctx) => {
+      const { commandId, key } = commandIdOf(ctx)
+      const hasBody =
+        ctx.req.body !== null && ctx.req.body !== 'too_large' && ctx.req.body.length > 0
+      const body = hasBody || command.http.method !== 'DELETE' ? bodyJson(ctx) : {}
+      if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+        return validationFailed(ctx, [{ pointer: '', message: 'the body must be a JSON object' }])
+      }
+      const clash = params.filter(
+        (n) => Object.hasOwn(body, n) && (body as Record<string, unknown>)[n] !== ctx.params[n],
+      )
+      if (clash.length > 0) {
+        return validationFailed(
+          ctx,
+          clash.map((n) => ({ pointer: `/${n}`, message: 'differs from the path' })),
+        )
+      }
+      const payload: Record<string, unknown> = { ...(body as Record<string, unknown>) }
+      for (const n of params) payload[n] = ctx.params[n]
+      const problems = located(problemsOf(command.schema, payload), params)
+      if (problems.length > 0) return validationFailed(ctx, problems)
+      const explicit = expectedSeqOf(ctx)
+      if (explicit === undefined && command.expect === 'required') {
+        return problem({
+          status: 428,
+          code: 'expected_seq_required',
+          title: 'Precondition required',
+          detail:
+            'give expected_seq (query) or If-Match: "N" — the sequence you last read of this aggregate',
+          request_id: ctx.requestId,
+        })
+      }
+      const expectedSeq = explicit ?? (command.expect === 'new' ? 0 : null)
+      const correlation = ctx.req.headers['x-correlation-id']
+      const envelope = commandEnvelope(command, payload, {
+        commandId,
+        expectedSeq,
+        actor: ctx.actor,
+        correlationId:
+          correlation !== undefined && /^[\x21-\x7e]{1,128}$/.test(correlation)
+            ? correlation
+            : commandId,
+        traceparent: ctx.traceparent,
+      })
+      if (key !== undefined) {
+        // A retried request answers from the stored command, whenever it comes (W3).
+        const stored = await eventStore.getByEventId(commandId)
+        if (stored !== null) {
+          if (sameCommand(stored, envelope)) return answer(ctx, stored)
+          return problem({
+            status: 422,
+            code: 'idempotency_key_reused',
+            title: 'Idempotency key reused with a different request',
+            detail: `Idempotency-Key ${JSON.stringify(key)} was used for another request (command ${commandId}); use a new key`,
+            command_id: commandId,
+            request_id: ctx.requestId,
+          })
+        }
+      }
+      const result = await eventStore.append({ envelopes: [envelope], expectedSeq })
+      const stored = result.envelopes[0]
+      if (stored === undefined) throw new Error('the event store returned no envelope')
+      return answer(ctx, stored)
+    }
+
+  /** 202 with the status link; inline, the outcome itself when it could be decided here. */
+  const answer = async (_ctx: Ctx, stored: StoredEnvelope): Promise<HttpResponse> => {
+    if (options.decideNow === undefined) return accepted(stored)
+    const result = await options.decideNow(stored)
+    if (result === null) return accepted(stored)
+    const statusUrl = `/api/v1/commands/${stored.event_id}`
+    return json(
+      200,
+      {
+        command_id: stored.event_id,
+        status: result.outcome === 'rejected' ? 'FAILED' : 'COMPLETED',
+        aggregate_type: stored.aggregate_type,
+        aggregate_id: stored.aggregate_id,
+        ...(result.outcome === 'rejected'
+          ? { error: { code: result.code ?? 'rejected', message: result.reason ?? 'rejected' } }
+          : {}),
+        result: { events: result.events },
+        status_url: statusUrl,
+      },
+      { 'content-location': statusUrl },
+    )
+  }
+
+  for (const command of domain.commands) {
+    const route = commandRoute(domain, command)
+    router.add(route.method, route.path, submit(command, pathParams(route.path)))
+  }
+
+  router.add(
+    'GET',
+    '/api/v1/commands/:command_id',
+    commandStatus({
+      eventStore,
+      commandRecords: options.commandRecords,
+      handlerOf: () => names.commands,
+      projectionHandler: null,
+    }),
+  )
+
+  const runQuery =
+    (query: SomeQuery): RouteHandler =>
+    async (ctx) => {
+      const raw: Record<string, unknown> = {}
+      for (const [k, v] of ctx.query) raw[k] = v
+      for (const [k, v] of Object.entries(ctx.params)) raw[k] = v
+      const input = Value.Convert(query.schema, raw)
+      const params = pathParams(query.path)
+      const problems = located(problemsOf(query.schema, input), params)
+      if (problems.length > 0) {
+        return badRequest(
+          ctx.requestId,
+          'invalid_query',
+          problems
+            .slice(0, 5)
+            .map((p) => `${p.pointer}: ${p.message}`)
+            .join('; '),
+          problems
+            .slice(0, 100)
+            .map((p) =>
+              p.pointer.startsWith('#/path') ? p : { ...p, pointer: `#/query${p.pointer}` },
+            ),
+        )
+      }
+      const table = projectionContext(options.sql, options.schema).table
+      const out = await query.run(input as never, {
+        sql: options.sql,
+        schema: options.schema,
+        table,
+      })
+      return out === null || out === undefined
+        ? notFound(ctx.requestId, `${query.name}: nothing found`)
+        : json(200, out)
+    }
+  for (const query of domain.queries) router.add('GET', query.path, runQuery(query))
+
+  const document = domainOpenApi(domain)
+  return createHttpPipeline(router, {
+    auth: options.auth,
+    openapi: () => document,
+    component: domain.name,
+    ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
+    ...(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight }),
+    ...(options.ready === undefined ? {} : { ready: options.ready }),
+    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
+    ...(options.logger === undefined ? {} : { logger: options.logger }),
+  })
+}
+
+// ---- the OpenAPI document, from the same schemas ----
+
+const PROBLEM = { $ref: '#/components/schemas/Problem' }
+const problemResponse = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: PROBLEM } },
+})
+
+type JsonSchema = {
+  readonly properties?: Readonly<Record<string, unknown>>
+  readonly required?: readonly string[]
+  readonly [k: string]: unknown
+}
+
+/** The schema without the properties that travel in the path. */
+const withoutParams = (schema: TSchema, params: readonly string[]): JsonSchema => {
+  const s = JSON.parse(JSON.stringify(schema)) as JsonSchema
+  if (s.properties === undefined || params.length === 0) return s
+  const properties = Object.fromEntries(
+    Object.entries(s.properties).filter(([k]) => !params.includes(k)),
+  )
+  const required = (s.required ?? []).filter((k) => !params.includes(k))
+  const rest = Object.fromEntries(Object.entries(s).filter(([k]) => k !== 'required'))
+  return { ...rest, properties, ...(required.length > 0 ? { required } : {}) }
+}
+
+const paramSchema = (schema: TSchema, name: string): unknown =>
+  (schema as JsonSchema).properties?.[name] ?? { type: 'string' }
+
+const openApiPath = (path: string): string => path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')
+
+/** OpenAPI 3.1 of a domain's routes, its JSON Schemas taken as they are declared. */
+export const domainOpenApi = (domain: DomainDefinition): Record<string, unknown> => {
+  const paths: Record<string, Record<string, unknown>> = {}
+  const at = (path: string) => (paths[openApiPath(path)] ??= {})
+  for (const command of domain.commands) {
+    const route = commandRoute(domain, command)
+    const params = pathParams(route.path)
+    at(route.path)[route.method.toLowerCase()] = {
+      operationId: command.type,
+      summary: command.description ?? `${command.type} (${command.aggregate.type})`,
+      parameters: [
+        ...params.map((name) => ({
+          name,
+          in: 'path',
+          required: true,
+          schema: paramSchema(command.schema, name),
+        })),
+        { $ref: '#/components/parameters/IdempotencyKey' },
+        { $ref: '#/components/parameters/IfMatch' },
+        { $ref: '#/components/parameters/ExpectedSeq' },
+      ],
+      requestBody: {
+        required: command.http.method !== 'DELETE',
+        content: { 'application/json': { schema: withoutParams(command.schema, params) } },
+      },
+      responses: {
+        '202': {
+          description: 'Stored; decided asynchronously (follow Location)',
+          headers: { Location: { schema: { type: 'string' } } },
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Accepted' } } },
+        },
+        '400': problemResponse('Invalid request (problems point into the body or the path)'),
+        '401': problemResponse('Missing or unknown bearer token (when tokens are configured)'),
+        '409': problemResponse('expected_seq is not the aggregate’s sequence'),
+        '413': problemResponse('Body too large'),
+        '415': problemResponse('Not JSON'),
+        '422': problemResponse('Idempotency-Key reused for another request'),
+        ...(command.expect === 'required'
+          ? { '428': problemResponse('expected_seq or If-Match required') }
+          : {}),
+        '503': problemResponse('A dependency is unavailable; retry after Retry-After'),
+      },
+    }
+  }
+  for (const query of domain.queries) {
+    const params = pathParams(query.path)
+    const props = (query.schema as JsonSchema).properties ?? {}
+    const required = new Set((query.schema as JsonSchema).required ?? [])
+    at(query.path)['get'] = {
+      operationId: query.name,
+      summary: query.description ?? query.name,
+      parameters: Object.entries(props).map(([name, schema]) => ({
+        name,
+        in: params.includes(name) ? 'path' : 'query',
+        required: params.includes(name) || required.has(name),
+        schema,
+      })),
+      responses: {
+        '200': { description: 'The answer', content: { 'application/json': { schema: {} } } },
+        '400': problemResponse('Invalid parameters'),
+        '401': problemResponse('Missing or unknown bearer token (when tokens are configured)'),
+        '404': problemResponse('Nothing found'),
+        '503': problemResponse('A dependency is unavailable'),
+      },
+    }
+  }
+  at('/api/v1/commands/:command_id')['get'] = {
+    operationId: 'getCommand',
+    summary: 'A command’s status and outcome',
+    parameters: [
+      {
+        name: 'command_id',
+        in: 'path',
+        required: true,
+        schema: { type: 'string', format: 'uuid' },
+      },
+    ],
+    responses: {
+      '200': { description: 'PENDING, PROCESSING, COMPLETED or FAILED' },
+      '400': problemResponse('Not a command id'),
+      '404': problemResponse('No such command'),
+    },
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: `${domain.name} (cairn)`, version: '1' },
+    paths,
+    components: {
+      parameters: {
+        IdempotencyKey: {
+          name: 'Idempotency-Key',
+          in: 'header',
+          required: false,
+          schema: { type: 'string', pattern: '^[\\x21-\\x7e]{1,255}$' },
+        },
+        IfMatch: {
+          name: 'If-Match',
+          in: 'header',
+          required: false,
+          schema: { type: 'string', pattern: '^\\s*(W/)?"\\d{1,15}"\\s*$' },
+        },
+        ExpectedSeq: {
+          name: 'expected_seq',
+          in: 'query',
+          required: false,
+          schema: { type: 'string', pattern: '^\\d{1,15}$' },
+        },
+      },
+      schemas: {
+        Accepted: {
+          type: 'object',
+          required: ['command_id', 'status', 'status_url'],
+          properties: {
+            command_id: { type: 'string', format: 'uuid' },
+            status: { type: 'string' },
+            aggregate_type: { type: 'string' },
+            aggregate_id: { type: 'string' },
+            sequence_number: { type: 'integer' },
+            status_url: { type: 'string' },
+          },
+        },
+        Problem: {
+          type: 'object',
+          required: ['type', 'status', 'code', 'title'],
+          properties: {
+            type: { type: 'string' },
+            status: { type: 'integer' },
+            code: { type: 'string' },
+            title: { type: 'string' },
+            detail: { type: 'string' },
+          },
+        },
+      },
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+    },
+  }
+}

@@ -17,6 +17,7 @@ import { provisionServices, REPO_ROOT, servicePids } from './lib/services.ts'
 import { append } from './scenarios/append.ts'
 import { appendLib } from './scenarios/append-lib.ts'
 import { claimDone } from './scenarios/claim-done.ts'
+import { coldAggregate } from './scenarios/cold-aggregate.ts'
 import { consume } from './scenarios/consume.ts'
 import { e2e } from './scenarios/e2e.ts'
 import { emmett } from './scenarios/emmett.ts'
@@ -41,6 +42,7 @@ const SCENARIOS: readonly Scenario[] = [
   e2e,
   idle,
   history,
+  coldAggregate,
 ]
 
 const USAGE = `usage: npm run bench -- [--quick] [--only <name,...>] [--seed <n>] [--keep]

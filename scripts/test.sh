@@ -13,7 +13,8 @@ shift || true
 shopt -s globstar nullglob
 files=()
 serial=()
-for f in test/**/*.test.ts; do
+# examples/*/test: the examples' own tests, run as a user's project would (importing `cairn`).
+for f in test/**/*.test.ts examples/*/test/**/*.test.ts; do
   if [[ $f == *.it.test.ts && $mode == unit ]]; then continue; fi
   if [[ $f == *.serial.it.test.ts ]]; then serial+=("$f"); else files+=("$f"); fi
 done
@@ -41,7 +42,9 @@ run_batch() {
   shift
   log=$(mktemp)
   set +e
-  node --test --test-reporter=spec --test-timeout=300000 --test-concurrency="$concurrency" "${extra[@]}" "$@" 2>&1 |
+  # `cairn-source`: the package's own name resolves to its sources (package.json exports), so
+  # the examples import `cairn` as users do, without a build.
+  node --conditions=cairn-source --test --test-reporter=spec --test-timeout=300000 --test-concurrency="$concurrency" "${extra[@]}" "$@" 2>&1 |
     tee "$log"
   rc=${PIPESTATUS[0]}
   set -e

@@ -165,11 +165,11 @@ export const createCommandProcessor = (options: CommandProcessorOptions): Comman
         sequence: current,
         submittedAt: envelope.occurred_at,
       })
+      const envelopes = decisionEnvelopes(domain, command, envelope, commandId, decision, now)
+      // A decision with no events changes nothing and stores nothing: a redelivery decides again.
+      if (envelopes.length === 0) return { outcome: 'completed', events: [] }
       try {
-        const appended = await es.append({
-          envelopes: decisionEnvelopes(domain, command, envelope, commandId, decision, now),
-          expectedSeq: current,
-        })
+        const appended = await es.append({ envelopes, expectedSeq: current })
         const stored = appended.envelopes
         const entry = cache.get(key)
         if (

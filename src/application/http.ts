@@ -232,7 +232,7 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
     }
   for (const query of domain.queries) router.add('GET', query.path, runQuery(query))
 
-  const document = domainOpenApi(domain)
+  const document = domainOpenApi(domain, { authenticated: options.auth !== 'disabled' })
   return createHttpPipeline(router, {
     auth: options.auth,
     openapi: () => document,
@@ -277,8 +277,14 @@ const paramSchema = (schema: TSchema, name: string): unknown =>
 const openApiPath = (path: string): string => path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')
 
 /** OpenAPI 3.1 of a domain's routes, its JSON Schemas taken as they are declared. */
-export const domainOpenApi = (domain: DomainDefinition): Record<string, unknown> => {
+export const domainOpenApi = (
+  domain: DomainDefinition,
+  options: { readonly authenticated: boolean } = { authenticated: false },
+): Record<string, unknown> => {
   const paths: Record<string, Record<string, unknown>> = {}
+  const unauthorized = options.authenticated
+    ? { '401': problemResponse('Missing or unknown bearer token') }
+    : {}
   const at = (path: string) => (paths[openApiPath(path)] ??= {})
   for (const command of domain.commands) {
     const route = commandRoute(domain, command)
@@ -308,7 +314,7 @@ export const domainOpenApi = (domain: DomainDefinition): Record<string, unknown>
           content: { 'application/json': { schema: { $ref: '#/components/schemas/Accepted' } } },
         },
         '400': problemResponse('Invalid request (problems point into the body or the path)'),
-        '401': problemResponse('Missing or unknown bearer token (when tokens are configured)'),
+        ...unauthorized,
         '409': problemResponse('expected_seq is not the aggregate’s sequence'),
         '413': problemResponse('Body too large'),
         '415': problemResponse('Not JSON'),
@@ -336,7 +342,7 @@ export const domainOpenApi = (domain: DomainDefinition): Record<string, unknown>
       responses: {
         '200': { description: 'The answer', content: { 'application/json': { schema: {} } } },
         '400': problemResponse('Invalid parameters'),
-        '401': problemResponse('Missing or unknown bearer token (when tokens are configured)'),
+        ...unauthorized,
         '404': problemResponse('Nothing found'),
         '503': problemResponse('A dependency is unavailable'),
       },
@@ -356,12 +362,15 @@ export const domainOpenApi = (domain: DomainDefinition): Record<string, unknown>
     responses: {
       '200': { description: 'PENDING, PROCESSING, COMPLETED or FAILED' },
       '400': problemResponse('Not a command id'),
+      ...unauthorized,
       '404': problemResponse('No such command'),
     },
   }
   return {
     openapi: '3.1.0',
     info: { title: `${domain.name} (cairn)`, version: '1' },
+    // Declared only when the server asks for it (tokens configured).
+    ...(options.authenticated ? { security: [{ bearer: [] }] } : {}),
     paths,
     components: {
       parameters: {
@@ -409,7 +418,9 @@ export const domainOpenApi = (domain: DomainDefinition): Record<string, unknown>
           },
         },
       },
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      ...(options.authenticated
+        ? { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }
+        : {}),
     },
   }
 }

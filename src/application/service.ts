@@ -323,8 +323,14 @@ export const openService = async (options: ServiceOptions): Promise<DomainServic
           `${command.type}: ${problems.map((p) => `${p.pointer} ${p.message}`).join('; ')}`,
         )
       }
+      if (opts.expectedSeq === undefined && command.expect === 'required') {
+        throw new CairnError(
+          ErrorCode.INVALID_ENVELOPE,
+          `${command.type} needs expectedSeq (the aggregate's sequence the sender read)`,
+        )
+      }
       const commandId = opts.commandId ?? randomUUID()
-      const expectedSeq = opts.expectedSeq ?? null
+      const expectedSeq = opts.expectedSeq ?? (command.expect === 'new' ? 0 : null)
       const result = await ws.eventStore.append({
         envelopes: [
           commandEnvelope(command, payload, {

@@ -121,13 +121,14 @@ export const Withdraw = Account.command({
       : [{ type: 'Withdrawn', data: { amount: c.amount } }]),
 })
 
-/** Sent by the transfer process manager only (no route of its own is needed, but it has one). */
+/** Sent by the transfer process manager only: no route (`http: false`), so no client can call it. */
 export const DebitForTransfer = Account.command({
   type: 'DEBIT_FOR_TRANSFER',
   schema: Type.Object(
     { account_id: Id, transfer_id: Id, to: Id, amount: Cents },
     { additionalProperties: false },
   ),
+  http: false,
   aggregateId: (c) => c.account_id,
   decide: (c, state) =>
     !state.open || state.balance < c.amount
@@ -154,6 +155,7 @@ export const CreditForTransfer = Account.command({
     { account_id: Id, transfer_id: Id, from: Id, amount: Cents },
     { additionalProperties: false },
   ),
+  http: false,
   aggregateId: (c) => c.account_id,
   decide: (c, state) => {
     const { transfer_id, from, amount } = c
@@ -174,6 +176,7 @@ export const RefundForTransfer = Account.command({
     { account_id: Id, transfer_id: Id, amount: Cents },
     { additionalProperties: false },
   ),
+  http: false,
   aggregateId: (c) => c.account_id,
   decide: (c) => [
     { type: 'RefundedForTransfer', data: { transfer_id: c.transfer_id, amount: c.amount } },
@@ -235,6 +238,7 @@ export const RequestTransfer = Transfer.command({
 export const CompleteTransfer = Transfer.command({
   type: 'COMPLETE_TRANSFER',
   schema: Type.Object({ transfer_id: Id }, { additionalProperties: false }),
+  http: false,
   aggregateId: (c) => c.transfer_id,
   decide: (_c, state) =>
     state.status === 'pending' ? [{ type: 'TransferCompleted', data: {} }] : [],
@@ -243,6 +247,7 @@ export const CompleteTransfer = Transfer.command({
 export const FailTransfer = Transfer.command({
   type: 'FAIL_TRANSFER',
   schema: Type.Object({ transfer_id: Id, reason: Type.String() }, { additionalProperties: false }),
+  http: false,
   aggregateId: (c) => c.transfer_id,
   decide: (c, state) =>
     state.status === 'pending' ? [{ type: 'TransferFailed', data: { reason: c.reason } }] : [],

@@ -240,9 +240,17 @@ export type CommandDefinition<
     ctx: DecideContext,
   ) => readonly AggregateEventOf<A>[] | Rejection
   readonly expect: Expectation
-  /** Its route (default `POST /api/v1/<domain>/<command-type>`); path params join the body. */
-  readonly http: { readonly method: 'POST' | 'PUT' | 'PATCH' | 'DELETE'; readonly path?: string }
+  /**
+   * Its route (default `POST /api/v1/<domain>/<command-type>`; path params join the body), or
+   * null: no route (a command only reactions send).
+   */
+  readonly http: CommandHttp | null
   readonly description?: string
+}
+
+export type CommandHttp = {
+  readonly method: 'POST' | 'PUT' | 'PATCH' | 'DELETE'
+  readonly path?: string
 }
 
 /** Any command, whatever its aggregate and schema (the runtime's view, as `SomeAggregate`). */
@@ -254,7 +262,7 @@ export type SomeCommand = {
   readonly aggregateId: (command: never) => string
   readonly decide: (command: never, state: never, ctx: DecideContext) => unknown
   readonly expect: Expectation
-  readonly http: { readonly method: 'POST' | 'PUT' | 'PATCH' | 'DELETE'; readonly path?: string }
+  readonly http: CommandHttp | null
   readonly description?: string
 }
 
@@ -271,7 +279,8 @@ export type CommandSpec<CT extends string, S extends TSchema, State, Ev> = {
     ctx: DecideContext,
   ) => readonly Ev[] | Rejection
   readonly expect?: Expectation
-  readonly http?: { readonly method?: 'POST' | 'PUT' | 'PATCH' | 'DELETE'; readonly path?: string }
+  /** Its route; `false`: none (a command only process managers send, e.g. a transfer's credit). */
+  readonly http?: { readonly method?: CommandHttp['method']; readonly path?: string } | false
   readonly description?: string
 }
 
@@ -288,10 +297,13 @@ const buildCommand = (
     aggregateId: spec.aggregateId,
     decide: spec.decide as CommandDefinition['decide'],
     expect: spec.expect ?? 'any',
-    http: Object.freeze({
-      method: spec.http?.method ?? 'POST',
-      ...(spec.http?.path === undefined ? {} : { path: spec.http.path }),
-    }),
+    http:
+      spec.http === false
+        ? null
+        : Object.freeze({
+            method: spec.http?.method ?? 'POST',
+            ...(spec.http?.path === undefined ? {} : { path: spec.http.path }),
+          }),
     ...(spec.description === undefined ? {} : { description: spec.description }),
   })
 }
@@ -433,6 +445,20 @@ export type DomainDefinition = {
 
 const DOMAIN_NAME = /^[a-z][a-z0-9_]{0,62}$/
 
+/** A command's route: declared, `POST /api/v1/<domain>/<command-type>` by default, or none. */
+export const commandRoute = (
+  domainName: string,
+  command: SomeCommand,
+): { readonly method: string; readonly path: string } | null =>
+  command.http === null
+    ? null
+    : {
+        method: command.http.method,
+        path:
+          command.http.path ??
+          `/api/v1/${domainName}/${command.type.toLowerCase().replace(/_/g, '-')}`,
+      }
+
 /**
  * A domain: its aggregates, commands and reactions. Checks that the pieces fit (unique names,
  * every command's and reaction's aggregate and events declared) and fails at start otherwise.
@@ -499,6 +525,24 @@ export const defineDomain = (spec: {
   for (const p of processManagers) {
     if (p.events.length === 0) fail(`process manager ${p.name} reacts to no event`)
   }
+  // Routes: under /api/ (where the bearer tokens are asked for), and one handler per route.
+  const routes = new Map<string, string>([['GET /api/v1/commands/:', 'the command status']])
+  const route = (what: string, method: string, path: string) => {
+    if (!/^\/api\/[A-Za-z0-9_\-/:.]*$/.test(path) || path.includes('//')) {
+      fail(
+        `${what}: path ${JSON.stringify(path)} must start with /api/ and hold only URL-safe segments`,
+      )
+    }
+    const key = `${method} ${path.replace(/:[^/]*/g, ':')}`
+    const taken = routes.get(key)
+    if (taken !== undefined) fail(`${what}: ${method} ${path} is also the route of ${taken}`)
+    routes.set(key, what)
+  }
+  for (const c of commands) {
+    const r = commandRoute(spec.name, c)
+    if (r !== null) route(`command ${c.type}`, r.method, r.path)
+  }
+  for (const q of queries) route(`query ${q.name}`, 'GET', q.path)
   return Object.freeze({
     kind: 'domain',
     name: spec.name,

@@ -31,6 +31,7 @@ import { createRouter } from '../http/router.ts'
 import type { RegistryRow } from '../registry/processed-events.ts'
 import { commandEnvelope, problemsOf } from './decider.ts'
 import type { CommandResult } from './decider.ts'
+import { commandRoute } from './define.ts'
 import type { SomeCommand, DomainDefinition, SomeQuery } from './define.ts'
 import { handlerNames, projectionContext } from './reactions.ts'
 
@@ -56,17 +57,6 @@ export type DomainAppOptions = {
   readonly metrics?: HttpObserver
   readonly logger?: Logger
 }
-
-const kebab = (type: string): string => type.toLowerCase().replace(/_/g, '-')
-
-/** The route of a command: declared, or `POST /api/v1/<domain>/<command-type>`. */
-export const commandRoute = (
-  domain: DomainDefinition,
-  command: SomeCommand,
-): { readonly method: string; readonly path: string } => ({
-  method: command.http.method,
-  path: command.http.path ?? `/api/v1/${domain.name}/${kebab(command.type)}`,
-})
 
 const pathParams = (path: string): string[] =>
   path
@@ -96,12 +86,19 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
       const { commandId, key } = commandIdOf(ctx)
       const hasBody =
         ctx.req.body !== null && ctx.req.body !== 'too_large' && ctx.req.body.length > 0
-      const body = hasBody || command.http.method !== 'DELETE' ? bodyJson(ctx) : {}
+      const body = hasBody || ctx.req.method !== 'DELETE' ? bodyJson(ctx) : {}
       if (typeof body !== 'object' || body === null || Array.isArray(body)) {
         return validationFailed(ctx, [{ pointer: '', message: 'the body must be a JSON object' }])
       }
+      // A path parameter is text: converted to what its property's schema says (an integer id).
+      const fromPath: Record<string, unknown> = {}
+      const properties = (command.schema as JsonSchema).properties ?? {}
+      for (const n of params) {
+        const schema = properties[n] as TSchema | undefined
+        fromPath[n] = schema === undefined ? ctx.params[n] : Value.Convert(schema, ctx.params[n])
+      }
       const clash = params.filter(
-        (n) => Object.hasOwn(body, n) && (body as Record<string, unknown>)[n] !== ctx.params[n],
+        (n) => Object.hasOwn(body, n) && (body as Record<string, unknown>)[n] !== fromPath[n],
       )
       if (clash.length > 0) {
         return validationFailed(
@@ -110,7 +107,7 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
         )
       }
       const payload: Record<string, unknown> = { ...(body as Record<string, unknown>) }
-      for (const n of params) payload[n] = ctx.params[n]
+      for (const n of params) payload[n] = fromPath[n]
       const problems = located(problemsOf(command.schema, payload), params)
       if (problems.length > 0) return validationFailed(ctx, problems)
       const explicit = expectedSeqOf(ctx)
@@ -181,8 +178,9 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
   }
 
   for (const command of domain.commands) {
-    const route = commandRoute(domain, command)
-    router.add(route.method, route.path, submit(command, pathParams(route.path)))
+    const route = commandRoute(domain.name, command)
+    if (route !== null)
+      router.add(route.method, route.path, submit(command, pathParams(route.path)))
   }
 
   router.add(
@@ -232,7 +230,10 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
     }
   for (const query of domain.queries) router.add('GET', query.path, runQuery(query))
 
-  const document = domainOpenApi(domain, { authenticated: options.auth !== 'disabled' })
+  const document = domainOpenApi(domain, {
+    authenticated: options.auth !== 'disabled',
+    inline: options.decideNow !== undefined,
+  })
   return createHttpPipeline(router, {
     auth: options.auth,
     openapi: () => document,
@@ -279,7 +280,9 @@ const openApiPath = (path: string): string => path.replace(/:([A-Za-z0-9_]+)/g, 
 /** OpenAPI 3.1 of a domain's routes, its JSON Schemas taken as they are declared. */
 export const domainOpenApi = (
   domain: DomainDefinition,
-  options: { readonly authenticated: boolean } = { authenticated: false },
+  options: { readonly authenticated: boolean; readonly inline?: boolean } = {
+    authenticated: false,
+  },
 ): Record<string, unknown> => {
   const paths: Record<string, Record<string, unknown>> = {}
   const unauthorized = options.authenticated
@@ -287,7 +290,8 @@ export const domainOpenApi = (
     : {}
   const at = (path: string) => (paths[openApiPath(path)] ??= {})
   for (const command of domain.commands) {
-    const route = commandRoute(domain, command)
+    const route = commandRoute(domain.name, command)
+    if (route === null) continue
     const params = pathParams(route.path)
     at(route.path)[route.method.toLowerCase()] = {
       operationId: command.type,
@@ -304,10 +308,19 @@ export const domainOpenApi = (
         { $ref: '#/components/parameters/ExpectedSeq' },
       ],
       requestBody: {
-        required: command.http.method !== 'DELETE',
+        required: route.method !== 'DELETE',
         content: { 'application/json': { schema: withoutParams(command.schema, params) } },
       },
       responses: {
+        ...(options.inline === true
+          ? {
+              '200': {
+                description: 'Decided here (inline mode): COMPLETED or FAILED, with the events',
+                headers: { 'Content-Location': { schema: { type: 'string' } } },
+                content: { 'application/json': { schema: {} } },
+              },
+            }
+          : {}),
         '202': {
           description: 'Stored; decided asynchronously (follow Location)',
           headers: { Location: { schema: { type: 'string' } } },

@@ -2,7 +2,7 @@ import { runService } from '../cli/service.ts'
 import type { CairnConfig } from '../config/env.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
 import type { DomainDefinition } from './define.ts'
-import { commandRoute } from './http.ts'
+import { commandRoute } from './define.ts'
 import { openService } from './service.ts'
 import type { DecideMode, ServiceComponents } from './service.ts'
 
@@ -15,10 +15,10 @@ export type RunOptions = {
 const banner =
   (domain: DomainDefinition) =>
   (url: string): string => {
-    const first = domain.commands[0]
     const lines = [`${domain.name} is running at ${url} (OpenAPI: ${url}/openapi.json).`]
-    if (first !== undefined) {
-      const route = commandRoute(domain, first)
+    const first = domain.commands.find((c) => c.http !== null)
+    const route = first === undefined ? null : commandRoute(domain.name, first)
+    if (first !== undefined && route !== null) {
       lines.push(`  e.g. ${route.method} ${url}${route.path} (${first.type})`)
     }
     lines.push('Press Ctrl+C to stop.')

@@ -1,4 +1,3 @@
-import { hostname } from 'node:os'
 import type { Static } from 'typebox'
 import { createPrometheusMetrics } from '../adapters/metrics/prometheus.ts'
 import type { PrometheusMetrics } from '../adapters/metrics/prometheus.ts'
@@ -262,7 +261,7 @@ export const openService = async (options: ServiceOptions): Promise<DomainServic
 
     // The OMS's registry: command status, and the claims of inline decisions (kept alive, so
     // that a crashed OMS's claims are taken over as fast as a worker's, C2).
-    const registry = openRegistry(config, ws, `${domain.name}-oms@${hostname()}`)
+    const registry = openRegistry(config, ws, `${domain.name}-oms`)
     const inline = options.decide === 'inline' && components.oms
     if (inline) {
       await registry.start()

@@ -104,7 +104,7 @@ export const given = (
   },
 })
 
-/** Typed events for `given`, e.g. `events(Account, { type: 'Opened', data: … })`. */
+/** Typed events for `given`, e.g. `eventsOf(Deposit, { type: 'Deposited', data: … })`. */
 export const eventsOf = <C extends SomeCommand>(
   _command: C,
   ...list: AggregateEventOf<C['aggregate']>[]

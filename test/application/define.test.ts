@@ -254,3 +254,79 @@ describe('defineAggregate', () => {
     )
   })
 })
+
+describe('routes', () => {
+  const Counted = defineEvent('Counted', Type.Object({ n: Type.Integer() }))
+  const Counter = defineAggregate({
+    type: 'RouteCounter',
+    events: [Counted],
+    initialState: () => 0,
+    evolve: (s, e) => s + e.data.n,
+  })
+  const command = (type: string, http: Parameters<typeof Counter.command>[0]['http']) =>
+    Counter.command({
+      type,
+      schema: Type.Object({ id: Type.Integer({ minimum: 1 }), n: Type.Integer() }),
+      aggregateId: (c) => String(c.id),
+      decide: (c) => [{ type: 'Counted', data: { n: c.n } }],
+      ...(http === undefined ? {} : { http }),
+    })
+
+  test('refuses a path outside /api/, where the bearer tokens are not asked for', () => {
+    invalidConfig(
+      () =>
+        defineDomain({
+          name: 'routes',
+          aggregates: [Counter],
+          commands: [command('COUNT', { path: '/counters/:id' })],
+        }),
+      /command COUNT: path "\/counters\/:id" must start with \/api\//,
+    )
+  })
+
+  test('refuses two routes with the same method and path, whatever their parameter names', () => {
+    invalidConfig(
+      () =>
+        defineDomain({
+          name: 'routes',
+          aggregates: [Counter],
+          commands: [
+            command('COUNT', { path: '/api/v1/counters/:id' }),
+            command('COUNT_AGAIN', { path: '/api/v1/counters/:counter' }),
+          ],
+        }),
+      /command COUNT_AGAIN: POST \/api\/v1\/counters\/:counter is also the route of command COUNT/,
+    )
+    invalidConfig(
+      () =>
+        defineDomain({
+          name: 'routes',
+          aggregates: [Counter],
+          commands: [command('COUNT', undefined)],
+          queries: [
+            defineQuery({
+              name: 'status',
+              path: '/api/v1/commands/:id',
+              schema: Type.Object({ id: Type.String() }),
+              run: async () => null,
+            }),
+          ],
+        }),
+      /query status: GET \/api\/v1\/commands\/:id is also the route of the command status/,
+    )
+  })
+
+  test('http: false declares no route; the default route is POST /api/v1/<domain>/<type>', () => {
+    const internal = command('COUNT_INTERNALLY', false)
+    assert.equal(internal.http, null)
+    const domain = defineDomain({
+      name: 'routes',
+      aggregates: [Counter],
+      commands: [internal, command('COUNT_UP', undefined)],
+    })
+    assert.deepEqual(
+      domain.commands.map((c) => c.http),
+      [null, { method: 'POST' }],
+    )
+  })
+})

@@ -7,6 +7,8 @@ import {
   handlerNames,
   rebuildDeclaredProjection,
 } from '../../src/application/reactions.ts'
+import Type from 'typebox'
+import { defineAggregate, defineDomain, defineEvent } from '../../src/application/define.ts'
 import { createSnapshotStore } from '../../src/application/snapshots.ts'
 import { createTestService } from '../../src/application/testing.ts'
 import type { TestService } from '../../src/application/testing.ts'
@@ -498,5 +500,61 @@ describe('shop service, embedded, decided inline', () => {
     await svc.settle()
     const placed = await svc.load(Order, orderIdOf('inline'))
     assert.deepEqual(placed, { state: { placed: true }, sequence: 2 })
+  })
+})
+
+describe('generated routes', () => {
+  const Counted = defineEvent('Counted', Type.Object({ n: Type.Integer() }))
+  const Counter = defineAggregate({
+    type: 'RouteCounter',
+    events: [Counted],
+    initialState: () => 0,
+    evolve: (s, e) => s + e.data.n,
+  })
+  const Count = Counter.command({
+    type: 'COUNT',
+    schema: Type.Object({ id: Type.Integer({ minimum: 1 }), n: Type.Integer() }),
+    aggregateId: (c) => String(c.id),
+    decide: (c) => [{ type: 'Counted', data: { n: c.n } }],
+    http: { path: '/api/v1/counters/:id' },
+  })
+  const Reset = Counter.command({
+    type: 'RESET',
+    schema: Type.Object({ id: Type.Integer() }),
+    aggregateId: (c) => String(c.id),
+    decide: () => [],
+    http: false,
+  })
+  const counters = defineDomain({
+    name: 'counters',
+    aggregates: [Counter],
+    commands: [Count, Reset],
+  })
+
+  test('a path parameter takes its property type; a command with http: false has no route', async (t) => {
+    const svc = await createTestService(counters)
+    t.after(() => svc.destroy())
+    const ok = await svc.request<{ command_id: string; aggregate_id: string }>(
+      'POST',
+      '/api/v1/counters/42',
+      { n: 3 },
+    )
+    assert.equal(ok.status, 202, JSON.stringify(ok.body))
+    assert.equal(ok.body.aggregate_id, '42')
+    assert.equal((await svc.waitForCommand(ok.body.command_id)).outcome, 'completed')
+    const text = await svc.request<{ problems: { pointer: string }[] }>(
+      'POST',
+      '/api/v1/counters/forty-two',
+      { n: 3 },
+    )
+    assert.equal(text.status, 400)
+    assert.equal(text.body.problems[0]?.pointer, '#/path/id')
+    // Its default route would be POST /api/v1/tally/reset.
+    assert.equal((await svc.request('POST', '/api/v1/tally/reset', { id: 42 })).status, 404)
+    const doc = await svc.request<{ paths: Record<string, unknown> }>('GET', '/openapi.json')
+    assert.deepEqual(Object.keys(doc.body.paths).sort(), [
+      '/api/v1/commands/{command_id}',
+      '/api/v1/counters/{id}',
+    ])
   })
 })

@@ -11,6 +11,7 @@ import type { StartupGate } from '../config/startup.ts'
 import { randomUUID } from 'node:crypto'
 import { CairnError, ErrorCode } from '../core/errors.ts'
 import type { Bus } from '../core/ports/bus.ts'
+import type { Sql } from '../core/ports/sql.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { HttpApp, ReadyReport } from '../http/app.ts'
@@ -60,6 +61,8 @@ export type ServiceOptions = {
   readonly metrics?: PrometheusMetrics
   readonly running?: () => boolean
   readonly wait?: StartupGate['wait']
+  /** A database the caller opened and closes (default: the config's). */
+  readonly sql?: Sql
 }
 
 export type SendOptions = {
@@ -182,7 +185,10 @@ export const openService = async (options: ServiceOptions): Promise<DomainServic
   const troubles: { name: string; trouble: () => string | null }[] = []
   const close = () => closeAll(parts, logger)
   try {
-    const ws = await openWriteSide(config, logger, { wait })
+    const ws = await openWriteSide(config, logger, {
+      wait,
+      ...(options.sql === undefined ? {} : { sql: options.sql }),
+    })
     parts.push({ name: 'write side', close: () => ws.close() })
     for (const projection of domain.projections) await setupProjection(ws.sql, projection, schema)
     const snapshots = createSnapshotStore(ws.sql, schema)

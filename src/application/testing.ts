@@ -3,7 +3,10 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import type { Static } from 'typebox'
+import { randomUUID } from 'node:crypto'
+import { createPgliteSql } from '../adapters/sql/pglite.ts'
 import { loadConfig } from '../config/env.ts'
+import type { Sql } from '../core/ports/sql.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { HttpResponse } from '../http/problem.ts'
@@ -127,6 +130,8 @@ const FAST: Readonly<Record<string, string>> = {
 
 export type TestService = DomainService & {
   readonly dataDir: string
+  /** The database schema of this service's registry, read model and snapshots. */
+  readonly schema: string
   /** Waits for a command's outcome (default bound 10 s). */
   waitForCommand(commandId: string, timeoutMs?: number): Promise<CommandResult>
   /**
@@ -153,6 +158,13 @@ export type TestService = DomainService & {
  * A whole domain in this process on the embedded stores (filesystem bucket in a temporary
  * directory, PGlite, the in-process bus): for integration tests. `destroy()` when done.
  */
+/**
+ * One in-memory PGlite for the test services of a process, each in a schema of its own: starting
+ * PGlite takes seconds, a schema a few milliseconds.
+ */
+let shared: Promise<Sql> | undefined
+const sharedSql = (): Promise<Sql> => (shared ??= createPgliteSql())
+
 export const createTestService = async (
   domain: DomainDefinition,
   options: {
@@ -166,8 +178,15 @@ export const createTestService = async (
     ...FAST,
     CAIRN_MODE: 'embedded',
     CAIRN_DATA_DIR: dataDir,
+    EVENT_STORE_SEQUENCE_SCHEMA: `test_${randomUUID().replace(/-/g, '').slice(0, 16)}`,
     ...options.env,
   })
+  const sql =
+    options.env?.['EVENT_STORE_SEQUENCE_SCHEMA'] === undefined ? await sharedSql() : undefined
+  const dropSchema = async () => {
+    if (sql !== undefined)
+      await sql.exec(`DROP SCHEMA IF EXISTS ${config.sequencing.schema} CASCADE`)
+  }
   let service: DomainService
   try {
     service = await openService({
@@ -175,8 +194,10 @@ export const createTestService = async (
       config,
       logger: options.logger ?? silentLogger,
       ...(options.decide === undefined ? {} : { decide: options.decide }),
+      ...(sql === undefined ? {} : { sql }),
     })
   } catch (error) {
+    await dropSchema().catch(() => undefined)
     await rm(dataDir, { recursive: true, force: true })
     throw error
   }
@@ -271,11 +292,13 @@ export const createTestService = async (
 
   return Object.assign(service, {
     dataDir,
+    schema,
     waitForCommand,
     settle,
     request,
     async destroy() {
       await service.close()
+      await dropSchema()
       await rm(dataDir, { recursive: true, force: true })
     },
   })

@@ -117,6 +117,8 @@ export const openWriteSide = async (
     readonly probe?: boolean
     /** How to wait for the object store and PostgreSQL (default: try once). */
     readonly wait?: StartupGate['wait']
+    /** A database the caller opened and closes (the test kit shares one); default: the config's. */
+    readonly sql?: Sql
   } = {},
 ): Promise<WriteSide> => {
   const wait = options.wait ?? noWait
@@ -133,14 +135,18 @@ export const openWriteSide = async (
       )
     }
     await wait(`the layout of ${objectStore.describe}`, () => assertCurrentLayout(objectStore))
-    if (config.mode === 'embedded' && !existsSync(path.join(config.dataDir, 'pglite'))) {
+    if (
+      options.sql === undefined &&
+      config.mode === 'embedded' &&
+      !existsSync(path.join(config.dataDir, 'pglite'))
+    ) {
       logger.info(
         { dir: path.join(config.dataDir, 'pglite') },
         'creating the embedded PostgreSQL (PGlite) database; the first start takes a few seconds',
       )
     }
-    const sql = await openSql(config)
-    opened.push({ name: 'sql', close: () => sql.close() })
+    const sql = options.sql ?? (await openSql(config))
+    if (options.sql === undefined) opened.push({ name: 'sql', close: () => sql.close() })
     const applied = await wait(`the database (${sql.describe})`, () =>
       migrateSchema(sql, config.sequencing.schema),
     )

@@ -12,7 +12,6 @@ import { defineAggregate, defineDomain, defineEvent } from '../../src/applicatio
 import { createSnapshotStore } from '../../src/application/snapshots.ts'
 import { createTestService } from '../../src/application/testing.ts'
 import type { TestService } from '../../src/application/testing.ts'
-import { loadConfig } from '../../src/config/env.ts'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { EventStore } from '../../src/event-store/event-store.ts'
 import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
@@ -45,8 +44,7 @@ type CommandStatus = {
   result?: { events: { event_type: string; sequence_number: number }[] }
 }
 
-const schemaOf = (svc: TestService): string =>
-  loadConfig({ CAIRN_MODE: 'embedded', CAIRN_DATA_DIR: svc.dataDir }).sequencing.schema
+const schemaOf = (svc: TestService): string => svc.schema
 
 describe('shop service, embedded, decided by the command worker', () => {
   let svc: TestService

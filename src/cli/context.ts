@@ -8,6 +8,9 @@ export const cliContext = (
   options: { quiet?: boolean } = {},
 ): { config: CairnConfig; logger: Logger } => {
   const config = loadConfig()
-  const logger = createPinoLogger({ level: options.quiet === true ? 'warn' : config.logLevel })
+  const logger = createPinoLogger({
+    level: options.quiet === true ? 'warn' : config.logLevel,
+    pretty: config.logFormat === 'pretty' || (config.logFormat === 'auto' && process.stdout.isTTY),
+  })
   return { config, logger }
 }

@@ -11,6 +11,8 @@ export type CairnConfig = {
   readonly mode: Mode
   readonly dataDir: string
   readonly logLevel: LogLevel
+  /** `auto`: readable lines on a terminal, JSON lines otherwise (a pipe, a file, a collector). */
+  readonly logFormat: 'auto' | 'json' | 'pretty'
   readonly http: { readonly host: string; readonly port: number }
   /** This process's stable member name in the registry (restarts re-claim their own work at once). */
   readonly memberName: string | undefined
@@ -217,6 +219,11 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
       warn: 'warn',
       error: 'error',
       silent: 'silent',
+    }),
+    logFormat: oneOf<'auto' | 'json' | 'pretty'>('LOG_FORMAT', 'auto', {
+      auto: 'auto',
+      json: 'json',
+      pretty: 'pretty',
     }),
     http: { host: httpHost, port: httpPort },
     memberName: member,

@@ -6,15 +6,16 @@ import type { EventStore } from '../event-store/event-store.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
 import type { Handle } from '../worker/worker.ts'
 import {
+  COMMAND_REJECTED,
   decisionEnvelopes,
-  decisionEventId,
+  firstEventIds,
   foldStream,
   parseCommandEnvelope,
   resultOf,
   runDecide,
 } from './decider.ts'
 import type { CommandResult } from './decider.ts'
-import type { SomeAggregate, DomainDefinition } from './define.ts'
+import type { SomeAggregate, SomeCommand, DomainDefinition, ReadState } from './define.ts'
 import type { SnapshotStore } from './snapshots.ts'
 
 export type CommandProcessorOptions = {
@@ -27,6 +28,11 @@ export type CommandProcessorOptions = {
   readonly maxConflicts?: number
   /** Aggregate states kept in memory (default 10,000; least recently used go first). */
   readonly cacheSize?: number
+  /**
+   * The `service` of the events it stores, by aggregate: the worker that decides them, when a
+   * runtime splits a domain's commands across workers (default `<domain>:commands`).
+   */
+  readonly service?: (aggregate: SomeAggregate) => string
   readonly now?: () => number
 }
 
@@ -121,8 +127,17 @@ export const createCommandProcessor = (options: CommandProcessorOptions): Comman
     }
   }
 
-  /** The whole stored decision whose first event is `first` (one append, so contiguous). */
-  const storedDecision = async (first: StoredEnvelope, commandId: string) => {
+  /**
+   * The whole stored decision whose first event is `first` (one append, so contiguous). A
+   * rejection is one event, and so is a typed decision of a command that emits one type.
+   */
+  const storedDecision = async (first: StoredEnvelope, command: SomeCommand, commandId: string) => {
+    if (
+      first.event_type === COMMAND_REJECTED ||
+      (domain.eventFormat === 'typed' && command.emits.length === 1)
+    ) {
+      return [first]
+    }
     const rest = await es.readStream(first.aggregate_type, first.aggregate_id, {
       fromSeq: first.sequence_number,
     })
@@ -141,31 +156,56 @@ export const createCommandProcessor = (options: CommandProcessorOptions): Comman
         { event_id: envelope.event_id, reason: parsed.reason },
         'rejecting a malformed command',
       )
-      return { outcome: 'rejected', events: [], code: 'INVALID_COMMAND', reason: parsed.reason }
+      return {
+        outcome: 'rejected',
+        events: [],
+        code: domain.invalidCommandCode,
+        reason: parsed.reason,
+      }
     }
     const { command, payload, commandId } = parsed
     const aggregate = command.aggregate
     const id = envelope.aggregate_id
-    const earlier = await es.getByEventId(decisionEventId(commandId, id, 0))
-    if (earlier !== null) return resultOf(await storedDecision(earlier, commandId))
+    // An outcome stored by an earlier try (several possible ids are looked up at once).
+    const earlier = await Promise.all(
+      firstEventIds(domain, command, commandId, id).map((e) => es.getByEventId(e)),
+    )
+    const first = earlier.find((e) => e !== null)
+    if (first !== undefined && first !== null) {
+      return resultOf(await storedDecision(first, command, commandId))
+    }
 
     // The command is usually its aggregate's latest event: a cached state one behind it moves
-    // past it without reading (commands do not change state).
+    // past it without reading (commands do not change state), and a command that opens its
+    // stream needs no read at all.
     const key = `${aggregate.type}\u0000${id}`
     const cached = cache.get(key)
     if (cached !== undefined && cached.seq === envelope.sequence_number - 1) {
       cached.seq = envelope.sequence_number
+    } else if (cached === undefined && envelope.sequence_number === 1) {
+      keep(key, { seq: 1, state: aggregate.initialState() })
     }
+    const service = options.service?.(aggregate)
+    const load = command.load as ((c: unknown, read: ReadState) => Promise<unknown>) | null
     for (let attempt = 1; ; attempt++) {
       const current = await es.currentSequence(aggregate.type, id)
       const { state } = await stateAt(aggregate, id, current)
+      const read = (async (other: SomeAggregate, otherId: string) =>
+        other === aggregate && otherId === id
+          ? state
+          : (await stateAt(other, otherId, await es.currentSequence(other.type, otherId)))
+              .state) as ReadState
       const decision = runDecide(command, payload, state, {
         commandId,
         actor: envelope.actor,
         sequence: current,
         submittedAt: envelope.occurred_at,
+        loaded: load === null ? undefined : await load(payload, read),
       })
-      const envelopes = decisionEnvelopes(domain, command, envelope, commandId, decision, now)
+      const envelopes = decisionEnvelopes(domain, command, envelope, commandId, decision, {
+        now,
+        ...(service === undefined ? {} : { service }),
+      })
       // A decision with no events changes nothing and stores nothing: a redelivery decides again.
       if (envelopes.length === 0) return { outcome: 'completed', events: [] }
       try {

@@ -86,7 +86,9 @@ export const commandEnvelope = (
         command_id: opts.commandId,
         command_type: command.type,
         expected_seq: opts.expectedSeq ?? null,
-        payload,
+        ...(command.storage === null
+          ? { payload }
+          : (command.storage.data as (c: unknown) => Record<string, unknown>)(payload)),
       },
       metadata: {
         kind: 'command',
@@ -128,7 +130,12 @@ export const parseCommandEnvelope = (
   if (envelope.event_type !== `${command.type}_REQUESTED`) {
     return bad(`event type ${envelope.event_type} does not match command type ${command.type}`)
   }
-  const payload = envelope.data['payload']
+  let payload = envelope.data['payload']
+  if (command.storage !== null) {
+    const read = command.storage.read(envelope)
+    if (!read.ok) return bad(read.reason)
+    payload = read.command
+  }
   const problems = problemsOf(command.schema, payload, '/data/payload')
   if (problems.length > 0) return bad(problems.map((p) => `${p.pointer}: ${p.message}`).join('; '))
   const p = payload as Record<string, unknown>
@@ -234,10 +241,10 @@ export const runDecide = (
   command: SomeCommand,
   payload: Readonly<Record<string, unknown>>,
   state: unknown,
-  ctx: DecideContext,
+  ctx: Omit<DecideContext, 'loaded'> & { readonly loaded?: unknown },
 ): Decision => {
-  const decide = command.decide as (c: unknown, s: unknown, ctx: DecideContext) => unknown
-  const out = decide(payload, state, ctx)
+  const decide = command.decide as (c: unknown, s: unknown, ctx: unknown) => unknown
+  const out = decide(payload, state, { ...ctx, loaded: ctx.loaded })
   if (isRejection(out)) return { outcome: 'rejected', rejection: out }
   if (!Array.isArray(out)) {
     throw new CairnError(
@@ -246,11 +253,11 @@ export const runDecide = (
     )
   }
   const events = (out as readonly { type: string; data: unknown }[]).map((e, i) => {
-    const def = command.aggregate.events.find((d) => d.type === e?.type)
+    const def = command.emits.find((d) => d.type === e?.type)
     if (def === undefined) {
       throw new CairnError(
         ErrorCode.INVALID_ENVELOPE,
-        `${command.type}: decide returned event ${JSON.stringify(e?.type)} (#${i}), not one of ${command.aggregate.type}'s events`,
+        `${command.type}: decide returned event ${JSON.stringify(e?.type)} (#${i}), not one of ${command.emits === command.aggregate.events ? `${command.aggregate.type}'s events` : `the events it emits (${command.emits.map((d) => d.type).join(', ')})`}`,
       )
     }
     const problems = problemsOf(def.schema, e.data)
@@ -269,6 +276,28 @@ export const runDecide = (
 export const decisionEventId = (commandId: string, aggregateId: string, index: number): string =>
   domainEventId(commandId, `#${index}`, aggregateId)
 
+/**
+ * The ids the first event of a command's decision may have (one, unless the domain's events are
+ * `typed`): where an outcome stored by an earlier try is looked up.
+ */
+export const firstEventIds = (
+  domain: DomainDefinition,
+  command: SomeCommand,
+  commandId: string,
+  aggregateId: string,
+): string[] =>
+  domain.eventFormat === 'indexed'
+    ? [decisionEventId(commandId, aggregateId, 0)]
+    : [...command.emits.map((e) => e.type), COMMAND_REJECTED].map((type) =>
+        domainEventId(commandId, type, aggregateId),
+      )
+
+export type DecisionEnvelopeOptions = {
+  /** The `service` of the envelopes: the worker that decides (default `<domain>:commands`). */
+  readonly service?: string
+  readonly now?: () => number
+}
+
 /** The envelopes of a decision, on the command's aggregate, with deterministic ids. */
 export const decisionEnvelopes = (
   domain: DomainDefinition,
@@ -276,13 +305,18 @@ export const decisionEnvelopes = (
   commandEnvelope: StoredEnvelope,
   commandId: string,
   decision: Decision,
-  now: () => number = Date.now,
+  options: DecisionEnvelopeOptions = {},
 ): EventEnvelope[] => {
   const m = commandEnvelope.metadata
+  const aggregateId = commandEnvelope.aggregate_id
+  const idOf = (index: number, type: string): string =>
+    domain.eventFormat === 'indexed'
+      ? decisionEventId(commandId, aggregateId, index)
+      : domainEventId(commandId, type, aggregateId)
   const base = (index: number, type: string, data: Record<string, unknown>, version: number) =>
     createEnvelope(
       {
-        event_id: decisionEventId(commandId, commandEnvelope.aggregate_id, index),
+        event_id: idOf(index, type),
         event_type: type,
         aggregate_type: commandEnvelope.aggregate_type,
         aggregate_id: commandEnvelope.aggregate_id,
@@ -294,24 +328,33 @@ export const decisionEnvelopes = (
           kafka_topic: command.aggregate.topics.events,
           ordering_key: commandEnvelope.aggregate_id,
           command_id: commandId,
-          command_type: command.type,
-          service: `${domain.name}:commands`,
+          ...(domain.eventFormat === 'indexed' ? { command_type: command.type } : {}),
+          service: options.service ?? `${domain.name}:commands`,
           ...(typeof m.correlation_id === 'string' ? { correlation_id: m.correlation_id } : {}),
           ...(typeof m.traceparent === 'string' ? { traceparent: m.traceparent } : {}),
         },
       },
-      now,
+      options.now,
     )
   if (decision.outcome === 'rejected') {
-    const { code, reason } = decision.rejection
+    const { code, reason, details } = decision.rejection
     return [
       base(
         0,
         COMMAND_REJECTED,
-        { command_id: commandId, command_type: command.type, code, reason },
+        { command_id: commandId, command_type: command.type, code, reason, ...details },
         1,
       ),
     ]
+  }
+  if (
+    domain.eventFormat === 'typed' &&
+    new Set(decision.events.map((e) => e.type)).size < decision.events.length
+  ) {
+    throw new CairnError(
+      ErrorCode.INVALID_ENVELOPE,
+      `${command.type}: a decision of a domain with typed events emits each event type at most once`,
+    )
   }
   return decision.events.map((e, i) => {
     const def = command.aggregate.events.find((d) => d.type === e.type) as EventDefinition

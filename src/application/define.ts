@@ -1,4 +1,5 @@
 import type { Static, TSchema } from 'typebox'
+import type { StoredEnvelope } from '../core/envelope.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
 
@@ -103,8 +104,8 @@ export type AggregateDefinition<
    * that `decide` is typed by the aggregate's concrete state and events: its event literals keep
    * their types without annotations.
    */
-  readonly command: <const CT extends string, S extends TSchema>(
-    spec: CommandSpec<CT, S, State, EventOf<E>>,
+  readonly command: <const CT extends string, S extends TSchema, L = undefined>(
+    spec: CommandSpec<CT, S, State, EventOf<E>, L>,
   ) => CommandDefinition<CT, S, AggregateDefinition<Type, State, E>>
 }
 
@@ -178,7 +179,7 @@ export const defineAggregate = <
     command: (commandSpec) =>
       buildCommand(
         aggregate as unknown as AggregateDefinition,
-        commandSpec as CommandSpec<string, TSchema, unknown, unknown>,
+        commandSpec as CommandSpec<string, TSchema, unknown, unknown, unknown>,
       ) as never,
   })
   return aggregate
@@ -198,10 +199,16 @@ export type Rejection = {
   /** Stable and machine-readable, e.g. `INSUFFICIENT_FUNDS`. */
   readonly code: string
   readonly reason: string
+  /** Facts stored with the rejection beside its code and reason (e.g. which ids it was about). */
+  readonly details?: Readonly<Record<string, unknown>>
 }
 
-export const reject = (code: string, reason: string): Rejection =>
-  Object.freeze({ rejected: true, code, reason })
+export const reject = (
+  code: string,
+  reason: string,
+  details?: Readonly<Record<string, unknown>>,
+): Rejection =>
+  Object.freeze({ rejected: true, code, reason, ...(details === undefined ? {} : { details }) })
 
 export const isRejection = (v: unknown): v is Rejection =>
   typeof v === 'object' && v !== null && (v as { rejected?: unknown }).rejected === true
@@ -215,13 +222,37 @@ export type Expectation =
   /** Optional: without one, the command is stored whatever the sequence (the default). */
   | 'any'
 
-export type DecideContext = {
+export type DecideContext<L = undefined> = {
   readonly commandId: string
   readonly actor: string | null
   /** The aggregate's sequence the decision is based on (0: nothing stored yet). */
   readonly sequence: number
   /** The time the command was stored (ISO-8601): a decision is repeatable, so no clock. */
   readonly submittedAt: string
+  /** What the command's `load` read for this decision (undefined for a command without one). */
+  readonly loaded: L
+}
+
+/**
+ * An aggregate's current state, for a command's `load`: from the processor's cache, snapshots
+ * and the events after them. The command's own aggregate reads as the decision sees it.
+ */
+export type ReadState = <A extends SomeAggregate>(
+  aggregate: A,
+  aggregateId: string,
+) => Promise<StateOf<A>>
+
+/**
+ * How a command is kept in its envelope, for a domain whose commands have a stored format of
+ * their own (without one, the command is `data.payload`).
+ */
+export type CommandStorage<C> = {
+  /** The envelope's data after `command_id`, `command_type` and `expected_seq`. */
+  readonly data: (command: C) => Record<string, unknown>
+  /** The command back from its envelope (then checked against the schema), or why it cannot be. */
+  readonly read: (
+    envelope: StoredEnvelope,
+  ) => { readonly ok: true; readonly command: C } | { readonly ok: false; readonly reason: string }
 }
 
 export type CommandDefinition<
@@ -237,8 +268,11 @@ export type CommandDefinition<
   readonly decide: (
     command: Static<Schema>,
     state: StateOf<A>,
-    ctx: DecideContext,
+    ctx: DecideContext<never>,
   ) => readonly AggregateEventOf<A>[] | Rejection
+  readonly load: ((command: Static<Schema>, read: ReadState) => Promise<unknown>) | null
+  readonly emits: readonly EventDefinition[]
+  readonly storage: CommandStorage<Static<Schema>> | null
   readonly expect: Expectation
   /**
    * Its route (default `POST /api/v1/<domain>/<command-type>`; path params join the body), or
@@ -260,14 +294,20 @@ export type SomeCommand = {
   readonly schema: TSchema
   readonly aggregate: SomeAggregate
   readonly aggregateId: (command: never) => string
-  readonly decide: (command: never, state: never, ctx: DecideContext) => unknown
+  readonly decide: (command: never, state: never, ctx: DecideContext<never>) => unknown
+  readonly load: ((command: never, read: ReadState) => Promise<unknown>) | null
+  readonly emits: readonly EventDefinition[]
+  readonly storage: {
+    readonly data: CommandStorage<never>['data']
+    readonly read: CommandStorage<unknown>['read']
+  } | null
   readonly expect: Expectation
   readonly http: CommandHttp | null
   readonly description?: string
 }
 
 /** What a command declaration gives (see `AggregateDefinition.command`). */
-export type CommandSpec<CT extends string, S extends TSchema, State, Ev> = {
+export type CommandSpec<CT extends string, S extends TSchema, State, Ev, L = undefined> = {
   readonly type: CT
   readonly schema: S
   /** The id of the aggregate the command targets, from the command. */
@@ -276,8 +316,17 @@ export type CommandSpec<CT extends string, S extends TSchema, State, Ev> = {
   readonly decide: (
     command: Static<S>,
     state: State,
-    ctx: DecideContext,
+    ctx: DecideContext<L>,
   ) => readonly Ev[] | Rejection
+  /**
+   * Reads what the decision depends on beyond its aggregate's state (other aggregates, through
+   * `read`), before each try of the decision; `decide` finds it as `ctx.loaded`.
+   */
+  readonly load?: (command: Static<S>, read: ReadState) => Promise<L>
+  /** The events the command may emit (default: all of its aggregate's); `decide` is held to it. */
+  readonly emits?: readonly EventDefinition[]
+  /** Its stored format, when it has one of its own (see `CommandStorage`). */
+  readonly storage?: CommandStorage<Static<S>>
   readonly expect?: Expectation
   /** Its route; `false`: none (a command only process managers send, e.g. a transfer's credit). */
   readonly http?: { readonly method?: CommandHttp['method']; readonly path?: string } | false
@@ -286,9 +335,17 @@ export type CommandSpec<CT extends string, S extends TSchema, State, Ev> = {
 
 const buildCommand = (
   aggregate: AggregateDefinition,
-  spec: CommandSpec<string, TSchema, unknown, unknown>,
+  spec: CommandSpec<string, TSchema, unknown, unknown, unknown>,
 ): CommandDefinition => {
   checkName('command type', spec.type)
+  for (const e of spec.emits ?? []) {
+    if (!aggregate.events.includes(e)) {
+      throw new CairnError(
+        ErrorCode.INVALID_CONFIG,
+        `command ${spec.type} emits ${e.type}, not an event of ${aggregate.type}`,
+      )
+    }
+  }
   return Object.freeze({
     kind: 'command',
     type: spec.type,
@@ -296,6 +353,9 @@ const buildCommand = (
     aggregate,
     aggregateId: spec.aggregateId,
     decide: spec.decide as CommandDefinition['decide'],
+    load: spec.load ?? null,
+    emits: spec.emits ?? aggregate.events,
+    storage: spec.storage ?? null,
     expect: spec.expect ?? 'any',
     http:
       spec.http === false
@@ -441,6 +501,16 @@ export type DomainDefinition = {
   readonly processManagers: readonly SomeProcessManager[]
   readonly projections: readonly SomeProjection[]
   readonly queries: readonly SomeQuery[]
+  /**
+   * The format of a decision's events. `indexed` (the default): an event's id is fixed by its
+   * command, aggregate and place in the decision, and its metadata names the command type.
+   * `typed`, the format of events stored before the application API (the ontology's): the id is
+   * fixed by command, aggregate and event type (a decision emits each type at most once), and the
+   * metadata has no `command_type`.
+   */
+  readonly eventFormat: 'indexed' | 'typed'
+  /** The rejection code of a command that cannot be read back (default `INVALID_COMMAND`). */
+  readonly invalidCommandCode: string
 }
 
 const DOMAIN_NAME = /^[a-z][a-z0-9_]{0,62}$/
@@ -470,6 +540,8 @@ export const defineDomain = (spec: {
   readonly processManagers?: readonly SomeProcessManager[]
   readonly projections?: readonly SomeProjection[]
   readonly queries?: readonly SomeQuery[]
+  readonly eventFormat?: 'indexed' | 'typed'
+  readonly invalidCommandCode?: string
 }): DomainDefinition => {
   const fail = (message: string): never => {
     throw new CairnError(ErrorCode.INVALID_CONFIG, `domain ${spec.name}: ${message}`)
@@ -551,5 +623,7 @@ export const defineDomain = (spec: {
     processManagers,
     projections,
     queries,
+    eventFormat: spec.eventFormat ?? 'indexed',
+    invalidCommandCode: spec.invalidCommandCode ?? 'INVALID_COMMAND',
   })
 }

@@ -43,7 +43,13 @@ export const given = (
   when<C extends SomeCommand>(
     command: C,
     payload: Static<C['schema']>,
-    ctx: { readonly commandId?: string; readonly actor?: string | null; readonly at?: string } = {},
+    ctx: {
+      readonly commandId?: string
+      readonly actor?: string | null
+      readonly at?: string
+      /** What the command's `load` would read (for a command that has one). */
+      readonly loaded?: unknown
+    } = {},
   ): ScenarioResult {
     const aggregate = command.aggregate
     const stored = events.map((e, i) => {
@@ -80,6 +86,7 @@ export const given = (
       actor: ctx.actor ?? null,
       sequence: stored.length,
       submittedAt: ctx.at ?? '2026-01-01T00:00:00.000Z',
+      loaded: ctx.loaded,
     })
     return {
       decision,

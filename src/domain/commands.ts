@@ -563,8 +563,18 @@ export const commandTarget = (cmd: DomainCommand): CommandTarget => {
   }
 }
 
-const payloadOf = (cmd: DomainCommand): Record<string, unknown> =>
-  'payload' in cmd ? cmd.payload : {}
+/** The ids a command names, as its envelope and its events' data hold them. */
+export const commandIds = (cmd: DomainCommand): Record<string, unknown> => ({
+  db_name: cmd.db,
+  ...('classId' in cmd ? { class_id: cmd.classId } : {}),
+  ...('instanceId' in cmd ? { instance_id: cmd.instanceId } : {}),
+})
+
+/** The command in its envelope's data, after `command_id`, `command_type` and `expected_seq`. */
+export const commandData = (cmd: DomainCommand): Record<string, unknown> => ({
+  ...commandIds(cmd),
+  payload: 'payload' in cmd ? cmd.payload : {},
+})
 
 export type CommandEnvelopeOptions = {
   readonly commandId: string
@@ -596,10 +606,7 @@ export const commandEnvelope = (
         command_id: opts.commandId,
         command_type: cmd.type,
         expected_seq: opts.expectedSeq,
-        db_name: cmd.db,
-        ...('classId' in cmd ? { class_id: cmd.classId } : {}),
-        ...('instanceId' in cmd ? { instance_id: cmd.instanceId } : {}),
-        payload: payloadOf(cmd),
+        ...commandData(cmd),
       },
       metadata: {
         kind: 'command',

@@ -1,4 +1,5 @@
 import type { StoredEnvelope } from '../core/envelope.ts'
+import { commandIds } from './commands.ts'
 import type { ClassPatch, CommandType, DomainCommand, InstanceData } from './commands.ts'
 import { isPropertyType, typeProblem } from './model.ts'
 import type { ClassDefinition, PropertyDef } from './model.ts'
@@ -82,61 +83,65 @@ const definitionOf = (data: Readonly<Record<string, unknown>>): ClassDefinition 
   properties: propertiesOf(data.properties),
 })
 
-const domainEvents = (events: readonly StoredEnvelope[]): StoredEnvelope[] =>
-  events.filter((e) => e.metadata.kind === 'domain')
+/** An event as `evolve` takes it (application/define.ts), and what it uses of the stored facts. */
+type Evolve<S> = (
+  state: S,
+  event: { readonly type: string; readonly data: Readonly<Record<string, unknown>> },
+  meta: { readonly sequence: number },
+) => S
+
+const foldWith =
+  <S>(evolve: Evolve<S | null>) =>
+  (events: readonly StoredEnvelope[]): S | null =>
+    events
+      .filter((e) => e.metadata.kind === 'domain')
+      .reduce<S | null>(
+        (s, e) => evolve(s, { type: e.event_type, data: e.data }, { sequence: e.sequence_number }),
+        null,
+      )
 
 /** A database's state by its own stream (null: never created, or deleted). */
-export const foldDatabase = (events: readonly StoredEnvelope[]): DatabaseState | null => {
-  let state: DatabaseState | null = null
-  for (const e of domainEvents(events)) {
-    if (e.event_type === 'DATABASE_CREATED') {
-      state = {
-        name: text(e.data.name) ?? e.aggregate_id,
-        description: text(e.data.description),
-        generation: e.sequence_number,
-      }
-    } else if (e.event_type === 'DATABASE_DELETED') {
-      state = null
+export const evolveDatabase: Evolve<DatabaseState | null> = (state, { type, data }, meta) => {
+  if (type === 'DATABASE_CREATED') {
+    return {
+      name: text(data.name) ?? text(data.db_name) ?? '',
+      description: text(data.description),
+      generation: meta.sequence,
     }
   }
-  return state
+  return type === 'DATABASE_DELETED' ? null : state
 }
 
 /** A class's state by its own stream; whether it is live also depends on its database. */
-export const foldClass = (events: readonly StoredEnvelope[]): ClassState | null => {
-  let state = null as ClassState | null
-  for (const e of domainEvents(events)) {
-    if (e.event_type === 'ONTOLOGY_CLASS_CREATED') {
-      state = {
-        definition: definitionOf(e.data),
-        generation: e.sequence_number,
-        db_generation: int(e.data.db_generation),
-      }
-    } else if (e.event_type === 'ONTOLOGY_CLASS_UPDATED' && state !== null) {
-      state = { ...state, definition: definitionOf(e.data) }
-    } else if (e.event_type === 'ONTOLOGY_CLASS_DELETED') {
-      state = null
+export const evolveClass: Evolve<ClassState | null> = (state, { type, data }, meta) => {
+  if (type === 'ONTOLOGY_CLASS_CREATED') {
+    return {
+      definition: definitionOf(data),
+      generation: meta.sequence,
+      db_generation: int(data.db_generation),
     }
   }
-  return state
+  if (type === 'ONTOLOGY_CLASS_UPDATED' && state !== null) {
+    return { ...state, definition: definitionOf(data) }
+  }
+  return type === 'ONTOLOGY_CLASS_DELETED' ? null : state
 }
 
 /** An instance's state by its own stream; whether it is live also depends on its class. */
-export const foldInstance = (events: readonly StoredEnvelope[]): InstanceState | null => {
-  let state: InstanceState | null = null
-  for (const e of domainEvents(events)) {
-    if (e.event_type === 'INSTANCE_CREATED' || e.event_type === 'INSTANCE_UPDATED') {
-      state = {
-        data: isRecord(e.data.data) ? e.data.data : {},
-        class_generation: int(e.data.class_generation),
-        db_generation: int(e.data.db_generation),
-      }
-    } else if (e.event_type === 'INSTANCE_DELETED') {
-      state = null
+export const evolveInstance: Evolve<InstanceState | null> = (state, { type, data }) => {
+  if (type === 'INSTANCE_CREATED' || type === 'INSTANCE_UPDATED') {
+    return {
+      data: isRecord(data.data) ? data.data : {},
+      class_generation: int(data.class_generation),
+      db_generation: int(data.db_generation),
     }
   }
-  return state
+  return type === 'INSTANCE_DELETED' ? null : state
 }
+
+export const foldDatabase = foldWith(evolveDatabase)
+export const foldClass = foldWith(evolveClass)
+export const foldInstance = foldWith(evolveInstance)
 
 /** The class if it is live under this (live) database. */
 export const liveClass = (cls: ClassState | null, db: DatabaseState | null): ClassState | null =>
@@ -182,12 +187,6 @@ export type Decision =
       readonly data: Record<string, unknown>
     }
 
-const ids = (cmd: DomainCommand): Record<string, unknown> => ({
-  db_name: cmd.db,
-  ...('classId' in cmd ? { class_id: cmd.classId } : {}),
-  ...('instanceId' in cmd ? { instance_id: cmd.instanceId } : {}),
-})
-
 const reject = (
   cmd: DomainCommand,
   commandId: string,
@@ -205,7 +204,7 @@ const reject = (
     code,
     reason,
     aggregate_exists: aggregateExists,
-    ...ids(cmd),
+    ...commandIds(cmd),
   },
 })
 
@@ -216,7 +215,7 @@ const complete = (
 ): Decision => ({
   outcome: 'completed',
   eventType: SUCCESS_EVENT[cmd.type],
-  data: { command_id: commandId, ...ids(cmd), ...data },
+  data: { command_id: commandId, ...commandIds(cmd), ...data },
 })
 
 /** JSON merge patch at the top level: `null` removes a property, anything else replaces it. */

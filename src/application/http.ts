@@ -2,7 +2,6 @@ import type { TSchema } from 'typebox'
 import { Value } from 'typebox/value'
 import { canonicalJson } from '../core/envelope.ts'
 import type { EventEnvelope, StoredEnvelope } from '../core/envelope.ts'
-import type { Logger } from '../core/ports/logger.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import {
@@ -17,14 +16,7 @@ import {
   notFound,
   validationFailed,
 } from '../http/pipeline.ts'
-import type {
-  Ctx,
-  FieldProblem,
-  HttpApp,
-  HttpObserver,
-  ReadyReport,
-  RouteHandler,
-} from '../http/pipeline.ts'
+import type { Ctx, FieldProblem, HttpApp, RouteHandler, ServingOptions } from '../http/pipeline.ts'
 import { problem } from '../http/problem.ts'
 import type { HttpResponse } from '../http/problem.ts'
 import { createRouter } from '../http/router.ts'
@@ -41,21 +33,15 @@ import { handlerNames, projectionContext } from './reactions.ts'
  * OpenAPI document of exactly these. The request pipeline (authentication, limits, problem+json,
  * request ids, metrics) is the OMS's own (http/pipeline.ts).
  */
-export type DomainAppOptions = {
+export type DomainAppOptions = ServingOptions & {
   readonly domain: DomainDefinition
   readonly eventStore: EventStore
   /** The database of the projections (and the registry). */
   readonly sql: SqlQueryable
   readonly schema: string
   readonly commandRecords: (eventId: string) => Promise<readonly RegistryRow[]>
-  readonly auth: { readonly tokens: readonly string[] } | 'disabled'
   /** Decides a stored command in this process (inline mode): its outcome, or null to leave it. */
   readonly decideNow?: (stored: StoredEnvelope) => Promise<CommandResult | null>
-  readonly maxBodyBytes?: number
-  readonly maxInFlight?: number
-  readonly ready?: () => Promise<ReadyReport>
-  readonly metrics?: HttpObserver
-  readonly logger?: Logger
 }
 
 const pathParams = (path: string): string[] =>
@@ -235,14 +221,9 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
     inline: options.decideNow !== undefined,
   })
   return createHttpPipeline(router, {
-    auth: options.auth,
+    ...options,
     openapi: () => document,
     component: domain.name,
-    ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
-    ...(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight }),
-    ...(options.ready === undefined ? {} : { ready: options.ready }),
-    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
-    ...(options.logger === undefined ? {} : { logger: options.logger }),
   })
 }
 

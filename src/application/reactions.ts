@@ -3,6 +3,7 @@ import { CairnError, ErrorCode } from '../core/errors.ts'
 import type { Sql } from '../core/ports/sql.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
+import { replayIntoHandler } from '../registry/replay.ts'
 import type { Handle, HandleBatch, HandlerContext } from '../worker/worker.ts'
 import { commandEnvelope, metaOf, problemsOf, reactionCommandId, upcastData } from './decider.ts'
 import type {
@@ -168,66 +169,20 @@ export const rebuildDeclaredProjection = async (options: {
   readonly onProgress?: (applied: number) => void
 }): Promise<number> => {
   const { domain, projection, eventStore, sql, schema, registry } = options
-  const handler = handlerNames(domain).projection(projection.name)
-  const batchSize = options.batchSize ?? 500
-  const live = await sql.query<{ n: string }>(
-    `SELECT count(*) AS n FROM ${schema}.processed_events
-      WHERE handler = $1 AND status = 'processing' AND lease_until > now()`,
-    [handler],
-  )
-  if (Number(live[0]?.n ?? 0) > 0) {
-    throw new CairnError(
-      ErrorCode.INVALID_CONFIG,
-      `projection ${projection.name}: its worker is running (it holds live claims): stop it before rebuilding`,
-    )
-  }
   await setupProjection(sql, projection, schema)
-  await sql.transaction(async (tx) => {
-    await projection.reset(projectionContext(tx, schema))
-    await tx.query(`DELETE FROM ${schema}.processed_events WHERE handler = $1`, [handler])
-    await tx.query(`DELETE FROM ${schema}.aggregate_versions WHERE handler = $1`, [handler])
-  })
   const { handleBatch } = createProjectionHandlers({ domain, projection, schema })
   const signal = new AbortController().signal
-  let applied = 0
-  const apply = async (batch: readonly StoredEnvelope[]): Promise<void> => {
-    const outcomes = await registry.claim(
-      handler,
-      batch.map((e) => ({
-        eventId: e.event_id,
-        aggregateType: e.aggregate_type,
-        aggregateId: e.aggregate_id,
-        seq: e.sequence_number,
-      })),
-    )
-    // One event per aggregate per claim round: the rest of an aggregate waits for the next one.
-    const claimed = batch.filter((e) => outcomes.get(e.event_id) === 'claimed')
-    const waiting = batch.filter((e) => outcomes.get(e.event_id) === 'in_progress')
-    await sql.transaction(async (tx) => {
-      const results = await handleBatch(claimed, { tx, attempt: 1, signal })
-      const marked = await registry.markDone(
-        handler,
-        claimed.map((e, i) => ({ eventId: e.event_id, result: results[i] })),
-        tx,
-      )
-      if (marked.size !== claimed.length) {
-        throw new CairnError(ErrorCode.APPEND_FAILED, 'a claim was taken over during the rebuild')
-      }
-    })
-    applied += claimed.length
-    options.onProgress?.(applied)
-    if (waiting.length > 0) await apply(waiting)
-  }
   const types = new Set(projection.events.map((e) => e.type))
-  let batch: StoredEnvelope[] = []
-  for await (const e of eventStore.readByDate(0, Number.POSITIVE_INFINITY)) {
-    if (e.metadata.kind !== 'domain' || !types.has(e.event_type)) continue
-    batch.push(e)
-    if (batch.length >= batchSize) {
-      await apply(batch)
-      batch = []
-    }
-  }
-  if (batch.length > 0) await apply(batch)
-  return applied
+  return replayIntoHandler({
+    sql,
+    schema,
+    registry,
+    handler: handlerNames(domain).projection(projection.name),
+    reset: (tx) => projection.reset(projectionContext(tx, schema)),
+    events: eventStore.readByDate(0, Number.POSITIVE_INFINITY),
+    takes: (e) => e.metadata.kind === 'domain' && types.has(e.event_type),
+    apply: (batch, tx) => handleBatch(batch, { tx, attempt: 1, signal }),
+    ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
+    ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
+  })
 }

@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import { cliContext } from '../cli/context.ts'
 import { runCommand } from '../cli/run.ts'
 import { runService } from '../cli/service.ts'
+import { requireAuth } from '../cli/start.ts'
 import { openWriteSide } from '../config/compose.ts'
 import type { CairnConfig } from '../config/env.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
@@ -31,16 +32,6 @@ const banner =
     lines.push('Press Ctrl+C to stop.')
     return lines.join('\n')
   }
-
-const requireAuth = (config: CairnConfig): void => {
-  if (config.mode === 'distributed' && config.oms.tokens.length === 0 && !config.oms.authDisabled) {
-    throw new CairnError(
-      ErrorCode.INVALID_CONFIG,
-      'the OMS refuses to start in distributed mode without OMS_API_TOKENS (comma-separated bearer tokens); ' +
-        'set OMS_AUTH_DISABLED=true to run it without authentication on purpose',
-    )
-  }
-}
 
 const requireDistributed = (domain: DomainDefinition, command: string) => (config: CairnConfig) => {
   if (config.mode !== 'distributed') {

@@ -4,8 +4,8 @@ import type { PrometheusMetrics } from '../adapters/metrics/prometheus.ts'
 import { closeAll, openBus, openWriteSide } from '../config/compose.ts'
 import type { WriteSide } from '../config/compose.ts'
 import type { CairnConfig } from '../config/env.ts'
-import { openRegistry, runPublisher, writeSideReady } from '../config/runtime.ts'
-import type { CairnRuntime } from '../config/runtime.ts'
+import { openRegistry, processReadiness, runPublisher } from '../config/runtime.ts'
+import type { CairnRuntime, Trouble } from '../config/runtime.ts'
 import { noWait } from '../config/startup.ts'
 import type { StartupGate } from '../config/startup.ts'
 import { randomUUID } from 'node:crypto'
@@ -14,7 +14,7 @@ import type { Bus } from '../core/ports/bus.ts'
 import type { Sql } from '../core/ports/sql.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
-import type { HttpApp, ReadyReport } from '../http/app.ts'
+import type { HttpApp } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
 import { createWorker } from '../worker/worker.ts'
 import type { Handle, HandleBatch, Worker } from '../worker/worker.ts'
@@ -182,7 +182,7 @@ export const openService = async (options: ServiceOptions): Promise<DomainServic
   const prefix = config.publisher.topicPrefix
   const parts: { name: string; close(): Promise<void> }[] = []
   const loops: { name: string; done: Promise<void> }[] = []
-  const troubles: { name: string; trouble: () => string | null }[] = []
+  const troubles: Trouble[] = []
   const close = () => closeAll(parts, logger)
   try {
     const ws = await openWriteSide(config, logger, {
@@ -250,20 +250,7 @@ export const openService = async (options: ServiceOptions): Promise<DomainServic
         parts.push({ name, close: () => worker.close().then(() => done) })
       }
     }
-    troubles.push({
-      name: 'appends',
-      trouble: () => ws.eventStore.appendsRefused()?.message ?? null,
-    })
-    const wsReady = writeSideReady(ws)
-    const ready = async (): Promise<ReadyReport> => {
-      if (!running()) return { ready: false, checks: { process: 'stopping' } }
-      const checks: Record<string, string> = { ...(await wsReady()).checks }
-      for (const { name, trouble } of troubles) {
-        const why = trouble()
-        checks[name] = why === null ? 'ok' : `paused: ${why.slice(0, 200)}`
-      }
-      return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
-    }
+    const ready = processReadiness(ws, troubles, running)
 
     // The OMS's registry: command status, and the claims of inline decisions (kept alive, so
     // that a crashed OMS's claims are taken over as fast as a worker's, C2).

@@ -13,7 +13,8 @@ const banner = (url: string): string =>
     'Press Ctrl+C to stop.',
   ].join('\n')
 
-const requireAuth = (config: CairnConfig): void => {
+/** The OMS in distributed mode needs bearer tokens, or authentication turned off on purpose. */
+export const requireAuth = (config: CairnConfig): void => {
   if (config.mode === 'distributed' && config.oms.tokens.length === 0 && !config.oms.authDisabled) {
     throw new CairnError(
       ErrorCode.INVALID_CONFIG,

@@ -253,6 +253,35 @@ export const runPublisher = async (
   }
 }
 
+/** A loop's reason it cannot work now (a dependency away), or null: readiness reports it. */
+export type Trouble = { readonly name: string; readonly trouble: () => string | null }
+
+/**
+ * A process's readiness: 503 while it stops; else the write side's checks, each loop's trouble
+ * and whether appends are refused (the bucket holds segments the registry does not know, until
+ * it is reconciled).
+ */
+export const processReadiness = (
+  ws: WriteSide,
+  troubles: readonly Trouble[],
+  running: () => boolean,
+): (() => Promise<ReadyReport>) => {
+  const wsReady = writeSideReady(ws)
+  const all: readonly Trouble[] = [
+    ...troubles,
+    { name: 'appends', trouble: () => ws.eventStore.appendsRefused()?.message ?? null },
+  ]
+  return async () => {
+    if (!running()) return { ready: false, checks: { process: 'stopping' } }
+    const checks: Record<string, string> = { ...(await wsReady()).checks }
+    for (const { name, trouble } of all) {
+      const why = trouble()
+      checks[name] = why === null ? 'ok' : `paused: ${why.slice(0, 200)}`
+    }
+    return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
+  }
+}
+
 export type CairnComponents = {
   readonly oms: boolean
   readonly publisher: boolean
@@ -292,7 +321,7 @@ export const openCairn = async (
   const parts: { name: string; close(): Promise<void> }[] = []
   const loops: { name: string; done: Promise<void> }[] = []
   /** Why each loop cannot work now (a dependency away), or null: readiness reports it. */
-  const troubles: { name: string; trouble: () => string | null }[] = []
+  const troubles: Trouble[] = []
   const close = () => closeAll(parts, logger)
   try {
     const ws = await openWriteSide(config, logger, { wait })
@@ -321,21 +350,7 @@ export const openCairn = async (
         parts.push({ name, close: () => w.close().then(() => done) })
       })
     }
-    troubles.push({
-      name: 'appends',
-      // The bucket holds segments the registry does not know: appends are refused until reconciled.
-      trouble: () => ws.eventStore.appendsRefused()?.message ?? null,
-    })
-    const wsReady = writeSideReady(ws)
-    const ready = async (): Promise<ReadyReport> => {
-      if (!running()) return { ready: false, checks: { process: 'stopping' } }
-      const checks: Record<string, string> = { ...(await wsReady()).checks }
-      for (const { name, trouble } of troubles) {
-        const why = trouble()
-        checks[name] = why === null ? 'ok' : `paused: ${why.slice(0, 200)}`
-      }
-      return { ready: Object.values(checks).every((c) => c === 'ok'), checks }
-    }
+    const ready = processReadiness(ws, troubles, running)
     const app = components.oms
       ? openOmsApp(config, ws, logger, metrics, ready)
       : createOpsApp({ ready, metrics })

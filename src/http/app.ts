@@ -2,7 +2,6 @@ import { canonicalJson } from '../core/envelope.ts'
 import { ErrorCode, isCairnError } from '../core/errors.ts'
 import type { StoredEnvelope } from '../core/envelope.ts'
 import { silentLogger } from '../core/ports/logger.ts'
-import type { Logger } from '../core/ports/logger.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
 import {
   commandEnvelope,
@@ -51,7 +50,7 @@ import {
   pageOf,
   validationFailed,
 } from './pipeline.ts'
-import type { Ctx, HttpApp, HttpObserver, ReadyReport, RouteHandler } from './pipeline.ts'
+import type { Ctx, HttpApp, RouteHandler, ServingOptions } from './pipeline.ts'
 import { problem } from './problem.ts'
 import type { HttpResponse } from './problem.ts'
 import { createRouter } from './router.ts'
@@ -59,24 +58,13 @@ import { createRouter } from './router.ts'
 export type { HttpResponse } from './problem.ts'
 export type { HttpApp, HttpObserver, HttpRequest, ReadyReport } from './pipeline.ts'
 
-export type OmsAppOptions = {
+export type OmsAppOptions = ServingOptions & {
   readonly eventStore: EventStore
   /** The read model's database (the projection writes it). */
   readonly readModel: SqlQueryable
   readonly schema: string
   /** The registry's records of one event, per handler (command status). */
   readonly commandRecords: (eventId: string) => Promise<readonly RegistryRow[]>
-  /** Bearer tokens accepted on /api; `disabled`: no authentication (embedded, or explicitly). */
-  readonly auth: { readonly tokens: readonly string[] } | 'disabled'
-  readonly maxBodyBytes?: number
-  /**
-   * API requests handled at once (default 1,024); beyond, 503 at once. While a dependency hangs,
-   * requests wait for it up to its timeout: this bounds what they hold meanwhile.
-   */
-  readonly maxInFlight?: number
-  readonly ready?: () => Promise<ReadyReport>
-  readonly metrics?: HttpObserver
-  readonly logger?: Logger
 }
 
 /**

@@ -383,7 +383,8 @@ export const commandStatus =
     }
   }
 
-export type PipelineOptions = {
+/** How an app serves: authentication, limits, readiness, metrics (the OMS's and a domain's). */
+export type ServingOptions = {
   /** Bearer tokens accepted on /api; `disabled`: no authentication (embedded, or explicitly). */
   readonly auth: { readonly tokens: readonly string[] } | 'disabled'
   readonly maxBodyBytes?: number
@@ -395,6 +396,9 @@ export type PipelineOptions = {
   readonly ready?: () => Promise<ReadyReport>
   readonly metrics?: HttpObserver
   readonly logger?: Logger
+}
+
+export type PipelineOptions = ServingOptions & {
   /** The OpenAPI document served at /openapi.json */
   readonly openapi: () => unknown
   /** Checks path params before the handler runs (the OMS's ID_RULES check); null = fine */

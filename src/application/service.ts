@@ -4,7 +4,7 @@ import type { PrometheusMetrics } from '../adapters/metrics/prometheus.ts'
 import { closeAll, openBus, openWriteSide } from '../config/compose.ts'
 import type { WriteSide } from '../config/compose.ts'
 import type { CairnConfig } from '../config/env.ts'
-import { openRegistry, processReadiness, runPublisher } from '../config/runtime.ts'
+import { openRegistry, openWorker, processReadiness, runPublisher } from '../config/runtime.ts'
 import type { CairnRuntime, Trouble } from '../config/runtime.ts'
 import { noWait } from '../config/startup.ts'
 import type { StartupGate } from '../config/startup.ts'
@@ -16,8 +16,7 @@ import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { HttpApp } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
-import { createWorker } from '../worker/worker.ts'
-import type { Handle, HandleBatch, Worker } from '../worker/worker.ts'
+import type { Handle, HandleBatch } from '../worker/worker.ts'
 import { createCommandProcessor, decideInline } from './command-processor.ts'
 import type { CommandProcessor, LoadedState } from './command-processor.ts'
 import { commandEnvelope, problemsOf } from './decider.ts'
@@ -103,7 +102,7 @@ export type DomainService = CairnRuntime & {
 
 const topicName = (s: string): string => s.replace(/[^A-Za-z0-9._-]/g, '.')
 
-type WorkerSpec = {
+type DomainWorker = {
   readonly role: string
   readonly handler: string
   readonly topics: readonly string[]
@@ -118,9 +117,9 @@ const workerSpecs = (
   ws: WriteSide,
   schema: string,
   processor: CommandProcessor,
-): WorkerSpec[] => {
+): DomainWorker[] => {
   const names = handlerNames(domain)
-  const specs: WorkerSpec[] = []
+  const specs: DomainWorker[] = []
   if (domain.commands.length > 0) {
     specs.push({
       role: 'commands',
@@ -220,29 +219,19 @@ export const openService = async (options: ServiceOptions): Promise<DomainServic
     }
     if (components.workers && bus !== undefined) {
       for (const spec of workerSpecs(domain, ws, schema, processor)) {
-        const worker: Worker = createWorker({
+        const worker = openWorker(
+          config,
+          ws,
           bus,
-          registry: openRegistry(config, ws, `${domain.name}-${spec.role}`),
-          handler: spec.handler,
-          topics: spec.topics.map((t) => prefix + t),
-          groupId: prefix + topicName(spec.handler),
-          dlqTopic: prefix + dlqOf(domain, spec.role),
-          handle: spec.handle,
-          ...(spec.handleBatch === undefined ? {} : { handleBatch: spec.handleBatch }),
-          ...(spec.transactional ? { transactional: ws.sql } : {}),
-          maxAttempts: config.worker.maxAttempts,
-          batchSize: config.worker.batchSize,
-          concurrency: config.worker.concurrency,
-          commitIntervalMs: config.worker.commitIntervalMs,
-          heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,
-          loadEnvelope: (id) => ws.eventStore.getByEventId(id),
           logger,
-        })
-        metrics.addSource({
-          component: 'worker',
-          labels: { handler: spec.handler },
-          read: () => worker.metrics(),
-        })
+          {
+            ...spec,
+            role: `${domain.name}-${spec.role}`,
+            group: topicName(spec.handler),
+            dlq: dlqOf(domain, spec.role),
+          },
+          metrics,
+        )
         const done = worker.run()
         const name = `${spec.role} worker`
         loops.push({ name, done })

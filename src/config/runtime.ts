@@ -99,6 +99,55 @@ export const openRegistry = (
     ownerTimeoutMs: config.registry.heartbeatIntervalSeconds * 3 * 1000,
   })
 
+/** What makes one worker: its registry name, topics (unprefixed), group, DLQ and side effect. */
+export type WorkerSpec = {
+  /** Names its registry member (`<role>@<host>` unless CAIRN_MEMBER_NAME). */
+  readonly role: string
+  readonly handler: string
+  readonly topics: readonly string[]
+  readonly group: string
+  readonly dlq: string
+  readonly handle: Handle
+  readonly handleBatch?: HandleBatch
+  readonly transactional: boolean
+}
+
+/** A worker as configured (batching, retries, heartbeats), not yet running; its topics exist. */
+export const openWorker = (
+  config: CairnConfig,
+  ws: WriteSide,
+  bus: Bus,
+  logger: Logger,
+  spec: WorkerSpec,
+  metrics?: PrometheusMetrics,
+): Worker => {
+  const prefix = config.publisher.topicPrefix
+  const worker = createWorker({
+    bus,
+    registry: openRegistry(config, ws, spec.role),
+    handler: spec.handler,
+    topics: spec.topics.map((t) => prefix + t),
+    groupId: prefix + spec.group,
+    dlqTopic: prefix + spec.dlq,
+    handle: spec.handle,
+    ...(spec.handleBatch === undefined ? {} : { handleBatch: spec.handleBatch }),
+    ...(spec.transactional ? { transactional: ws.sql } : {}),
+    maxAttempts: config.worker.maxAttempts,
+    batchSize: config.worker.batchSize,
+    concurrency: config.worker.concurrency,
+    commitIntervalMs: config.worker.commitIntervalMs,
+    heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,
+    loadEnvelope: (id) => ws.eventStore.getByEventId(id),
+    logger,
+  })
+  metrics?.addSource({
+    component: 'worker',
+    labels: { handler: spec.handler },
+    read: () => worker.metrics(),
+  })
+  return worker
+}
+
 /** The domain's workers of the given roles, not yet running; their topics exist already. */
 export const openWorkers = (
   config: CairnConfig,
@@ -107,37 +156,18 @@ export const openWorkers = (
   logger: Logger,
   roles: readonly WorkerRole[],
   metrics?: PrometheusMetrics,
-): Worker[] => {
-  const prefix = config.publisher.topicPrefix
-  return roles.map((role) => {
+): Worker[] =>
+  roles.map((role) => {
     const spec = ROLES[role]
-    const { handle, handleBatch } = spec.handlers(ws, config, logger)
-    const worker = createWorker({
+    return openWorker(
+      config,
+      ws,
       bus,
-      registry: openRegistry(config, ws, `${role}-worker`),
-      handler: spec.handler,
-      topics: spec.topics.map((t) => prefix + t),
-      groupId: prefix + spec.group,
-      dlqTopic: prefix + spec.dlq,
-      handle,
-      ...(handleBatch === undefined ? {} : { handleBatch }),
-      ...(spec.transactional ? { transactional: ws.sql } : {}),
-      maxAttempts: config.worker.maxAttempts,
-      batchSize: config.worker.batchSize,
-      concurrency: config.worker.concurrency,
-      commitIntervalMs: config.worker.commitIntervalMs,
-      heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,
-      loadEnvelope: (id) => ws.eventStore.getByEventId(id),
       logger,
-    })
-    metrics?.addSource({
-      component: 'worker',
-      labels: { handler: spec.handler },
-      read: () => worker.metrics(),
-    })
-    return worker
+      { ...spec, role: `${role}-worker`, ...spec.handlers(ws, config, logger) },
+      metrics,
+    )
   })
-}
 
 /** The OMS app over the write side (the read model and the registry live in the same database). */
 export const openOmsApp = (

@@ -1,5 +1,4 @@
 import { createCommandProcessor } from '../application/command-processor.ts'
-import type { StoredEnvelope } from '../core/envelope.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import type { Handle } from '../worker/worker.ts'
@@ -18,66 +17,6 @@ export type CommandHandlerOptions = {
   /** Decisions tried again after a sequence conflict before giving up with a retryable error (default 5). */
   readonly maxConflicts?: number
   readonly now?: () => number
-}
-
-// ---- reading streams ----
-
-/**
- * Reads an aggregate's stream in sequence order; `current`, when the caller just asked the
- * allocator, saves asking again.
- */
-type StreamReader = (
-  aggregateType: string,
-  aggregateId: string,
-  current?: number,
-) => Promise<readonly StoredEnvelope[]>
-
-/** A stream cache: a reader that also takes events the caller already holds. */
-export type StreamCache = StreamReader & {
-  /** An event read elsewhere (a command delivered by the bus): kept if it extends the prefix. */
-  remember(event: StoredEnvelope): void
-}
-
-/**
- * A stream reader that remembers what it read: events are immutable and sequences contiguous, so
- * a cached stream is extended with what follows its last event — asking the allocator for the
- * current sequence (one SQL query) instead of listing the bucket again. Only a gap-free prefix is
- * kept (an event still in flight leaves a hole that is read again next time). Bounded: the least
- * recently used streams are forgotten.
- */
-export const createStreamCache = (es: EventStore, maxStreams = 10_000): StreamCache => {
-  const cache = new Map<string, StoredEnvelope[]>()
-  const read = async (type: string, id: string, known?: number) => {
-    const key = `${type}\u0000${id}`
-    const cached = cache.get(key) ?? []
-    const have = cached.at(-1)?.sequence_number ?? 0
-    const current = known ?? (await es.currentSequence(type, id))
-    if (current <= have) {
-      cache.delete(key)
-      cache.set(key, cached)
-      return cached
-    }
-    const more = await es.readStream(type, id, { fromSeq: have + 1 })
-    const stream = [...cached]
-    for (const e of more) {
-      if (e.sequence_number !== (stream.at(-1)?.sequence_number ?? 0) + 1) break
-      stream.push(e)
-    }
-    cache.delete(key)
-    cache.set(key, stream)
-    if (cache.size > maxStreams) cache.delete(cache.keys().next().value as string)
-    // What was read past a hole is still returned (it is stored), just not remembered.
-    return stream.length === cached.length + more.length ? stream : [...cached, ...more]
-  }
-  const remember = (event: StoredEnvelope): void => {
-    const key = `${event.aggregate_type}\u0000${event.aggregate_id}`
-    const cached = cache.get(key) ?? []
-    if (event.sequence_number !== (cached.at(-1)?.sequence_number ?? 0) + 1) return
-    cache.delete(key)
-    cache.set(key, [...cached, event])
-    if (cache.size > maxStreams) cache.delete(cache.keys().next().value as string)
-  }
-  return Object.assign(read, { remember })
 }
 
 /**

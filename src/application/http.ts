@@ -5,7 +5,7 @@ import type { EventEnvelope, StoredEnvelope } from '../core/envelope.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import {
-  accepted,
+  acceptedOrOutcome,
   badRequest,
   bodyJson,
   commandIdOf,
@@ -16,7 +16,14 @@ import {
   notFound,
   validationFailed,
 } from '../http/pipeline.ts'
-import type { Ctx, FieldProblem, HttpApp, RouteHandler, ServingOptions } from '../http/pipeline.ts'
+import type {
+  CommandStatusOptions,
+  Ctx,
+  FieldProblem,
+  HttpApp,
+  RouteHandler,
+  ServingOptions,
+} from '../http/pipeline.ts'
 import { problem } from '../http/problem.ts'
 import type { HttpResponse } from '../http/problem.ts'
 import { createRouter } from '../http/router.ts'
@@ -65,6 +72,12 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
   const { domain, eventStore } = options
   const names = handlerNames(domain)
   const router = createRouter<RouteHandler>()
+  const statusOptions: CommandStatusOptions = {
+    eventStore,
+    commandRecords: options.commandRecords,
+    handlerOf: () => names.commands,
+    projectionHandler: null,
+  }
 
   const submit =
     (command: SomeCommand, params: readonly string[]): RouteHandler =>
@@ -141,10 +154,10 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
     }
 
   /** 202 with the status link; inline, the outcome itself when it could be decided here. */
-  const answer = async (_ctx: Ctx, stored: StoredEnvelope): Promise<HttpResponse> => {
-    if (options.decideNow === undefined) return accepted(stored)
+  const answer = async (ctx: Ctx, stored: StoredEnvelope): Promise<HttpResponse> => {
+    if (options.decideNow === undefined) return acceptedOrOutcome(ctx, stored, statusOptions)
     const result = await options.decideNow(stored)
-    if (result === null) return accepted(stored)
+    if (result === null) return acceptedOrOutcome(ctx, stored, statusOptions)
     const statusUrl = `/api/v1/commands/${stored.event_id}`
     return json(
       200,
@@ -169,16 +182,7 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
       router.add(route.method, route.path, submit(command, pathParams(route.path)))
   }
 
-  router.add(
-    'GET',
-    '/api/v1/commands/:command_id',
-    commandStatus({
-      eventStore,
-      commandRecords: options.commandRecords,
-      handlerOf: () => names.commands,
-      projectionHandler: null,
-    }),
-  )
+  router.add('GET', '/api/v1/commands/:command_id', commandStatus(statusOptions))
 
   const runQuery =
     (query: SomeQuery): RouteHandler =>
@@ -285,6 +289,7 @@ export const domainOpenApi = (
           schema: paramSchema(command.schema, name),
         })),
         { $ref: '#/components/parameters/IdempotencyKey' },
+        { $ref: '#/components/parameters/Prefer' },
         { $ref: '#/components/parameters/IfMatch' },
         { $ref: '#/components/parameters/ExpectedSeq' },
       ],
@@ -296,12 +301,19 @@ export const domainOpenApi = (
         ...(options.inline === true
           ? {
               '200': {
-                description: 'Decided here (inline mode): COMPLETED or FAILED, with the events',
+                description:
+                  'Decided here (inline mode), or decided within Prefer: wait=N: COMPLETED or FAILED, with the events',
                 headers: { 'Content-Location': { schema: { type: 'string' } } },
                 content: { 'application/json': { schema: {} } },
               },
             }
-          : {}),
+          : {
+              '200': {
+                description: 'Prefer: wait=N: the command completed or failed within N seconds',
+                headers: { 'Content-Location': { schema: { type: 'string' } } },
+                content: { 'application/json': { schema: {} } },
+              },
+            }),
         '202': {
           description: 'Stored; decided asynchronously (follow Location)',
           headers: { Location: { schema: { type: 'string' } } },
@@ -352,6 +364,7 @@ export const domainOpenApi = (
         required: true,
         schema: { type: 'string', format: 'uuid' },
       },
+      { $ref: '#/components/parameters/Prefer' },
     ],
     responses: {
       '200': { description: 'PENDING, PROCESSING, COMPLETED or FAILED' },
@@ -368,6 +381,14 @@ export const domainOpenApi = (
     paths,
     components: {
       parameters: {
+        Prefer: {
+          name: 'Prefer',
+          in: 'header',
+          required: false,
+          description:
+            'wait=N (RFC 7240, N ≤ 60): hold the answer until the command is COMPLETED or FAILED, at most N seconds',
+          schema: { type: 'string' },
+        },
         IdempotencyKey: {
           name: 'Idempotency-Key',
           in: 'header',

@@ -38,7 +38,7 @@ import type { RegistryRow } from '../registry/processed-events.ts'
 import { openApiDocument } from './openapi.ts'
 import {
   RequestProblem,
-  accepted,
+  acceptedOrOutcome,
   badRequest,
   bodyJson,
   commandIdOf,
@@ -50,7 +50,13 @@ import {
   pageOf,
   validationFailed,
 } from './pipeline.ts'
-import type { Ctx, HttpApp, RouteHandler, ServingOptions } from './pipeline.ts'
+import type {
+  CommandStatusOptions,
+  Ctx,
+  HttpApp,
+  RouteHandler,
+  ServingOptions,
+} from './pipeline.ts'
 import { problem } from './problem.ts'
 import type { HttpResponse } from './problem.ts'
 import { createRouter } from './router.ts'
@@ -84,6 +90,12 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
   const { eventStore, readModel, schema } = options
   const log = (options.logger ?? silentLogger).child({ component: 'oms' })
   const router = createRouter<RouteHandler>()
+  const statusOptions: CommandStatusOptions = {
+    eventStore,
+    commandRecords: options.commandRecords,
+    handlerOf: (command) => commandHandlerFor(command.aggregate_type),
+    projectionHandler: HANDLERS.projection,
+  }
 
   const parsedOrThrow = <T>(ctx: Ctx, parsed: Parsed<T>): T => {
     if (parsed.ok) return parsed.value
@@ -122,7 +134,7 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
       if (stored !== null) {
         const storedExpected = stored.data['expected_seq']
         const again = envelopeFor(typeof storedExpected === 'number' ? storedExpected : 0)
-        if (sameCommand(stored, again)) return accepted(stored)
+        if (sameCommand(stored, again)) return acceptedOrOutcome(ctx, stored, statusOptions)
         return problem({
           status: 422,
           code: 'idempotency_key_reused',
@@ -168,7 +180,7 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
       },
       'command stored',
     )
-    return accepted(stored)
+    return acceptedOrOutcome(ctx, stored, statusOptions)
   }
 
   const p = (ctx: Ctx, name: string): string => ctx.params[name] ?? ''
@@ -237,16 +249,7 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
 
   // ---- command status: the bucket says the command exists, the registry how far it got ----
 
-  router.add(
-    'GET',
-    '/api/v1/commands/:command_id',
-    commandStatus({
-      eventStore,
-      commandRecords: options.commandRecords,
-      handlerOf: (command) => commandHandlerFor(command.aggregate_type),
-      projectionHandler: HANDLERS.projection,
-    }),
-  )
+  router.add('GET', '/api/v1/commands/:command_id', commandStatus(statusOptions))
 
   // ---- reads (the read model) ----
 

@@ -35,6 +35,14 @@ const IDEMPOTENCY_KEY = {
     'Becomes the command id: the same request again returns the same 202 and appends nothing.',
   schema: { type: 'string', minLength: 1, maxLength: 255 },
 }
+const PREFER = {
+  name: 'Prefer',
+  in: 'header',
+  required: false,
+  description:
+    'wait=N (RFC 7240, N ≤ 60): hold the answer until the command is COMPLETED or FAILED, at most N seconds; answered with Preference-Applied',
+  schema: { type: 'string', pattern: '(^|[,;\\s])wait\\s*=\\s*\\d{1,6}' },
+}
 const PAGE = [
   {
     name: 'limit',
@@ -46,6 +54,10 @@ const PAGE = [
 ]
 
 const commandResponses = {
+  '200': {
+    description: 'Prefer: wait=N: the command completed (or failed) within N seconds; its status',
+    content: { 'application/json': { schema: ref('CommandStatus') } },
+  },
   '202': {
     description: 'The bucket holds the command',
     content: { 'application/json': { schema: ref('Accepted') } },
@@ -64,7 +76,7 @@ const commandResponses = {
 
 const command = (summary: string, params: unknown[], body?: string) => ({
   summary,
-  parameters: [...params, IDEMPOTENCY_KEY],
+  parameters: [...params, IDEMPOTENCY_KEY, PREFER],
   ...(body === undefined
     ? {}
     : { requestBody: { required: true, content: { 'application/json': { schema: ref(body) } } } }),
@@ -270,6 +282,7 @@ export const openApiDocument = () => ({
             required: true,
             schema: { type: 'string', format: 'uuid' },
           },
+          PREFER,
         ],
         'CommandStatus',
       ),

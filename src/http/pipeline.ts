@@ -270,117 +270,181 @@ export type CommandStatusOptions = {
   readonly projectionHandler: string | null
 }
 
-/** The command status route (`:command_id`): the bucket says the command exists, the registry how far it got. */
+/** The command's status as the status route shows it: the bucket says it exists, the registry how far it got. */
+export const commandView = async (
+  options: CommandStatusOptions,
+  command: StoredEnvelope,
+): Promise<Record<string, unknown>> => {
+  const { commandRecords, projectionHandler } = options
+  const handler = options.handlerOf(command)
+  const row = (await commandRecords(command.event_id)).find((r) => r.handler === handler)
+  const base = {
+    command_id: command.event_id,
+    command_type: command.data['command_type'] ?? command.event_type.replace(/_REQUESTED$/, ''),
+    aggregate_type: command.aggregate_type,
+    aggregate_id: command.aggregate_id,
+    sequence_number: command.sequence_number,
+    submitted_at: command.occurred_at,
+  }
+  if (row === undefined) return { ...base, status: 'PENDING' }
+  const meta = { attempts: row.attempts, updated_at: row.updatedAt }
+  switch (row.status) {
+    case 'done': {
+      const result = (row.result ?? {}) as {
+        outcome?: string
+        code?: string
+        reason?: string
+        events?: unknown
+      }
+      // Terminal once the read model shows it too: a client reading after COMPLETED sees the
+      // new state and the seq to send next.
+      const events = Array.isArray(result.events) ? (result.events as { event_id?: unknown }[]) : []
+      const projected =
+        projectionHandler === null
+          ? []
+          : await Promise.all(
+              events.map(async (e) =>
+                typeof e.event_id !== 'string'
+                  ? true
+                  : (await commandRecords(e.event_id)).some(
+                      (r) => r.handler === projectionHandler && r.status !== 'processing',
+                    ),
+              ),
+            )
+      if (!projected.every(Boolean)) {
+        return {
+          ...base,
+          ...meta,
+          status: 'PROCESSING',
+          detail: 'decided; the read model is catching up',
+        }
+      }
+      if (result.outcome === 'rejected') {
+        return {
+          ...base,
+          ...meta,
+          status: 'FAILED',
+          error: { code: result.code ?? 'rejected', message: result.reason ?? 'rejected' },
+          result: { events: result.events ?? [] },
+        }
+      }
+      return {
+        ...base,
+        ...meta,
+        status: 'COMPLETED',
+        result: { events: result.events ?? [] },
+      }
+    }
+    case 'failed':
+      return {
+        ...base,
+        ...meta,
+        status: 'FAILED',
+        error: { code: 'dead_lettered', message: row.lastError ?? 'failed after retries' },
+      }
+    case 'skipped_stale':
+      return {
+        ...base,
+        ...meta,
+        status: 'FAILED',
+        error: {
+          code: 'stale_event',
+          message: 'a newer command of this aggregate was applied first',
+        },
+      }
+    case 'skipped':
+      return {
+        ...base,
+        ...meta,
+        status: 'FAILED',
+        error: { code: 'skipped', message: row.lastError ?? 'skipped by an operator' },
+      }
+    case 'parked':
+      return {
+        ...base,
+        ...meta,
+        status: 'PENDING',
+        detail:
+          'parked behind a failed command of the same aggregate; an operator retries or skips it',
+      }
+    default:
+      return { ...base, ...meta, status: 'PROCESSING' }
+  }
+}
+
+/** The longest `Prefer: wait` honoured, in seconds. */
+export const MAX_WAIT_SECONDS = 60
+
+/** `Prefer: wait=N` (RFC 7240), in seconds, at most MAX_WAIT_SECONDS; 0 when not asked. */
+export const preferredWait = (ctx: Ctx): number => {
+  const prefer = ctx.req.headers['prefer']
+  const m = prefer === undefined ? null : /(?:^|[,;\s])wait\s*=\s*"?(\d{1,6})"?/i.exec(prefer)
+  return m === null ? 0 : Math.min(Number(m[1]), MAX_WAIT_SECONDS)
+}
+
+const TERMINAL: ReadonlySet<unknown> = new Set(['COMPLETED', 'FAILED'])
+
+/**
+ * The command's view once it is terminal (COMPLETED or FAILED), or as it is when `seconds` have
+ * passed: the server looks again at growing intervals (10 ms to 250 ms), so that a client
+ * waits without polling.
+ */
+export const awaitCommand = async (
+  options: CommandStatusOptions,
+  command: StoredEnvelope,
+  seconds: number,
+): Promise<Record<string, unknown>> => {
+  const deadline = performance.now() + seconds * 1000
+  let pause = 10
+  for (;;) {
+    const view = await commandView(options, command)
+    const left = deadline - performance.now()
+    if (TERMINAL.has(view['status']) || left <= 0) return view
+    await new Promise((resolve) => setTimeout(resolve, Math.min(pause, left)))
+    pause = Math.min(pause * 1.5, 250)
+  }
+}
+
+/**
+ * The answer to a stored command: 202 pointing at its status; with `Prefer: wait=N`, its outcome
+ * (200, as the status route shows it) if it completes within N seconds, else the 202.
+ */
+export const acceptedOrOutcome = async (
+  ctx: Ctx,
+  stored: StoredEnvelope,
+  options: CommandStatusOptions,
+): Promise<HttpResponse> => {
+  const wait = preferredWait(ctx)
+  if (wait === 0) return accepted(stored)
+  const applied = { 'preference-applied': `wait=${wait}` }
+  const view = await awaitCommand(options, stored, wait)
+  if (!TERMINAL.has(view['status'])) {
+    const a = accepted(stored)
+    return { ...a, headers: { ...a.headers, ...applied } }
+  }
+  return json(200, view, { 'content-location': `/api/v1/commands/${stored.event_id}`, ...applied })
+}
+
+/**
+ * The command status route (`:command_id`); with `Prefer: wait=N` it answers once the command is
+ * terminal or N seconds passed (a long poll).
+ */
 export const commandStatus =
   (options: CommandStatusOptions): RouteHandler =>
   async (ctx) => {
-    const { eventStore, commandRecords, projectionHandler } = options
     const id = ctx.params['command_id'] ?? ''
     if (!UUID.test(id)) {
       return badRequest(ctx.requestId, 'invalid_command_id', 'a command id is a UUID', [
         { pointer: '#/path/command_id', message: 'must be a UUID' },
       ])
     }
-    const command = await eventStore.getByEventId(id.toLowerCase())
+    const command = await options.eventStore.getByEventId(id.toLowerCase())
     if (command === null || command.metadata.kind !== 'command') {
       return notFound(ctx.requestId, `no command ${id}`)
     }
-    const handler = options.handlerOf(command)
-    const row = (await commandRecords(command.event_id)).find((r) => r.handler === handler)
-    const base = {
-      command_id: command.event_id,
-      command_type: command.data['command_type'] ?? command.event_type.replace(/_REQUESTED$/, ''),
-      aggregate_type: command.aggregate_type,
-      aggregate_id: command.aggregate_id,
-      sequence_number: command.sequence_number,
-      submitted_at: command.occurred_at,
-    }
-    if (row === undefined) return json(200, { ...base, status: 'PENDING' })
-    const meta = { attempts: row.attempts, updated_at: row.updatedAt }
-    switch (row.status) {
-      case 'done': {
-        const result = (row.result ?? {}) as {
-          outcome?: string
-          code?: string
-          reason?: string
-          events?: unknown
-        }
-        // Terminal once the read model shows it too: a client reading after COMPLETED sees the
-        // new state and the seq to send next.
-        const events = Array.isArray(result.events)
-          ? (result.events as { event_id?: unknown }[])
-          : []
-        const projected =
-          projectionHandler === null
-            ? []
-            : await Promise.all(
-                events.map(async (e) =>
-                  typeof e.event_id !== 'string'
-                    ? true
-                    : (await commandRecords(e.event_id)).some(
-                        (r) => r.handler === projectionHandler && r.status !== 'processing',
-                      ),
-                ),
-              )
-        if (!projected.every(Boolean)) {
-          return json(200, {
-            ...base,
-            ...meta,
-            status: 'PROCESSING',
-            detail: 'decided; the read model is catching up',
-          })
-        }
-        if (result.outcome === 'rejected') {
-          return json(200, {
-            ...base,
-            ...meta,
-            status: 'FAILED',
-            error: { code: result.code ?? 'rejected', message: result.reason ?? 'rejected' },
-            result: { events: result.events ?? [] },
-          })
-        }
-        return json(200, {
-          ...base,
-          ...meta,
-          status: 'COMPLETED',
-          result: { events: result.events ?? [] },
-        })
-      }
-      case 'failed':
-        return json(200, {
-          ...base,
-          ...meta,
-          status: 'FAILED',
-          error: { code: 'dead_lettered', message: row.lastError ?? 'failed after retries' },
-        })
-      case 'skipped_stale':
-        return json(200, {
-          ...base,
-          ...meta,
-          status: 'FAILED',
-          error: {
-            code: 'stale_event',
-            message: 'a newer command of this aggregate was applied first',
-          },
-        })
-      case 'skipped':
-        return json(200, {
-          ...base,
-          ...meta,
-          status: 'FAILED',
-          error: { code: 'skipped', message: row.lastError ?? 'skipped by an operator' },
-        })
-      case 'parked':
-        return json(200, {
-          ...base,
-          ...meta,
-          status: 'PENDING',
-          detail:
-            'parked behind a failed command of the same aggregate; an operator retries or skips it',
-        })
-      default:
-        return json(200, { ...base, ...meta, status: 'PROCESSING' })
-    }
+    const wait = preferredWait(ctx)
+    const view = await awaitCommand(options, command, wait)
+    return json(200, view, wait > 0 ? { 'preference-applied': `wait=${wait}` } : {})
   }
 
 /** How an app serves: authentication, limits, readiness, metrics (the OMS's and a domain's). */

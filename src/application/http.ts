@@ -153,7 +153,10 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
       return answer(ctx, stored)
     }
 
-  /** 202 with the status link; inline, the outcome itself when it could be decided here. */
+  /**
+   * 202 with the status link, or the outcome within `Prefer: wait`; inline, the outcome itself
+   * when it could be decided here.
+   */
   const answer = async (ctx: Ctx, stored: StoredEnvelope): Promise<HttpResponse> => {
     if (options.decideNow === undefined) return acceptedOrOutcome(ctx, stored, statusOptions)
     const result = await options.decideNow(stored)

@@ -1,5 +1,5 @@
 import { Command } from 'commander'
-import { cliContext } from '../cli/context.ts'
+import { cliContext, progressOnStderr } from '../cli/context.ts'
 import { runCommand } from '../cli/run.ts'
 import { runService } from '../cli/service.ts'
 import { requireAuth } from '../cli/start.ts'
@@ -150,7 +150,6 @@ export const runDomain = (domain: DomainDefinition, options: RunOptions = {}): P
       })
       await registry.start()
       const started = Date.now()
-      let shown = 0
       try {
         const applied = await rebuildDeclaredProjection({
           domain,
@@ -159,13 +158,7 @@ export const runDomain = (domain: DomainDefinition, options: RunOptions = {}): P
           sql: ws.sql,
           schema,
           registry,
-          onProgress: (n) => {
-            if (Date.now() - shown < 2_000) return
-            shown = Date.now()
-            process.stderr.write(
-              `${n} events applied (${Math.round((Date.now() - started) / 1000)} s)\n`,
-            )
-          },
+          onProgress: progressOnStderr(started),
         })
         process.stdout.write(
           `${JSON.stringify({ projection: name, applied, seconds: (Date.now() - started) / 1000 })}\n`,

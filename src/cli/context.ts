@@ -14,3 +14,13 @@ export const cliContext = (
   })
   return { config, logger }
 }
+
+/** Progress of a long replay on stderr, at most every 2 s: `N events applied (T s)`. */
+export const progressOnStderr = (started: number): ((applied: number) => void) => {
+  let shown = 0
+  return (n) => {
+    if (Date.now() - shown < 2_000) return
+    shown = Date.now()
+    process.stderr.write(`${n} events applied (${Math.round((Date.now() - started) / 1000)} s)\n`)
+  }
+}

@@ -8,7 +8,7 @@ import { listQuarantine } from '../publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import { reconcileFromBucket } from '../event-store/reconcile.ts'
 import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
-import { cliContext } from './context.ts'
+import { cliContext, progressOnStderr } from './context.ts'
 
 const print = (value: unknown): void => {
   process.stdout.write(`${JSON.stringify(value)}\n`)
@@ -137,20 +137,13 @@ export const registerOperate = (program: Command): void => {
       })
       await registry.start()
       const started = Date.now()
-      let shown = 0
       try {
         const applied = await rebuildProjection({
           eventStore: ws.eventStore,
           sql: ws.sql,
           schema: config.sequencing.schema,
           registry,
-          onProgress: (n) => {
-            if (Date.now() - shown < 2_000) return
-            shown = Date.now()
-            process.stderr.write(
-              `${n} events applied (${Math.round((Date.now() - started) / 1000)} s)\n`,
-            )
-          },
+          onProgress: progressOnStderr(started),
         })
         process.stdout.write(
           `read model rebuilt: ${applied} domain events applied in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,

@@ -158,13 +158,13 @@ export const openWorkers = (
   metrics?: PrometheusMetrics,
 ): Worker[] =>
   roles.map((role) => {
-    const spec = ROLES[role]
+    const { handlers, ...spec } = ROLES[role]
     return openWorker(
       config,
       ws,
       bus,
       logger,
-      { ...spec, role: `${role}-worker`, ...spec.handlers(ws, config, logger) },
+      { ...spec, role: `${role}-worker`, ...handlers(ws, config, logger) },
       metrics,
     )
   })

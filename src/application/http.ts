@@ -1,11 +1,13 @@
 import type { TSchema } from 'typebox'
 import { Value } from 'typebox/value'
-import { canonicalJson } from '../core/envelope.ts'
-import type { EventEnvelope, StoredEnvelope } from '../core/envelope.ts'
+import type { StoredEnvelope } from '../core/envelope.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import {
   acceptedOrOutcome,
+  correlationIdOf,
+  idempotencyKeyReused,
+  sameCommand,
   badRequest,
   bodyJson,
   commandIdOf,
@@ -64,10 +66,6 @@ const located = (problems: readonly FieldProblem[], params: readonly string[]): 
     return params.includes(first) ? { ...p, pointer: `#/path${p.pointer}` } : p
   })
 
-const sameCommand = (a: StoredEnvelope, b: EventEnvelope): boolean =>
-  canonicalJson([a.event_type, a.aggregate_type, a.aggregate_id, a.actor, a.data]) ===
-  canonicalJson([b.event_type, b.aggregate_type, b.aggregate_id, b.actor, b.data])
-
 export const createDomainApp = (options: DomainAppOptions): HttpApp => {
   const { domain, eventStore } = options
   const names = handlerNames(domain)
@@ -121,15 +119,11 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
         })
       }
       const expectedSeq = explicit ?? (command.expect === 'new' ? 0 : null)
-      const correlation = ctx.req.headers['x-correlation-id']
       const envelope = commandEnvelope(command, payload, {
         commandId,
         expectedSeq,
         actor: ctx.actor,
-        correlationId:
-          correlation !== undefined && /^[\x21-\x7e]{1,128}$/.test(correlation)
-            ? correlation
-            : commandId,
+        correlationId: correlationIdOf(ctx, commandId),
         traceparent: ctx.traceparent,
       })
       if (key !== undefined) {
@@ -137,14 +131,7 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
         const stored = await eventStore.getByEventId(commandId)
         if (stored !== null) {
           if (sameCommand(stored, envelope)) return answer(ctx, stored)
-          return problem({
-            status: 422,
-            code: 'idempotency_key_reused',
-            title: 'Idempotency key reused with a different request',
-            detail: `Idempotency-Key ${JSON.stringify(key)} was used for another request (command ${commandId}); use a new key`,
-            command_id: commandId,
-            request_id: ctx.requestId,
-          })
+          return idempotencyKeyReused(ctx, key, commandId)
         }
       }
       const result = await eventStore.append({ envelopes: [envelope], expectedSeq })

@@ -1,6 +1,4 @@
-import { canonicalJson } from '../core/envelope.ts'
 import { ErrorCode, isCairnError } from '../core/errors.ts'
-import type { StoredEnvelope } from '../core/envelope.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
 import {
@@ -39,6 +37,9 @@ import { openApiDocument } from './openapi.ts'
 import {
   RequestProblem,
   acceptedOrOutcome,
+  correlationIdOf,
+  idempotencyKeyReused,
+  sameCommand,
   badRequest,
   bodyJson,
   commandIdOf,
@@ -83,7 +84,6 @@ export type OmsAppOptions = ServingOptions & {
 export type OmsApp = HttpApp
 
 const SEQ = /^\d{1,15}$/
-const REQUEST_ID = /^[\x21-\x7e]{1,128}$/
 
 /** The ontology domain's routes (commands, reads, history) on the generic pipeline. */
 export const createOmsApp = (options: OmsAppOptions): OmsApp => {
@@ -106,10 +106,6 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
 
   // ---- commands ----
 
-  const sameCommand = (a: StoredEnvelope, b: ReturnType<typeof commandEnvelope>): boolean =>
-    canonicalJson([a.event_type, a.aggregate_type, a.aggregate_id, a.actor, a.data]) ===
-    canonicalJson([b.event_type, b.aggregate_type, b.aggregate_id, b.actor, b.data])
-
   const submit = async (
     ctx: Ctx,
     build: (commandId: string) => Parsed<DomainCommand>,
@@ -119,14 +115,12 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     const cmd = parsedOrThrow(ctx, build(commandId))
     const explicit = expectedSeqOf(ctx)
     // A retried request answers from the stored command, whenever it comes (W3).
-    const correlationId = ctx.req.headers['x-correlation-id']
     const envelopeFor = (expectedSeq: number) =>
       commandEnvelope(cmd, {
         commandId,
         expectedSeq,
         actor: ctx.actor,
-        correlationId:
-          correlationId !== undefined && REQUEST_ID.test(correlationId) ? correlationId : commandId,
+        correlationId: correlationIdOf(ctx, commandId),
         traceparent: ctx.traceparent,
       })
     if (key !== undefined) {
@@ -135,14 +129,7 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
         const storedExpected = stored.data['expected_seq']
         const again = envelopeFor(typeof storedExpected === 'number' ? storedExpected : 0)
         if (sameCommand(stored, again)) return acceptedOrOutcome(ctx, stored, statusOptions)
-        return problem({
-          status: 422,
-          code: 'idempotency_key_reused',
-          title: 'Idempotency key reused with a different request',
-          detail: `Idempotency-Key ${JSON.stringify(key)} was used for another request (command ${commandId}); use a new key`,
-          command_id: commandId,
-          request_id: ctx.requestId,
-        })
+        return idempotencyKeyReused(ctx, key, commandId)
       }
     }
     if (explicit === undefined && occ === 'required') {

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID, timingSafeEqual, createHash } from 'node:crypto'
-import { uuidV5 } from '../core/envelope.ts'
-import type { StoredEnvelope } from '../core/envelope.ts'
+import { canonicalJson, uuidV5 } from '../core/envelope.ts'
+import type { EventEnvelope, StoredEnvelope } from '../core/envelope.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { EventStore } from '../event-store/event-store.ts'
@@ -228,6 +228,40 @@ export const pageOf = (
     )
   return after === null ? { limit } : { limit, after }
 }
+
+/** The request's `X-Correlation-Id` when it is well formed, else `fallback` (the command id). */
+export const correlationIdOf = (ctx: Ctx, fallback: string): string => {
+  const given = ctx.req.headers['x-correlation-id']
+  return given !== undefined && REQUEST_ID.test(given) ? given : fallback
+}
+
+/** Whether a stored command is the one a retried request would store (W3: same answer). */
+export const sameCommand = (stored: StoredEnvelope, again: EventEnvelope): boolean =>
+  canonicalJson([
+    stored.event_type,
+    stored.aggregate_type,
+    stored.aggregate_id,
+    stored.actor,
+    stored.data,
+  ]) ===
+  canonicalJson([
+    again.event_type,
+    again.aggregate_type,
+    again.aggregate_id,
+    again.actor,
+    again.data,
+  ])
+
+/** The 422 of an Idempotency-Key used before for another request. */
+export const idempotencyKeyReused = (ctx: Ctx, key: string, commandId: string): HttpResponse =>
+  problem({
+    status: 422,
+    code: 'idempotency_key_reused',
+    title: 'Idempotency key reused with a different request',
+    detail: `Idempotency-Key ${JSON.stringify(key)} was used for another request (command ${commandId}); use a new key`,
+    command_id: commandId,
+    request_id: ctx.requestId,
+  })
 
 /** The 202 of a stored command, pointing at its status. */
 export const accepted = (stored: StoredEnvelope): HttpResponse => {

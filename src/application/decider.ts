@@ -1,6 +1,3 @@
-import type { TSchema } from 'typebox'
-import { Compile } from 'typebox/compile'
-import type { Validator } from 'typebox/compile'
 import { createEnvelope, domainEventId, uuidV5 } from '../core/envelope.ts'
 import type { EventEnvelope, StoredEnvelope } from '../core/envelope.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
@@ -24,33 +21,10 @@ import type {
 /** The event type of a stored rejection (an outcome, never given to `evolve`). */
 export const COMMAND_REJECTED = 'COMMAND_REJECTED'
 
-/** A problem in input: a JSON pointer into it and a message. */
-export type FieldProblem = { readonly pointer: string; readonly message: string }
+import { problemsOf } from '../http/validate.ts'
 
-const validators = new WeakMap<TSchema, Validator>()
-
-/** The problems of `value` against `schema` (empty when it fits); compiled once per schema. */
-export const problemsOf = (schema: TSchema, value: unknown, base = ''): FieldProblem[] => {
-  let v = validators.get(schema)
-  if (v === undefined) {
-    v = Compile(schema)
-    validators.set(schema, v)
-  }
-  if (v.Check(value)) return []
-  const out: FieldProblem[] = []
-  for (const e of v.Errors(value)) {
-    // `additionalProperties: false` reports each extra property once as "schema is false".
-    if (e.keyword === 'boolean') {
-      out.push({ pointer: `${base}${e.instancePath}`, message: 'is not allowed here' })
-    } else if (e.keyword !== 'additionalProperties') {
-      out.push({ pointer: `${base}${e.instancePath}`, message: e.message })
-    }
-    if (out.length >= 100) break
-  }
-  return out.length > 0
-    ? out
-    : [{ pointer: base === '' ? '/' : base, message: 'does not match the schema' }]
-}
+export { problemsOf }
+export type { FieldProblem } from '../http/validate.ts'
 
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v)

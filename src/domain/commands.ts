@@ -1,30 +1,42 @@
 import { createEnvelope, uuidV5 } from '../core/envelope.ts'
 import type { EventEnvelope } from '../core/envelope.ts'
+import type { TSchema } from 'typebox'
+import { problemsOf } from '../http/validate.ts'
+import type { FieldProblem } from '../http/validate.ts'
 import {
   AGGREGATE,
   LIMITS,
   TOPICS,
   classAggregateId,
   databaseAggregateId,
-  describe,
   instanceAggregateId,
-  isClassId,
-  isDatabaseName,
-  isInstanceId,
-  isPropertyName,
-  isPropertyType,
-  PROPERTY_TYPES,
 } from './model.ts'
 import type { AggregateType, ClassDefinition, PropertyDef } from './model.ts'
+import {
+  ClassId,
+  CreateClassBody,
+  CreateDatabaseBody,
+  CreateInstanceBody,
+  DatabaseName,
+  InstanceId,
+  UpdateClassBody,
+  UpdateInstanceBody,
+} from './requests.ts'
+import type {
+  CreateClassRequest,
+  CreateDatabaseRequest,
+  CreateInstanceRequest,
+  UpdateClassRequest,
+  UpdateInstanceRequest,
+} from './requests.ts'
 
 /**
- * The commands of the reference domain and their parsers. The parsers check shape only (types,
- * unknown fields, ids, sizes); whether a command makes sense against the current state (does the
+ * The commands of the reference domain and their parsers. The parsers check shape only, with the
+ * request schemas of requests.ts (types, unknown fields, ids, sizes); whether a command makes sense against the current state (does the
  * class exist, does the data fit it) is decided by the workers (decide.ts).
  */
 
-/** A problem in a request: a JSON pointer into the body (or `#/path/<param>`) and a message. */
-export type FieldProblem = { readonly pointer: string; readonly message: string }
+export type { FieldProblem } from '../http/validate.ts'
 
 export type Parsed<T> =
   | { readonly ok: true; readonly value: T }
@@ -96,198 +108,48 @@ export const COMMAND_TYPES: readonly CommandType[] = [
 export const isCommandType = (v: unknown): v is CommandType =>
   typeof v === 'string' && (COMMAND_TYPES as readonly string[]).includes(v)
 
-// ---- helpers ----
+// ---- parsers: the request schemas (requests.ts), then what a schema cannot say ----
 
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v)
 
-/** RFC 6901 escaping of one reference token. */
-const token = (key: string | number): string => String(key).replace(/~/g, '~0').replace(/\//g, '~1')
-
-const ptr = (base: string, key: string | number): string => `${base}/${token(key)}`
-
 const has = (o: Record<string, unknown>, key: string): boolean =>
   Object.prototype.hasOwnProperty.call(o, key)
 
-/** Collects problems while reading an unknown body. */
 type Problems = FieldProblem[]
 
 const done = <T>(problems: Problems, value: () => T): Parsed<T> =>
   problems.length > 0 ? { ok: false, problems } : { ok: true, value: value() }
 
-const shown = (key: string): string => (key.length > 64 ? `${key.slice(0, 64)}…` : key)
-
-const objectBody = (
-  body: unknown,
-  allowed: readonly string[],
-  problems: Problems,
-): Record<string, unknown> | null => {
-  if (!isRecord(body)) {
-    problems.push({
-      pointer: '',
-      message: `the body must be a JSON object (got ${describe(body)})`,
-    })
-    return null
+/** The path's ids against their schemas (`#/path/<name>`). */
+const pathProblems = (ids: Readonly<Record<string, unknown>>): Problems => {
+  const schemas: Readonly<Record<string, TSchema>> = {
+    db: DatabaseName,
+    class_id: ClassId,
+    instance_id: InstanceId,
   }
-  for (const key of Object.keys(body)) {
-    if (!allowed.includes(key)) {
-      problems.push({
-        pointer: ptr('', key),
-        message: `unknown field "${shown(key)}" (allowed: ${allowed.join(', ')})`,
-      })
-    }
+  const out: Problems = []
+  for (const [name, value] of Object.entries(ids)) {
+    const schema = schemas[name]
+    if (schema !== undefined) out.push(...problemsOf(schema, value, `#/path/${name}`))
   }
-  return body
+  return out
 }
 
-const pathDb = (db: unknown, problems: Problems): db is string => {
-  if (isDatabaseName(db)) return true
-  problems.push({
-    pointer: '#/path/db',
-    message: `a database name is 1–63 characters: a lowercase letter, then lowercase letters, digits, "_" or "-" (got ${describe(db)})`,
-  })
-  return false
-}
-
-const classIdProblem = (v: unknown): string =>
-  `a class id is 1–128 characters: a letter, then letters, digits or "_" (got ${describe(v)})`
-
-const instanceIdProblem = (v: unknown): string =>
-  `an instance id is 1–128 characters: a letter or digit, then letters, digits, "_", "." or "-" (got ${describe(v)})`
-
-const pathClass = (classId: unknown, problems: Problems): classId is string => {
-  if (isClassId(classId)) return true
-  problems.push({ pointer: '#/path/class_id', message: classIdProblem(classId) })
-  return false
-}
-
-const pathInstance = (instanceId: unknown, problems: Problems): instanceId is string => {
-  if (isInstanceId(instanceId)) return true
-  problems.push({ pointer: '#/path/instance_id', message: instanceIdProblem(instanceId) })
-  return false
-}
-
-/** An optional text field that may be null; returns undefined when absent. */
-const optionalText = (
-  o: Record<string, unknown>,
-  key: string,
-  max: number,
-  problems: Problems,
-): string | null | undefined => {
-  if (!has(o, key)) return undefined
-  const v = o[key]
-  if (v === null) return null
-  if (typeof v !== 'string') {
-    problems.push({
-      pointer: ptr('', key),
-      message: `must be a string or null (got ${describe(v)})`,
-    })
-    return undefined
-  }
-  if (v.length > max) {
-    problems.push({
-      pointer: ptr('', key),
-      message: `must be at most ${max} characters (got ${v.length})`,
-    })
-    return undefined
-  }
-  return v
-}
-
-const PROPERTY_FIELDS = ['name', 'type', 'required', 'target_class', 'description'] as const
-
-const parseProperties = (
-  value: unknown,
-  base: string,
-  problems: Problems,
-): PropertyDef[] | undefined => {
-  if (!Array.isArray(value)) {
-    problems.push({
-      pointer: base,
-      message: `must be an array of properties (got ${describe(value)})`,
-    })
-    return undefined
-  }
-  if (value.length > LIMITS.maxProperties) {
-    problems.push({
-      pointer: base,
-      message: `at most ${LIMITS.maxProperties} properties (got ${value.length})`,
-    })
-    return undefined
-  }
-  const out: PropertyDef[] = []
+/** A class's property names are unique (JSON Schema's uniqueItems compares whole items). */
+const duplicateNames = (properties: unknown): Problems => {
+  if (!Array.isArray(properties)) return []
   const seen = new Set<string>()
-  value.forEach((item: unknown, i) => {
-    const at = ptr(base, i)
-    if (!isRecord(item)) {
-      problems.push({
-        pointer: at,
-        message: `a property must be an object (got ${describe(item)})`,
-      })
-      return
-    }
-    const before = problems.length
-    for (const key of Object.keys(item)) {
-      if (!(PROPERTY_FIELDS as readonly string[]).includes(key)) {
-        problems.push({
-          pointer: ptr(at, key),
-          message: `unknown field "${shown(key)}" (allowed: ${PROPERTY_FIELDS.join(', ')})`,
-        })
-      }
-    }
-    const { name, type, required, target_class: target, description } = item
-    if (!isPropertyName(name)) {
-      problems.push({
-        pointer: ptr(at, 'name'),
-        message: `a property name is 1–128 characters: a letter or "_", then letters, digits or "_" (got ${describe(name)})`,
-      })
-    } else if (seen.has(name)) {
-      problems.push({ pointer: ptr(at, 'name'), message: `duplicate property name "${name}"` })
-    } else {
-      seen.add(name)
-    }
-    if (!isPropertyType(type)) {
-      problems.push({
-        pointer: ptr(at, 'type'),
-        message: `must be one of ${PROPERTY_TYPES.join(', ')} (got ${describe(type)})`,
+  const out: Problems = []
+  properties.forEach((p: unknown, i) => {
+    if (!isRecord(p) || typeof p.name !== 'string') return
+    if (seen.has(p.name)) {
+      out.push({
+        pointer: `/properties/${i}/name`,
+        message: `duplicate property name "${p.name}"`,
       })
     }
-    if (has(item, 'required') && typeof required !== 'boolean') {
-      problems.push({
-        pointer: ptr(at, 'required'),
-        message: `must be a boolean (got ${describe(required)})`,
-      })
-    }
-    if (type === 'reference') {
-      if (!isClassId(target)) {
-        problems.push({
-          pointer: ptr(at, 'target_class'),
-          message: `a reference property needs target_class, the id of a class in the same database: ${classIdProblem(target)}`,
-        })
-      }
-    } else if (has(item, 'target_class')) {
-      problems.push({
-        pointer: ptr(at, 'target_class'),
-        message: 'target_class is only allowed on properties of type reference',
-      })
-    }
-    if (
-      has(item, 'description') &&
-      !(typeof description === 'string' && description.length <= LIMITS.maxDescription)
-    ) {
-      problems.push({
-        pointer: ptr(at, 'description'),
-        message: `must be a string of at most ${LIMITS.maxDescription} characters`,
-      })
-    }
-    if (problems.length > before) return
-    out.push({
-      name: name as string,
-      type: type as PropertyDef['type'],
-      required: required === true,
-      ...(type === 'reference' ? { target_class: target as string } : {}),
-      ...(typeof description === 'string' ? { description } : {}),
-    })
+    seen.add(p.name)
   })
   return out
 }
@@ -307,108 +169,96 @@ const tooDeep = (value: unknown, limit: number): boolean => {
   return false
 }
 
-const parseData = (
-  value: unknown,
-  problems: Problems,
-  mode: 'create' | 'patch',
-): InstanceData | undefined => {
-  if (!isRecord(value)) {
-    problems.push({ pointer: '/data', message: `must be a JSON object (got ${describe(value)})` })
-    return undefined
-  }
-  const before = problems.length
-  const keys = Object.keys(value)
-  if (keys.length > LIMITS.maxProperties) {
-    problems.push({
-      pointer: '/data',
-      message: `at most ${LIMITS.maxProperties} properties (got ${keys.length})`,
-    })
-    return undefined
-  }
-  for (const key of keys) {
-    if (!isPropertyName(key)) {
-      problems.push({
-        pointer: ptr('/data', key),
-        message: `"${shown(key)}" is not a valid property name (a letter or "_", then letters, digits or "_")`,
-      })
-    } else if (value[key] === null && mode === 'create') {
-      problems.push({
-        pointer: ptr('/data', key),
-        message: 'null is only allowed in an update, where it removes the property; leave it out',
-      })
-    }
-  }
-  if (mode === 'patch' && keys.length === 0) {
-    problems.push({ pointer: '/data', message: 'an update must change at least one property' })
-  }
+/** Instance data's depth and size, which its schema describes in words only. */
+const dataLimits = (body: unknown): Problems => {
+  if (!isRecord(body) || !isRecord(body.data)) return []
+  const value = body.data
   if (tooDeep(value, LIMITS.maxDataDepth)) {
-    problems.push({ pointer: '/data', message: `nested deeper than ${LIMITS.maxDataDepth} levels` })
-  } else {
-    let size = Infinity
-    try {
-      size = new TextEncoder().encode(JSON.stringify(value)).length
-    } catch {
-      // not representable as JSON: reported below as too large
-    }
-    if (size > LIMITS.maxDataBytes) {
-      problems.push({
-        pointer: '/data',
-        message: `at most ${LIMITS.maxDataBytes} bytes of JSON (got ${Number.isFinite(size) ? size : 'more'})`,
-      })
-    }
+    return [{ pointer: '/data', message: `nested deeper than ${LIMITS.maxDataDepth} levels` }]
   }
-  return problems.length > before ? undefined : value
+  let size = Infinity
+  try {
+    size = new TextEncoder().encode(JSON.stringify(value)).length
+  } catch {
+    // not representable as JSON: reported as too large
+  }
+  return size > LIMITS.maxDataBytes
+    ? [
+        {
+          pointer: '/data',
+          message: `at most ${LIMITS.maxDataBytes} bytes of JSON (got ${Number.isFinite(size) ? size : 'more'})`,
+        },
+      ]
+    : []
 }
 
-// ---- parsers ----
+const bodyProblems = (schema: TSchema, body: unknown): Problems => {
+  const problems = problemsOf(schema, body)
+  const pointers = new Set(problems.map((p) => p.pointer))
+  const more = [
+    ...duplicateNames(isRecord(body) ? body.properties : undefined),
+    ...dataLimits(body),
+  ].filter((p) => !pointers.has(p.pointer))
+  return [...problems, ...more].sort((a, b) => comparePointers(a.pointer, b.pointer))
+}
+
+/** Document order: by each step of the pointer, array indexes as numbers. */
+const comparePointers = (a: string, b: string): number => {
+  const x = a.split('/')
+  const y = b.split('/')
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const p = x[i] as string
+    const q = y[i] as string
+    if (p === q) continue
+    const m = Number(p)
+    const n = Number(q)
+    return /^\d+$/.test(p) && /^\d+$/.test(q) ? m - n : 0
+  }
+  return x.length - y.length
+}
 
 export const parseCreateDatabase = (body: unknown): Parsed<DomainCommand> => {
-  const problems: Problems = []
-  const o = objectBody(body, ['name', 'description'], problems)
-  if (o === null) return { ok: false, problems }
-  const name = o.name
-  if (!isDatabaseName(name)) {
-    problems.push({
-      pointer: '/name',
-      message: `a database name is 1–63 characters: a lowercase letter, then lowercase letters, digits, "_" or "-" (got ${describe(name)})`,
-    })
-  }
-  const description = optionalText(o, 'description', LIMITS.maxDescription, problems)
-  return done(problems, () => ({
-    type: 'CREATE_DATABASE' as const,
-    db: name as string,
-    payload: { name: name as string, description: description ?? null },
-  }))
+  const problems = problemsOf(CreateDatabaseBody, body)
+  return done(problems, () => {
+    const b = body as CreateDatabaseRequest
+    return {
+      type: 'CREATE_DATABASE' as const,
+      db: b.name,
+      payload: { name: b.name, description: b.description ?? null },
+    }
+  })
 }
 
-export const parseDeleteDatabase = (db: unknown): Parsed<DomainCommand> => {
-  const problems: Problems = []
-  pathDb(db, problems)
-  return done(problems, () => ({ type: 'DELETE_DATABASE' as const, db: db as string }))
-}
+export const parseDeleteDatabase = (db: unknown): Parsed<DomainCommand> =>
+  done(pathProblems({ db }), () => ({ type: 'DELETE_DATABASE' as const, db: db as string }))
+
+const propertyDefs = (properties: CreateClassRequest['properties']): PropertyDef[] =>
+  (properties ?? []).map((p) => ({
+    name: p.name,
+    type: p.type,
+    required: p.required === true,
+    ...(p.type === 'reference' && p.target_class !== undefined
+      ? { target_class: p.target_class }
+      : {}),
+    ...(p.description !== undefined ? { description: p.description } : {}),
+  }))
 
 export const parseCreateClass = (db: unknown, body: unknown): Parsed<DomainCommand> => {
-  const problems: Problems = []
-  pathDb(db, problems)
-  const o = objectBody(body, ['id', 'label', 'description', 'properties'], problems)
-  if (o === null) return { ok: false, problems }
-  if (!isClassId(o.id)) problems.push({ pointer: '/id', message: classIdProblem(o.id) })
-  const label = optionalText(o, 'label', LIMITS.maxLabel, problems)
-  const description = optionalText(o, 'description', LIMITS.maxDescription, problems)
-  const properties = has(o, 'properties')
-    ? parseProperties(o.properties, '/properties', problems)
-    : []
-  return done(problems, () => ({
-    type: 'CREATE_ONTOLOGY_CLASS' as const,
-    db: db as string,
-    classId: o.id as string,
-    payload: {
-      id: o.id as string,
-      label: label ?? null,
-      description: description ?? null,
-      properties: properties ?? [],
-    },
-  }))
+  const problems = [...pathProblems({ db }), ...bodyProblems(CreateClassBody, body)]
+  return done(problems, () => {
+    const b = body as CreateClassRequest
+    return {
+      type: 'CREATE_ONTOLOGY_CLASS' as const,
+      db: db as string,
+      classId: b.id,
+      payload: {
+        id: b.id,
+        label: b.label ?? null,
+        description: b.description ?? null,
+        properties: propertyDefs(b.properties),
+      },
+    }
+  })
 }
 
 export const parseUpdateClass = (
@@ -416,44 +266,31 @@ export const parseUpdateClass = (
   classId: unknown,
   body: unknown,
 ): Parsed<DomainCommand> => {
-  const problems: Problems = []
-  pathDb(db, problems)
-  pathClass(classId, problems)
-  const o = objectBody(body, ['label', 'description', 'properties'], problems)
-  if (o === null) return { ok: false, problems }
-  const label = optionalText(o, 'label', LIMITS.maxLabel, problems)
-  const description = optionalText(o, 'description', LIMITS.maxDescription, problems)
-  const properties = has(o, 'properties')
-    ? parseProperties(o.properties, '/properties', problems)
-    : undefined
-  if (!has(o, 'label') && !has(o, 'description') && !has(o, 'properties')) {
-    problems.push({
-      pointer: '',
-      message: 'an update must give at least one of label, description, properties',
-    })
-  }
-  return done(problems, () => ({
-    type: 'UPDATE_ONTOLOGY_CLASS' as const,
-    db: db as string,
-    classId: classId as string,
-    payload: {
-      ...(label !== undefined ? { label } : {}),
-      ...(description !== undefined ? { description } : {}),
-      ...(properties !== undefined ? { properties } : {}),
-    },
-  }))
+  const problems = [
+    ...pathProblems({ db, class_id: classId }),
+    ...bodyProblems(UpdateClassBody, body),
+  ]
+  return done(problems, () => {
+    const b = body as UpdateClassRequest
+    return {
+      type: 'UPDATE_ONTOLOGY_CLASS' as const,
+      db: db as string,
+      classId: classId as string,
+      payload: {
+        ...(has(b, 'label') ? { label: b.label ?? null } : {}),
+        ...(has(b, 'description') ? { description: b.description ?? null } : {}),
+        ...(b.properties !== undefined ? { properties: propertyDefs(b.properties) } : {}),
+      },
+    }
+  })
 }
 
-export const parseDeleteClass = (db: unknown, classId: unknown): Parsed<DomainCommand> => {
-  const problems: Problems = []
-  pathDb(db, problems)
-  pathClass(classId, problems)
-  return done(problems, () => ({
+export const parseDeleteClass = (db: unknown, classId: unknown): Parsed<DomainCommand> =>
+  done(pathProblems({ db, class_id: classId }), () => ({
     type: 'DELETE_ONTOLOGY_CLASS' as const,
     db: db as string,
     classId: classId as string,
   }))
-}
 
 /**
  * The instance id a create without `id` gets: derived from the command id, so a retried request
@@ -468,23 +305,20 @@ export const parseCreateInstance = (
   body: unknown,
   commandId: string,
 ): Parsed<DomainCommand> => {
-  const problems: Problems = []
-  pathDb(db, problems)
-  pathClass(classId, problems)
-  const o = objectBody(body, ['id', 'data'], problems)
-  if (o === null) return { ok: false, problems }
-  if (has(o, 'id') && !isInstanceId(o.id)) {
-    problems.push({ pointer: '/id', message: instanceIdProblem(o.id) })
-  }
-  if (!has(o, 'data')) problems.push({ pointer: '/data', message: 'data is required' })
-  const data = has(o, 'data') ? parseData(o.data, problems, 'create') : undefined
-  return done(problems, () => ({
-    type: 'CREATE_INSTANCE' as const,
-    db: db as string,
-    classId: classId as string,
-    instanceId: has(o, 'id') ? (o.id as string) : derivedInstanceId(String(commandId)),
-    payload: { data: data ?? {} },
-  }))
+  const problems = [
+    ...pathProblems({ db, class_id: classId }),
+    ...bodyProblems(CreateInstanceBody, body),
+  ]
+  return done(problems, () => {
+    const b = body as CreateInstanceRequest
+    return {
+      type: 'CREATE_INSTANCE' as const,
+      db: db as string,
+      classId: classId as string,
+      instanceId: b.id ?? derivedInstanceId(String(commandId)),
+      payload: { data: b.data },
+    }
+  })
 }
 
 export const parseUpdateInstance = (
@@ -493,20 +327,16 @@ export const parseUpdateInstance = (
   instanceId: unknown,
   body: unknown,
 ): Parsed<DomainCommand> => {
-  const problems: Problems = []
-  pathDb(db, problems)
-  pathClass(classId, problems)
-  pathInstance(instanceId, problems)
-  const o = objectBody(body, ['data'], problems)
-  if (o === null) return { ok: false, problems }
-  if (!has(o, 'data')) problems.push({ pointer: '/data', message: 'data is required' })
-  const data = has(o, 'data') ? parseData(o.data, problems, 'patch') : undefined
+  const problems = [
+    ...pathProblems({ db, class_id: classId, instance_id: instanceId }),
+    ...bodyProblems(UpdateInstanceBody, body),
+  ]
   return done(problems, () => ({
     type: 'UPDATE_INSTANCE' as const,
     db: db as string,
     classId: classId as string,
     instanceId: instanceId as string,
-    payload: { data: data ?? {} },
+    payload: { data: (body as UpdateInstanceRequest).data },
   }))
 }
 
@@ -514,18 +344,13 @@ export const parseDeleteInstance = (
   db: unknown,
   classId: unknown,
   instanceId: unknown,
-): Parsed<DomainCommand> => {
-  const problems: Problems = []
-  pathDb(db, problems)
-  pathClass(classId, problems)
-  pathInstance(instanceId, problems)
-  return done(problems, () => ({
+): Parsed<DomainCommand> =>
+  done(pathProblems({ db, class_id: classId, instance_id: instanceId }), () => ({
     type: 'DELETE_INSTANCE' as const,
     db: db as string,
     classId: classId as string,
     instanceId: instanceId as string,
   }))
-}
 
 // ---- envelopes ----
 

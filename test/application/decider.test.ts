@@ -269,7 +269,7 @@ describe('reading a command back from its envelope', () => {
     assert.match(!parsed.ok ? parsed.reason : '', /^\/data\/payload\/quantity: /)
     const extra = parseCommandEnvelope(shop, envelopeOf({ ...good, colour: 'red' }))
     assert.equal(extra.ok, false)
-    assert.match(!extra.ok ? extra.reason : '', /\/data\/payload\/colour: is not allowed here/)
+    assert.match(!extra.ok ? extra.reason : '', /\/data\/payload\/colour: unknown field "colour"/)
   })
 
   test('problemsOf points at each problem', () => {
@@ -280,7 +280,7 @@ describe('reading a command back from its envelope', () => {
     assert.ok(pointers.includes('/quantity'), pointers.join(','))
     assert.ok(pointers.includes('/x'), pointers.join(','))
     assert.ok(
-      problems.some((p) => p.pointer === '' && /sku/.test(p.message)),
+      problems.some((p) => p.pointer === '/sku' && p.message === 'is required'),
       JSON.stringify(problems),
     )
   })

@@ -228,7 +228,9 @@ describe('shop service, embedded, decided by the command worker', () => {
     })
     assert.equal(r.status, 400)
     assert.equal(r.body.code, 'validation_failed')
-    assert.deepEqual(r.body.problems, [{ pointer: '/colour', message: 'is not allowed here' }])
+    assert.deepEqual(r.body.problems, [
+      { pointer: '/colour', message: 'unknown field "colour" (allowed: cart_id, sku, quantity)' },
+    ])
     const clash = await svc.request<Problem>('POST', '/api/v1/carts/x/items', {
       cart_id: 'y',
       sku: 'pen',

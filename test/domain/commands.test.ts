@@ -47,7 +47,7 @@ test('create database: name and optional description; unknown fields and bad nam
     db: 'a',
     payload: { name: 'a', description: null },
   })
-  assert.deepEqual(pointers(parseCreateDatabase({ name: 'Sales', extra: 1 })), ['/extra', '/name'])
+  assert.deepEqual(pointers(parseCreateDatabase({ name: 'Sales', extra: 1 })), ['/name', '/extra'])
   assert.deepEqual(pointers(parseCreateDatabase({ name: 'x:y' })), ['/name'])
   assert.deepEqual(pointers(parseCreateDatabase({ name: 'a'.repeat(64) })), ['/name'])
   assert.deepEqual(pointers(parseCreateDatabase({ name: 'ok', description: 5 })), ['/description'])
@@ -102,8 +102,8 @@ test('create class: properties with types, required, target_class iff reference,
     '/properties/1/name',
     '/properties/2/target_class',
     '/properties/3/target_class',
-    '/properties/4/color',
     '/properties/4/required',
+    '/properties/4/color',
     '/properties/5',
     '/properties/6/name',
   ])

@@ -26,6 +26,7 @@ import type {
   RouteHandler,
   ServingOptions,
 } from '../http/pipeline.ts'
+import { IDEMPOTENCY_KEY_PATTERN, IF_MATCH_PATTERN } from '../http/contract.ts'
 import { problem } from '../http/problem.ts'
 import type { HttpResponse } from '../http/problem.ts'
 import { createRouter } from '../http/router.ts'
@@ -383,13 +384,13 @@ export const domainOpenApi = (
           name: 'Idempotency-Key',
           in: 'header',
           required: false,
-          schema: { type: 'string', pattern: '^[\\x21-\\x7e]{1,255}$' },
+          schema: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN },
         },
         IfMatch: {
           name: 'If-Match',
           in: 'header',
           required: false,
-          schema: { type: 'string', pattern: '^\\s*(W/)?"\\d{1,15}"\\s*$' },
+          schema: { type: 'string', pattern: IF_MATCH_PATTERN },
         },
         ExpectedSeq: {
           name: 'expected_seq',

@@ -40,7 +40,15 @@ export type { FieldProblem } from '../http/validate.ts'
 
 export type Parsed<T> =
   | { readonly ok: true; readonly value: T }
-  | { readonly ok: false; readonly problems: FieldProblem[] }
+  | {
+      readonly ok: false
+      readonly problems: FieldProblem[]
+      /**
+       * The request fits its schema but breaks a rule the schema states only in words (unique
+       * property names, data depth and size): a 422 rather than a 400.
+       */
+      readonly beyondSchema?: true
+    }
 
 export type InstanceData = Readonly<Record<string, unknown>>
 
@@ -192,14 +200,26 @@ const dataLimits = (body: unknown): Problems => {
     : []
 }
 
-const bodyProblems = (schema: TSchema, body: unknown): Problems => {
+type BodyCheck = { readonly problems: Problems; readonly beyondSchema: boolean }
+
+/** The body's schema problems, else the rules the schema states only in words. */
+const checkBody = (schema: TSchema, body: unknown): BodyCheck => {
   const problems = problemsOf(schema, body)
-  const pointers = new Set(problems.map((p) => p.pointer))
-  const more = [
+  if (problems.length > 0) return { problems, beyondSchema: false }
+  const rules = [
     ...duplicateNames(isRecord(body) ? body.properties : undefined),
     ...dataLimits(body),
-  ].filter((p) => !pointers.has(p.pointer))
-  return [...problems, ...more].sort((a, b) => comparePointers(a.pointer, b.pointer))
+  ]
+  return { problems: rules, beyondSchema: rules.length > 0 }
+}
+
+/** A command from the path's ids and the body, or every problem of both, in document order. */
+const parsed = <T>(path: Problems, body: BodyCheck, value: () => T): Parsed<T> => {
+  if (path.length === 0 && body.problems.length === 0) return { ok: true, value: value() }
+  const problems = [...path, ...body.problems].sort((a, b) => comparePointers(a.pointer, b.pointer))
+  return path.length === 0 && body.beyondSchema
+    ? { ok: false, problems, beyondSchema: true }
+    : { ok: false, problems }
 }
 
 /** Document order: by each step of the pointer, array indexes as numbers. */
@@ -218,8 +238,7 @@ const comparePointers = (a: string, b: string): number => {
 }
 
 export const parseCreateDatabase = (body: unknown): Parsed<DomainCommand> => {
-  const problems = problemsOf(CreateDatabaseBody, body)
-  return done(problems, () => {
+  return parsed([], checkBody(CreateDatabaseBody, body), () => {
     const b = body as CreateDatabaseRequest
     return {
       type: 'CREATE_DATABASE' as const,
@@ -244,8 +263,7 @@ const propertyDefs = (properties: CreateClassRequest['properties']): PropertyDef
   }))
 
 export const parseCreateClass = (db: unknown, body: unknown): Parsed<DomainCommand> => {
-  const problems = [...pathProblems({ db }), ...bodyProblems(CreateClassBody, body)]
-  return done(problems, () => {
+  return parsed(pathProblems({ db }), checkBody(CreateClassBody, body), () => {
     const b = body as CreateClassRequest
     return {
       type: 'CREATE_ONTOLOGY_CLASS' as const,
@@ -266,11 +284,7 @@ export const parseUpdateClass = (
   classId: unknown,
   body: unknown,
 ): Parsed<DomainCommand> => {
-  const problems = [
-    ...pathProblems({ db, class_id: classId }),
-    ...bodyProblems(UpdateClassBody, body),
-  ]
-  return done(problems, () => {
+  return parsed(pathProblems({ db, class_id: classId }), checkBody(UpdateClassBody, body), () => {
     const b = body as UpdateClassRequest
     return {
       type: 'UPDATE_ONTOLOGY_CLASS' as const,
@@ -305,20 +319,20 @@ export const parseCreateInstance = (
   body: unknown,
   commandId: string,
 ): Parsed<DomainCommand> => {
-  const problems = [
-    ...pathProblems({ db, class_id: classId }),
-    ...bodyProblems(CreateInstanceBody, body),
-  ]
-  return done(problems, () => {
-    const b = body as CreateInstanceRequest
-    return {
-      type: 'CREATE_INSTANCE' as const,
-      db: db as string,
-      classId: classId as string,
-      instanceId: b.id ?? derivedInstanceId(String(commandId)),
-      payload: { data: b.data },
-    }
-  })
+  return parsed(
+    pathProblems({ db, class_id: classId }),
+    checkBody(CreateInstanceBody, body),
+    () => {
+      const b = body as CreateInstanceRequest
+      return {
+        type: 'CREATE_INSTANCE' as const,
+        db: db as string,
+        classId: classId as string,
+        instanceId: b.id ?? derivedInstanceId(String(commandId)),
+        payload: { data: b.data },
+      }
+    },
+  )
 }
 
 export const parseUpdateInstance = (
@@ -327,17 +341,17 @@ export const parseUpdateInstance = (
   instanceId: unknown,
   body: unknown,
 ): Parsed<DomainCommand> => {
-  const problems = [
-    ...pathProblems({ db, class_id: classId, instance_id: instanceId }),
-    ...bodyProblems(UpdateInstanceBody, body),
-  ]
-  return done(problems, () => ({
-    type: 'UPDATE_INSTANCE' as const,
-    db: db as string,
-    classId: classId as string,
-    instanceId: instanceId as string,
-    payload: { data: (body as UpdateInstanceRequest).data },
-  }))
+  return parsed(
+    pathProblems({ db, class_id: classId, instance_id: instanceId }),
+    checkBody(UpdateInstanceBody, body),
+    () => ({
+      type: 'UPDATE_INSTANCE' as const,
+      db: db as string,
+      classId: classId as string,
+      instanceId: instanceId as string,
+      payload: { data: (body as UpdateInstanceRequest).data },
+    }),
+  )
 }
 
 export const parseDeleteInstance = (

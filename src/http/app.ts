@@ -12,15 +12,9 @@ import {
   parseUpdateClass,
   parseUpdateInstance,
 } from '../domain/commands.ts'
-import type { DomainCommand, FieldProblem, Parsed } from '../domain/commands.ts'
+import type { DomainCommand, Parsed } from '../domain/commands.ts'
 import { expectedSeqForCreate } from '../domain/command-handler.ts'
-import {
-  HANDLERS,
-  commandHandlerFor,
-  isClassId,
-  isDatabaseName,
-  isInstanceId,
-} from '../domain/model.ts'
+import { HANDLERS, commandHandlerFor } from '../domain/model.ts'
 import {
   getClass,
   getDatabase,
@@ -33,14 +27,16 @@ import {
 } from '../domain/read-model.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import type { RegistryRow } from '../registry/processed-events.ts'
-import { openApiDocument } from './openapi.ts'
+import { openApiOf } from './contract.ts'
+import type { Operation, ValidRequest } from './contract.ts'
+import * as oms from './oms-contract.ts'
 import {
   RequestProblem,
+  addOperation,
   acceptedOrOutcome,
   correlationIdOf,
   idempotencyKeyReused,
   sameCommand,
-  badRequest,
   bodyJson,
   commandIdOf,
   commandStatus,
@@ -83,7 +79,14 @@ export type OmsAppOptions = ServingOptions & {
  */
 export type OmsApp = HttpApp
 
-const SEQ = /^\d{1,15}$/
+const unprocessable = (r: HttpResponse): HttpResponse => {
+  const body = JSON.parse(r.body) as Record<string, unknown>
+  return {
+    ...r,
+    status: 422,
+    body: JSON.stringify({ ...body, status: 422, title: 'Unprocessable content' }),
+  }
+}
 
 /** The ontology domain's routes (commands, reads, history) on the generic pipeline. */
 export const createOmsApp = (options: OmsAppOptions): OmsApp => {
@@ -99,7 +102,9 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
 
   const parsedOrThrow = <T>(ctx: Ctx, parsed: Parsed<T>): T => {
     if (parsed.ok) return parsed.value
-    throw new RequestProblem(validationFailed(ctx, parsed.problems))
+    const invalid = validationFailed(ctx, parsed.problems)
+    // Schema-valid, but against a rule the schema states in words: unprocessable content.
+    throw new RequestProblem(parsed.beyondSchema === true ? unprocessable(invalid) : invalid)
   }
 
   const listPage = (ctx: Ctx) => pageOf(ctx, isValidCursor)
@@ -172,45 +177,31 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
 
   const p = (ctx: Ctx, name: string): string => ctx.params[name] ?? ''
 
-  /** Ids in the path, checked by the domain's rules before anything reads or writes with them. */
-  const ID_RULES: Readonly<Record<string, (v: unknown) => boolean>> = {
-    db: isDatabaseName,
-    class_id: isClassId,
-    instance_id: isInstanceId,
-  }
-  const invalidIds = (ctx: Ctx): HttpResponse | null => {
-    const problems: FieldProblem[] = []
-    for (const [name, value] of Object.entries(ctx.params)) {
-      const rule = ID_RULES[name]
-      if (rule !== undefined && !rule(value)) {
-        problems.push({ pointer: `#/path/${name}`, message: `not a valid ${name}` })
-      }
-    }
-    return problems.length === 0
-      ? null
-      : badRequest(ctx.requestId, 'invalid_id', problems.map((x) => x.message).join('; '), problems)
-  }
+  const route = (
+    op: Operation,
+    handler: (ctx: Ctx, valid: ValidRequest) => Promise<HttpResponse>,
+  ): void => addOperation(router, op, handler)
 
-  router.add('POST', '/api/v1/databases', (ctx) =>
+  route(oms.createDatabase, (ctx) =>
     submit(ctx, () => parseCreateDatabase(bodyJson(ctx)), 'create'),
   )
-  router.add('DELETE', '/api/v1/databases/:db', (ctx) =>
+  route(oms.deleteDatabase, (ctx) =>
     submit(ctx, () => parseDeleteDatabase(p(ctx, 'db')), 'required'),
   )
-  router.add('POST', '/api/v1/databases/:db/classes', (ctx) =>
+  route(oms.createClass, (ctx) =>
     submit(ctx, () => parseCreateClass(p(ctx, 'db'), bodyJson(ctx)), 'create'),
   )
-  router.add('PUT', '/api/v1/databases/:db/classes/:class_id', (ctx) =>
+  route(oms.updateClass, (ctx) =>
     submit(
       ctx,
       () => parseUpdateClass(p(ctx, 'db'), p(ctx, 'class_id'), bodyJson(ctx)),
       'required',
     ),
   )
-  router.add('DELETE', '/api/v1/databases/:db/classes/:class_id', (ctx) =>
+  route(oms.deleteClass, (ctx) =>
     submit(ctx, () => parseDeleteClass(p(ctx, 'db'), p(ctx, 'class_id')), 'required'),
   )
-  router.add('POST', '/api/v1/databases/:db/classes/:class_id/instances', (ctx) =>
+  route(oms.createInstance, (ctx) =>
     submit(
       ctx,
       (commandId) =>
@@ -218,7 +209,7 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
       'create',
     ),
   )
-  router.add('PUT', '/api/v1/databases/:db/classes/:class_id/instances/:instance_id', (ctx) =>
+  route(oms.updateInstance, (ctx) =>
     submit(
       ctx,
       () =>
@@ -226,7 +217,7 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
       'required',
     ),
   )
-  router.add('DELETE', '/api/v1/databases/:db/classes/:class_id/instances/:instance_id', (ctx) =>
+  route(oms.deleteInstance, (ctx) =>
     submit(
       ctx,
       () => parseDeleteInstance(p(ctx, 'db'), p(ctx, 'class_id'), p(ctx, 'instance_id')),
@@ -236,7 +227,8 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
 
   // ---- command status: the bucket says the command exists, the registry how far it got ----
 
-  router.add('GET', '/api/v1/commands/:command_id', commandStatus(statusOptions))
+  const status = commandStatus(statusOptions)
+  route(oms.getCommand, (ctx) => status(ctx))
 
   // ---- reads (the read model) ----
 
@@ -248,25 +240,25 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     return json(200, view, { etag })
   }
 
-  router.add('GET', '/api/v1/databases', async (ctx) =>
+  route(oms.listDatabases, async (ctx) =>
     json(200, await listDatabases(readModel, schema, listPage(ctx))),
   )
-  router.add('GET', '/api/v1/databases/:db', async (ctx) => {
+  route(oms.getDatabase, async (ctx) => {
     const view = await getDatabase(readModel, schema, p(ctx, 'db'))
     return view === null
       ? notFound(ctx.requestId, `no database ${p(ctx, 'db')}`)
       : withEtag(ctx, view)
   })
-  router.add('GET', '/api/v1/databases/:db/classes', async (ctx) =>
+  route(oms.listClasses, async (ctx) =>
     json(200, await listClasses(readModel, schema, p(ctx, 'db'), listPage(ctx))),
   )
-  router.add('GET', '/api/v1/databases/:db/classes/:class_id', async (ctx) => {
+  route(oms.getClass, async (ctx) => {
     const view = await getClass(readModel, schema, p(ctx, 'db'), p(ctx, 'class_id'))
     return view === null
       ? notFound(ctx.requestId, `no class ${p(ctx, 'class_id')} in database ${p(ctx, 'db')}`)
       : withEtag(ctx, view)
   })
-  router.add('GET', '/api/v1/databases/:db/classes/:class_id/instances', async (ctx) => {
+  route(oms.listInstances, async (ctx) => {
     const cls = await getClass(readModel, schema, p(ctx, 'db'), p(ctx, 'class_id'))
     if (cls === null)
       return notFound(ctx.requestId, `no class ${p(ctx, 'class_id')} in database ${p(ctx, 'db')}`)
@@ -279,46 +271,26 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
       await listInstances(readModel, schema, p(ctx, 'db'), p(ctx, 'class_id'), { ...page, filter }),
     )
   })
-  router.add(
-    'GET',
-    '/api/v1/databases/:db/classes/:class_id/instances/:instance_id',
-    async (ctx) => {
-      const view = await getInstance(
-        readModel,
-        schema,
-        p(ctx, 'db'),
-        p(ctx, 'class_id'),
-        p(ctx, 'instance_id'),
-      )
-      return view === null
-        ? notFound(ctx.requestId, `no instance ${p(ctx, 'instance_id')}`)
-        : withEtag(ctx, view)
-    },
-  )
+  route(oms.getInstance, async (ctx) => {
+    const view = await getInstance(
+      readModel,
+      schema,
+      p(ctx, 'db'),
+      p(ctx, 'class_id'),
+      p(ctx, 'instance_id'),
+    )
+    return view === null
+      ? notFound(ctx.requestId, `no instance ${p(ctx, 'instance_id')}`)
+      : withEtag(ctx, view)
+  })
 
   // ---- history (the bucket) ----
 
-  router.add('GET', '/api/v1/aggregates/:aggregate_type/:aggregate_id/events', async (ctx) => {
+  route(oms.getHistory, async (ctx, valid) => {
     const type = p(ctx, 'aggregate_type')
     const id = p(ctx, 'aggregate_id')
-    if (
-      type.length === 0 ||
-      type.length > 256 ||
-      id.length === 0 ||
-      id.length > 1024 ||
-      /[\u0000-\u001f\u007f]/.test(type + id)
-    ) {
-      return badRequest(
-        ctx.requestId,
-        'invalid_aggregate',
-        'aggregate type (≤ 256) and id (≤ 1024) are required',
-      )
-    }
-    const from = ctx.query.get('from_seq') ?? '1'
-    if (!SEQ.test(from) || Number(from) < 1) {
-      return badRequest(ctx.requestId, 'invalid_from_seq', 'from_seq must be an integer ≥ 1')
-    }
-    const fromSeq = Number(from)
+    const from = valid.query['from_seq']
+    const fromSeq = typeof from === 'number' ? from : 1
     const { limit } = listPage(ctx)
     const events = await eventStore.readStream(type, id, { fromSeq, toSeq: fromSeq + limit - 1 })
     if (events.length === 0 && fromSeq === 1)
@@ -337,8 +309,12 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     ...(options.ready === undefined ? {} : { ready: options.ready }),
     ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
     ...(options.logger === undefined ? {} : { logger: options.logger }),
-    openapi: openApiDocument,
-    checkParams: invalidIds,
+    openapi: () =>
+      openApiOf(oms.OMS_OPERATIONS, {
+        title: 'cairn OMS',
+        description: oms.OMS_DESCRIPTION,
+        authenticated: options.auth !== 'disabled',
+      }),
     component: 'oms',
   })
 }

@@ -5,6 +5,14 @@ import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import type { RegistryRow } from '../registry/processed-events.ts'
+import {
+  IDEMPOTENCY_KEY_PATTERN,
+  IF_MATCH_PATTERN,
+  parameterProblemCode,
+  requestProblems,
+  routerPath,
+} from './contract.ts'
+import type { Operation, ValidRequest } from './contract.ts'
 import { problem, problemForError } from './problem.ts'
 import type { HttpResponse } from './problem.ts'
 import type { Router } from './router.ts'
@@ -59,7 +67,8 @@ export type FieldProblem = { readonly pointer: string; readonly message: string 
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
+const IDEMPOTENCY_KEY = new RegExp(IDEMPOTENCY_KEY_PATTERN)
+const IF_MATCH = new RegExp(IF_MATCH_PATTERN)
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/
 const SEQ = /^\d{1,15}$/
 const DEFAULT_LIMIT = 50
@@ -160,7 +169,7 @@ export const expectedSeqOf = (ctx: Ctx): number | undefined => {
     fromQuery = Number(q)
   }
   if (ifMatch !== undefined) {
-    const m = /^\s*(?:W\/)?"(\d{1,15})"\s*$/.exec(ifMatch)
+    const m = IF_MATCH.exec(ifMatch)
     if (m === null)
       throw new RequestProblem(
         badRequest(
@@ -169,11 +178,18 @@ export const expectedSeqOf = (ctx: Ctx): number | undefined => {
           'If-Match must be an ETag "N" (the sequence you read)',
         ),
       )
-    fromHeader = Number(m[1])
+    fromHeader = Number(m[1] ?? m[2])
   }
   if (fromQuery !== undefined && fromHeader !== undefined && fromQuery !== fromHeader) {
+    // They cannot both be the aggregate's sequence: the request conflicts with its state.
     throw new RequestProblem(
-      badRequest(ctx.requestId, 'conflicting_expected_seq', 'expected_seq and If-Match disagree'),
+      problem({
+        status: 409,
+        code: 'conflicting_expected_seq',
+        title: 'Conflict',
+        detail: `expected_seq ${fromQuery} and If-Match "${fromHeader}" disagree: they cannot both be the aggregate's sequence`,
+        request_id: ctx.requestId,
+      }),
     )
   }
   return fromQuery ?? fromHeader
@@ -293,6 +309,36 @@ export const validationFailed = (ctx: Ctx, problems: readonly FieldProblem[]): H
     problems: problems.slice(0, 100),
     request_id: ctx.requestId,
   })
+
+/**
+ * Adds an operation of a contract to a router: its path, query and headers are validated against
+ * the operation's schemas before `handler` runs, which gets them converted (`"5"` → 5).
+ */
+export const addOperation = (
+  router: Router<RouteHandler>,
+  op: Operation,
+  handler: (ctx: Ctx, valid: ValidRequest) => Promise<HttpResponse>,
+): void => {
+  router.add(op.method, routerPath(op.path), async (ctx) => {
+    const { problems, valid } = requestProblems(op, {
+      params: ctx.params,
+      query: ctx.query,
+      headers: ctx.req.headers,
+    })
+    if (problems.length === 0) return handler(ctx, valid)
+    return problem({
+      status: 400,
+      code: parameterProblemCode(problems),
+      title: 'Invalid request',
+      detail: problems
+        .slice(0, 5)
+        .map((p) => `${p.pointer}: ${p.message}`)
+        .join('; '),
+      problems: problems.slice(0, 100),
+      request_id: ctx.requestId,
+    })
+  })
+}
 
 export type CommandStatusOptions = {
   readonly eventStore: EventStore

@@ -99,7 +99,6 @@ test('create class: properties with types, required, target_class iff reference,
   assert.deepEqual(pointers(bad), [
     '/id',
     '/properties/0/type',
-    '/properties/1/name',
     '/properties/2/target_class',
     '/properties/3/target_class',
     '/properties/4/required',
@@ -107,6 +106,16 @@ test('create class: properties with types, required, target_class iff reference,
     '/properties/5',
     '/properties/6/name',
   ])
+  // A name given twice breaks no schema keyword: reported once the schema holds, as beyond it.
+  const twice = parseCreateClass('sales', {
+    id: 'A',
+    properties: [
+      { name: 'a', type: 'string' },
+      { name: 'a', type: 'integer' },
+    ],
+  })
+  assert.deepEqual(pointers(twice), ['/properties/1/name'])
+  assert.equal(!twice.ok && twice.beyondSchema, true)
   assert.deepEqual(
     pointers(parseCreateClass('sales', { id: 'A', properties: new Array(257).fill(null) })),
     ['/properties'],

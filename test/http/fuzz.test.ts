@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import fc from 'fast-check'
-import { openApiDocument } from '../../src/http/openapi.ts'
+import { openApiOf } from '../../src/http/contract.ts'
+import { OMS_OPERATIONS } from '../../src/http/oms-contract.ts'
 import { openEmbedded } from '../support/embedded.ts'
 import type { Embedded } from '../support/embedded.ts'
 import { inProcessClient } from '../support/oms-client.ts'
 
 type Schema = Record<string, unknown>
-const doc = openApiDocument() as unknown as {
+const doc = openApiOf(OMS_OPERATIONS, { title: 'cairn OMS', authenticated: true }) as unknown as {
   paths: Record<string, Record<string, { parameters?: Schema[]; requestBody?: Schema }>>
   components: { schemas: Record<string, Schema> }
 }

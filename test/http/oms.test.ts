@@ -81,7 +81,7 @@ describe('OMS, embedded (filesystem bucket, PGlite, in-process bus)', () => {
         '/api/v1/databases/x?expected_seq=1',
         { 'if-match': '"2"' },
         undefined,
-        400,
+        409,
         'conflicting_expected_seq',
       ],
       [

@@ -46,7 +46,7 @@ export const PropertyDefinition = Type.Object(
       not: Type.Literal('__proto__'),
       description: '1–128 characters: a letter or "_", then letters, digits or "_"; not __proto__',
     }),
-    type: Type.Union(PROPERTY_TYPES.map((t) => Type.Literal(t))),
+    type: Type.Enum(PROPERTY_TYPES),
     required: Type.Optional(Type.Boolean()),
     target_class: Type.Optional(ClassId),
     description: Type.Optional(Text(LIMITS.maxDescription)),

@@ -172,7 +172,7 @@ const STATUS_LINK = {
   },
 }
 
-const commandAnswers = (occ: 'create' | 'required'): Record<string, ResponseSpec> => ({
+const commandAnswers = (occ: 'create' | 'required') => ({
   '200': {
     description:
       'Prefer: wait=N and the command completed or failed within N seconds: its status, as GET status_url shows it',
@@ -202,8 +202,8 @@ const commandAnswers = (occ: 'create' | 'required'): Record<string, ResponseSpec
     : {}),
 })
 
-const readAnswers = (schema: TSchema, etag: boolean): Record<string, ResponseSpec> => ({
-  '200': { description: 'Found', schema, ...(etag ? { headers: [ETagHeader] } : {}) },
+const readAnswers = <S extends TSchema>(schema: S, etag: boolean) => ({
+  '200': { description: 'Found', schema, headers: etag ? [ETagHeader] : [] },
   ...(etag ? { '304': { description: 'Not modified (If-None-Match)' } } : {}),
   '400': problem('Invalid parameters'),
   '404': problem('Not found'),
@@ -215,29 +215,38 @@ const IfNoneMatch: HeaderSpec = {
   description: 'the ETag you hold: 304 when unchanged',
 }
 
-type CommandSpec = {
-  operationId: string
+type CommandSpec<Id extends string> = {
+  operationId: Id
   method: 'POST' | 'PUT' | 'DELETE'
   path: string
   summary: string
-  params?: TObject
   occ: 'create' | 'required'
 }
 
 /** A command route: stored and answered 202 (or its outcome within Prefer: wait). */
-const command = <B extends TSchema | undefined = undefined>(o: CommandSpec & { body?: B }) => {
+const command = <
+  const Id extends string,
+  P extends TObject | undefined = undefined,
+  B extends TSchema | undefined = undefined,
+>(
+  o: CommandSpec<Id> & { params?: P; body?: B },
+) => {
   const base = {
     operationId: o.operationId,
     method: o.method,
     path: o.path,
     summary: o.summary,
-    ...(o.params === undefined ? {} : { params: o.params }),
     query: Type.Object({ expected_seq: Type.Optional(ExpectedSeq) }),
     headers: [IdempotencyKeyHeader, PreferHeader, IfMatchHeader],
     responses: commandAnswers(o.occ),
     secured: true as const,
   }
-  return (o.body === undefined ? base : { ...base, body: o.body }) as typeof base &
+  return {
+    ...base,
+    ...(o.params === undefined ? {} : { params: o.params }),
+    ...(o.body === undefined ? {} : { body: o.body }),
+  } as typeof base &
+    (P extends TObject ? { readonly params: P } : unknown) &
     (B extends TSchema ? { readonly body: B } : unknown)
 }
 

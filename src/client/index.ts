@@ -102,8 +102,11 @@ const pathOf = (op: Operation, params: Readonly<Record<string, unknown>> | undef
   op.path.replace(/\{([A-Za-z0-9_]+)\}/g, (_, name: string) => {
     const v = params?.[name]
     if (v === undefined) throw new TypeError(`${op.operationId}: path parameter ${name} missing`)
-    return encodeURIComponent(String(v))
+    return encodeURIComponent(text(v))
   })
+
+/** A path or query value as text (numbers and booleans as JSON spells them). */
+const text = (v: unknown): string => (typeof v === 'string' ? v : JSON.stringify(v))
 
 /** A client of the OMS at `baseUrl`. */
 export const createClient = (options: ClientOptions): CairnClient => {
@@ -122,7 +125,7 @@ export const createClient = (options: ClientOptions): CairnClient => {
     } & CallOptions
     const url = new URL(base + pathOf(op, input.params))
     for (const [k, v] of Object.entries(input.query ?? {})) {
-      if (v !== undefined && v !== null) url.searchParams.set(k, String(v))
+      if (v !== undefined && v !== null) url.searchParams.set(k, text(v))
     }
     const write = WRITES.has(op.method)
     const headers: Record<string, string> = { accept: 'application/json', ...input.headers }

@@ -20,7 +20,7 @@ import {
   defineOperation,
   problem,
 } from './contract.ts'
-import type { HeaderSpec, ResponseSpec } from './contract.ts'
+import type { HeaderSpec } from './contract.ts'
 
 /**
  * The OMS's HTTP contract: every route, with its path, query, headers, body and answers, as

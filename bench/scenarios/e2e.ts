@@ -1,3 +1,4 @@
+import { createClient } from '../../src/client/index.ts'
 import type { Sql } from '../../src/core/ports/sql.ts'
 import { createBenchClass, openDeployment } from '../lib/cairn-deployment.ts'
 import type { Deployment } from '../lib/cairn-deployment.ts'
@@ -386,6 +387,73 @@ const measureAt = async (
   return { row, visibleRate }
 }
 
+/** Clients of the waiting and polling loops, and the polling interval. */
+const OUTCOME_CLIENTS = 4
+const POLL_EVERY_MS = 50
+
+/**
+ * A client that wants a command's outcome, with the typed client (`cairn/client`): it either
+ * sends the command with `Prefer: wait` and gets the outcome in the answer (`wait`), or takes the
+ * 202 and asks for the status every 50 ms until it is COMPLETED or FAILED (`poll`). Latency is
+ * from sending to holding the outcome; a closed loop of 4 clients.
+ */
+const outcomeLatency = async (
+  ctx: BenchContext,
+  p: Pipeline,
+  omsUrl: string,
+  mode: 'wait' | 'poll',
+): Promise<ResultRow> => {
+  const oms = createClient({ baseUrl: omsUrl, token: p.deployment.token })
+  const next = payloads(ctx, mode === 'wait' ? 21 : 22)
+  const params = { db: p.db, class_id: p.classId }
+  let n = 0
+  let requests = 0
+  const r = await closedLoop(ctx, {
+    concurrency: OUTCOME_CLIENTS,
+    warmupMs: 1_000,
+    measureMs: ctx.quick ? 4_000 : 10_000,
+    processes: p.deployment.pids(),
+    op: async () => {
+      const body = { id: `${mode}-${n++}`, data: { payload: next() } }
+      requests++
+      if (mode === 'wait') {
+        const answer = await oms.createInstance({ params, body, waitSeconds: 30 })
+        if (answer.status === 200) return
+        if ('command_id' in answer.body) await oms.waitForCommand(answer.body.command_id)
+        return
+      }
+      const answer = await oms.createInstance({ params, body })
+      if (!('command_id' in answer.body)) throw new Error('no command id in the answer')
+      const id = answer.body.command_id
+      for (;;) {
+        await sleep(POLL_EVERY_MS)
+        requests++
+        const status = await oms.getCommand({ params: { command_id: id } })
+        if (status.body.status === 'COMPLETED' || status.body.status === 'FAILED') return
+      }
+    },
+  })
+  p.created.n += n
+  ctx.log(
+    `  outcome by ${mode === 'wait' ? 'Prefer: wait' : 'polling'}: p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, ${Math.round((requests / Math.max(n, 1)) * 10) / 10} requests per command`,
+  )
+  return rowBetween(r.before, r.after, {
+    scenario: 'e2e',
+    variant:
+      mode === 'wait' ? 'outcome, Prefer: wait' : `outcome, polling every ${POLL_EVERY_MS} ms`,
+    kind: 'scenario',
+    events: r.events,
+    latency: r.latency,
+    notes: [
+      `latency: a client sends a command and holds its outcome (COMPLETED, the read model shows it), through cairn/client; ${OUTCOME_CLIENTS} clients in a closed loop`,
+      mode === 'wait'
+        ? 'the command is sent with Prefer: wait=30: the OMS answers 200 with the outcome'
+        : `the 202's status is asked for every ${POLL_EVERY_MS} ms until it is COMPLETED or FAILED`,
+    ],
+    extra: { requestsPerCommand: Math.round((requests / Math.max(n, 1)) * 100) / 100 },
+  })
+}
+
 /** Commands/s of the light-load loop: well within what the pipeline keeps up with on 2 cores. */
 const LIGHT_RATE = 20
 
@@ -452,6 +520,8 @@ export const e2e: Scenario = {
             [`offered: a fixed light load (${LIGHT_RATE}/s), the path's own latency`],
             {},
           )
+          const waited = await outcomeLatency(ctx, pipeline, oms.url, 'wait')
+          const polled = await outcomeLatency(ctx, pipeline, oms.url, 'poll')
           const ceiling = await appendCeiling(ctx, client, instances, deployment, pipeline.created)
           // The ceiling's closed loop leaves a backlog: each open loop starts from an idle pipeline.
           const backlog = await drain(ctx, pipeline)
@@ -486,7 +556,7 @@ export const e2e: Scenario = {
             [`offered: 50 % of the pipeline's drain rate (${Math.round(drained * 10) / 10}/s)`],
             { drainedRate: drained },
           )
-          return [light.row, first.row, second.row]
+          return [light.row, waited, polled, first.row, second.row]
         } finally {
           await unlisten()
         }

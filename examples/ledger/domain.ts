@@ -392,9 +392,10 @@ export const GetAccount = defineQuery({
   name: 'account',
   path: '/api/v1/accounts/:account_id',
   schema: Type.Object({ account_id: Id }),
+  // bigint as float8: a JSON number, exact for any amount in cents up to 2^53 (int4 overflows).
   run: async ({ account_id }, { sql, table }) => {
     const rows = await sql.query(
-      `SELECT id, owner, balance::int AS balance, seq::int AS seq FROM ${table('ledger_accounts')} WHERE id = $1`,
+      `SELECT id, owner, balance::float8 AS balance, seq::float8 AS seq FROM ${table('ledger_accounts')} WHERE id = $1`,
       [account_id],
     )
     return rows[0] ?? null
@@ -407,7 +408,7 @@ export const GetTransfer = defineQuery({
   schema: Type.Object({ transfer_id: Id }),
   run: async ({ transfer_id }, { sql, table }) => {
     const rows = await sql.query(
-      `SELECT id, source AS "from", target AS "to", amount::int AS amount, status, reason
+      `SELECT id, source AS "from", target AS "to", amount::float8 AS amount, status, reason
          FROM ${table('ledger_transfers')} WHERE id = $1`,
       [transfer_id],
     )

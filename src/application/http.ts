@@ -1,4 +1,5 @@
-import type { TSchema } from 'typebox'
+import Type from 'typebox'
+import type { TObject, TSchema } from 'typebox'
 import { Value } from 'typebox/value'
 import type { StoredEnvelope } from '../core/envelope.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
@@ -26,7 +27,16 @@ import type {
   RouteHandler,
   ServingOptions,
 } from '../http/pipeline.ts'
-import { IDEMPOTENCY_KEY_PATTERN, IF_MATCH_PATTERN } from '../http/contract.ts'
+import {
+  IdempotencyKeyHeader,
+  IfMatchHeader,
+  MAX_SEQ,
+  PreferHeader,
+  openApiOf,
+  problem as problemAnswer,
+} from '../http/contract.ts'
+import type { Method, Operation } from '../http/contract.ts'
+import { AcceptedSchema, getCommand } from '../http/oms-contract.ts'
 import { problem } from '../http/problem.ts'
 import type { HttpResponse } from '../http/problem.ts'
 import { createRouter } from '../http/router.ts'
@@ -224,12 +234,6 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
 
 // ---- the OpenAPI document, from the same schemas ----
 
-const PROBLEM = { $ref: '#/components/schemas/Problem' }
-const problemResponse = (description: string) => ({
-  description,
-  content: { 'application/problem+json': { schema: PROBLEM } },
-})
-
 type JsonSchema = {
   readonly properties?: Readonly<Record<string, unknown>>
   readonly required?: readonly string[]
@@ -237,7 +241,7 @@ type JsonSchema = {
 }
 
 /** The schema without the properties that travel in the path. */
-const withoutParams = (schema: TSchema, params: readonly string[]): JsonSchema => {
+const withoutParams = (schema: TSchema, params: readonly string[]): TSchema => {
   const s = JSON.parse(JSON.stringify(schema)) as JsonSchema
   if (s.properties === undefined || params.length === 0) return s
   const properties = Object.fromEntries(
@@ -248,10 +252,108 @@ const withoutParams = (schema: TSchema, params: readonly string[]): JsonSchema =
   return { ...rest, properties, ...(required.length > 0 ? { required } : {}) }
 }
 
-const paramSchema = (schema: TSchema, name: string): unknown =>
-  (schema as JsonSchema).properties?.[name] ?? { type: 'string' }
+/** An object schema of some of `schema`'s properties (a path parameter without one is text). */
+const pick = (schema: TSchema, names: readonly string[], required: boolean): TObject => {
+  const props = (schema as JsonSchema).properties ?? {}
+  const requiredNames = new Set((schema as JsonSchema).required ?? [])
+  return Type.Object(
+    Object.fromEntries(
+      names.map((n) => {
+        const s = (props[n] as TSchema | undefined) ?? Type.String()
+        return [n, required || requiredNames.has(n) ? s : Type.Optional(s)]
+      }),
+    ),
+  )
+}
 
 const openApiPath = (path: string): string => path.replace(/:([A-Za-z0-9_]+)/g, '{$1}')
+
+const ExpectedSeqQuery = Type.Object({
+  expected_seq: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_SEQ })),
+})
+
+/** A decision made here (inline mode) or within Prefer: wait: its outcome and events. */
+const OutcomeSchema = Type.Object({
+  command_id: Type.String(),
+  status: Type.String(),
+  result: Type.Optional(Type.Object({ events: Type.Array(Type.Unknown()) })),
+  error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
+})
+
+/** A domain's routes as contract operations: every command's, every query's, command status. */
+export const domainOperations = (
+  domain: DomainDefinition,
+  options: { readonly inline?: boolean } = {},
+): Operation[] => {
+  const ops: Operation[] = []
+  for (const command of domain.commands) {
+    const route = commandRoute(domain.name, command)
+    if (route === null) continue
+    const params = pathParams(route.path)
+    ops.push({
+      operationId: command.type,
+      method: route.method as Method,
+      path: openApiPath(route.path),
+      summary: command.description ?? `${command.type} (${command.aggregate.type})`,
+      ...(params.length > 0 ? { params: pick(command.schema, params, true) } : {}),
+      query: ExpectedSeqQuery,
+      headers: [IdempotencyKeyHeader, PreferHeader, IfMatchHeader],
+      body: withoutParams(command.schema, params),
+      bodyRequired: route.method !== 'DELETE',
+      responses: {
+        '200': {
+          description:
+            options.inline === true
+              ? 'Decided here (inline mode), or decided within Prefer: wait=N: COMPLETED or FAILED, with the events'
+              : 'Prefer: wait=N: the command completed or failed within N seconds',
+          schema: OutcomeSchema,
+          headers: [{ name: 'Content-Location', schema: Type.String() }],
+        },
+        '202': {
+          description: 'Stored; decided asynchronously (follow Location)',
+          schema: AcceptedSchema,
+          headers: [{ name: 'Location', schema: Type.String() }],
+          links: {
+            GetCommandStatus: {
+              operationId: 'getCommand',
+              parameters: { command_id: '$response.body#/command_id' },
+            },
+          },
+        },
+        '400': problemAnswer('Invalid request (problems point into the body or the path)'),
+        '409': problemAnswer('expected_seq is not the aggregate’s sequence'),
+        '413': problemAnswer('Body too large'),
+        '415': problemAnswer('Not JSON'),
+        '422': problemAnswer('Idempotency-Key reused for another request'),
+        ...(command.expect === 'required'
+          ? { '428': problemAnswer('expected_seq or If-Match required') }
+          : {}),
+      },
+      secured: true,
+    })
+  }
+  for (const query of domain.queries) {
+    const params = pathParams(query.path)
+    const names = Object.keys((query.schema as JsonSchema).properties ?? {})
+    const rest = names.filter((n) => !params.includes(n))
+    ops.push({
+      operationId: query.name,
+      method: 'GET',
+      path: openApiPath(query.path),
+      summary: query.description ?? query.name,
+      ...(params.length > 0 ? { params: pick(query.schema, params, true) } : {}),
+      ...(rest.length > 0 ? { query: pick(query.schema, rest, false) } : {}),
+      responses: {
+        '200': { description: 'The answer', schema: Type.Unknown() },
+        '400': problemAnswer('Invalid parameters'),
+        '404': problemAnswer('Nothing found'),
+      },
+      secured: true,
+    })
+  }
+  ops.push(getCommand)
+  return ops
+}
 
 /** OpenAPI 3.1 of a domain's routes, its JSON Schemas taken as they are declared. */
 export const domainOpenApi = (
@@ -259,174 +361,8 @@ export const domainOpenApi = (
   options: { readonly authenticated: boolean; readonly inline?: boolean } = {
     authenticated: false,
   },
-): Record<string, unknown> => {
-  const paths: Record<string, Record<string, unknown>> = {}
-  const unauthorized = options.authenticated
-    ? { '401': problemResponse('Missing or unknown bearer token') }
-    : {}
-  const at = (path: string) => (paths[openApiPath(path)] ??= {})
-  for (const command of domain.commands) {
-    const route = commandRoute(domain.name, command)
-    if (route === null) continue
-    const params = pathParams(route.path)
-    at(route.path)[route.method.toLowerCase()] = {
-      operationId: command.type,
-      summary: command.description ?? `${command.type} (${command.aggregate.type})`,
-      parameters: [
-        ...params.map((name) => ({
-          name,
-          in: 'path',
-          required: true,
-          schema: paramSchema(command.schema, name),
-        })),
-        { $ref: '#/components/parameters/IdempotencyKey' },
-        { $ref: '#/components/parameters/Prefer' },
-        { $ref: '#/components/parameters/IfMatch' },
-        { $ref: '#/components/parameters/ExpectedSeq' },
-      ],
-      requestBody: {
-        required: route.method !== 'DELETE',
-        content: { 'application/json': { schema: withoutParams(command.schema, params) } },
-      },
-      responses: {
-        ...(options.inline === true
-          ? {
-              '200': {
-                description:
-                  'Decided here (inline mode), or decided within Prefer: wait=N: COMPLETED or FAILED, with the events',
-                headers: { 'Content-Location': { schema: { type: 'string' } } },
-                content: { 'application/json': { schema: {} } },
-              },
-            }
-          : {
-              '200': {
-                description: 'Prefer: wait=N: the command completed or failed within N seconds',
-                headers: { 'Content-Location': { schema: { type: 'string' } } },
-                content: { 'application/json': { schema: {} } },
-              },
-            }),
-        '202': {
-          description: 'Stored; decided asynchronously (follow Location)',
-          headers: { Location: { schema: { type: 'string' } } },
-          content: { 'application/json': { schema: { $ref: '#/components/schemas/Accepted' } } },
-        },
-        '400': problemResponse('Invalid request (problems point into the body or the path)'),
-        ...unauthorized,
-        '409': problemResponse('expected_seq is not the aggregate’s sequence'),
-        '413': problemResponse('Body too large'),
-        '415': problemResponse('Not JSON'),
-        '422': problemResponse('Idempotency-Key reused for another request'),
-        ...(command.expect === 'required'
-          ? { '428': problemResponse('expected_seq or If-Match required') }
-          : {}),
-        '503': problemResponse('A dependency is unavailable; retry after Retry-After'),
-      },
-    }
-  }
-  for (const query of domain.queries) {
-    const params = pathParams(query.path)
-    const props = (query.schema as JsonSchema).properties ?? {}
-    const required = new Set((query.schema as JsonSchema).required ?? [])
-    at(query.path)['get'] = {
-      operationId: query.name,
-      summary: query.description ?? query.name,
-      parameters: Object.entries(props).map(([name, schema]) => ({
-        name,
-        in: params.includes(name) ? 'path' : 'query',
-        required: params.includes(name) || required.has(name),
-        schema,
-      })),
-      responses: {
-        '200': { description: 'The answer', content: { 'application/json': { schema: {} } } },
-        '400': problemResponse('Invalid parameters'),
-        ...unauthorized,
-        '404': problemResponse('Nothing found'),
-        '503': problemResponse('A dependency is unavailable'),
-      },
-    }
-  }
-  at('/api/v1/commands/:command_id')['get'] = {
-    operationId: 'getCommand',
-    summary: 'A command’s status and outcome',
-    parameters: [
-      {
-        name: 'command_id',
-        in: 'path',
-        required: true,
-        schema: { type: 'string', format: 'uuid' },
-      },
-      { $ref: '#/components/parameters/Prefer' },
-    ],
-    responses: {
-      '200': { description: 'PENDING, PROCESSING, COMPLETED or FAILED' },
-      '400': problemResponse('Not a command id'),
-      ...unauthorized,
-      '404': problemResponse('No such command'),
-    },
-  }
-  return {
-    openapi: '3.1.0',
-    info: { title: `${domain.name} (cairn)`, version: '1' },
-    // Declared only when the server asks for it (tokens configured).
-    ...(options.authenticated ? { security: [{ bearer: [] }] } : {}),
-    paths,
-    components: {
-      parameters: {
-        Prefer: {
-          name: 'Prefer',
-          in: 'header',
-          required: false,
-          description:
-            'wait=N (RFC 7240, N ≤ 60): hold the answer until the command is COMPLETED or FAILED, at most N seconds',
-          schema: { type: 'string' },
-        },
-        IdempotencyKey: {
-          name: 'Idempotency-Key',
-          in: 'header',
-          required: false,
-          schema: { type: 'string', pattern: IDEMPOTENCY_KEY_PATTERN },
-        },
-        IfMatch: {
-          name: 'If-Match',
-          in: 'header',
-          required: false,
-          schema: { type: 'string', pattern: IF_MATCH_PATTERN },
-        },
-        ExpectedSeq: {
-          name: 'expected_seq',
-          in: 'query',
-          required: false,
-          schema: { type: 'string', pattern: '^\\d{1,15}$' },
-        },
-      },
-      schemas: {
-        Accepted: {
-          type: 'object',
-          required: ['command_id', 'status', 'status_url'],
-          properties: {
-            command_id: { type: 'string', format: 'uuid' },
-            status: { type: 'string' },
-            aggregate_type: { type: 'string' },
-            aggregate_id: { type: 'string' },
-            sequence_number: { type: 'integer' },
-            status_url: { type: 'string' },
-          },
-        },
-        Problem: {
-          type: 'object',
-          required: ['type', 'status', 'code', 'title'],
-          properties: {
-            type: { type: 'string' },
-            status: { type: 'integer' },
-            code: { type: 'string' },
-            title: { type: 'string' },
-            detail: { type: 'string' },
-          },
-        },
-      },
-      ...(options.authenticated
-        ? { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } }
-        : {}),
-    },
-  }
-}
+): Record<string, unknown> =>
+  openApiOf(domainOperations(domain, options), {
+    title: `${domain.name} (cairn)`,
+    authenticated: options.authenticated,
+  })

@@ -3,6 +3,7 @@ import { openObjectStore, openWriteSide } from '../config/compose.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
 import { rebuildProjection } from '../domain/rebuild.ts'
 import { segmentKeyFloor } from '../event-store/keys.ts'
+import { lagSeconds, oldestUnpublishedUs } from '../publisher/lag.ts'
 import { loadCheckpoint, saveCheckpoint } from '../publisher/checkpoint.ts'
 import { listQuarantine } from '../publisher/publisher.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
@@ -43,16 +44,16 @@ export const registerOperate = (program: Command): void => {
       for (const c of counts) (handlers[c.handler] ??= {})[c.status] = Number(c.n)
       for (const s of stuck) (handlers[s.handler] ??= {})['lease_expired'] = Number(s.n)
       // Lag is measured on the database's clock, the one that stamps the keys (not this host's).
-      const now = Math.floor((await databaseClock(ws.sql).now()) / 1000)
+      const now = Math.floor((await databaseClock(ws.sql).now()) / 1000) // ms
       print({
         publisher: {
           checkpoint: checkpoint?.last_index_key ?? null,
           settled_up_to:
             checkpoint === null ? null : new Date(checkpoint.last_timestamp_ms).toISOString(),
-          lag_seconds:
-            checkpoint === null || checkpoint.last_timestamp_ms === 0
-              ? null
-              : Math.round((now - checkpoint.last_timestamp_ms) / 1000),
+          lag_seconds: lagSeconds(
+            await oldestUnpublishedUs(ws.objectStore, checkpoint?.last_index_key ?? null),
+            now * 1000,
+          ),
           owner: checkpoint?.owner ?? null,
           updated_at: checkpoint?.updated_at ?? null,
           settling: checkpoint?.key_clock?.settling ?? null,

@@ -31,7 +31,6 @@ export const problem = (p: Problem, headers: Record<string, string> = {}): HttpR
 /** The one table from the error family's codes to HTTP statuses (STYLE: codes are not statuses). */
 const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, { status: number; title: string }>>> = {
   SEQUENCE_CONFLICT: { status: 409, title: 'Optimistic concurrency conflict' },
-  IDEMPOTENCY_MISMATCH: { status: 422, title: 'Idempotency key reused with a different request' },
   INVALID_ENVELOPE: { status: 400, title: 'Invalid command' },
   OBJECT_STORE_UNAVAILABLE: { status: 503, title: 'Event store unavailable' },
   REGISTRY_UNAVAILABLE: { status: 503, title: 'Registry unavailable' },
@@ -67,6 +66,17 @@ export const problemForError = (error: unknown, requestId: string): HttpResponse
         aggregate_id: d['aggregate_id'],
         expected_seq: d['expected_seq'],
         actual_seq: d['actual_seq'],
+        request_id: requestId,
+      })
+    }
+    if (error.code === 'IDEMPOTENCY_MISMATCH') {
+      // On a submission this is a reused Idempotency-Key that the stored-command check did not
+      // see yet (two requests with one key at once): the same answer as when it does.
+      return problem({
+        status: 422,
+        code: 'idempotency_key_reused',
+        title: 'Idempotency key reused with a different request',
+        detail: `${error.message}; use a new Idempotency-Key`,
         request_id: requestId,
       })
     }

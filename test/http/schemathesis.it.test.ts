@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -12,13 +12,38 @@ import { childEnv } from '../support/child.ts'
 const run = promisify(execFile)
 const SCRIPT = fileURLToPath(new URL('../../scripts/schemathesis.sh', import.meta.url))
 const TOKEN = 'schemathesis-token-0123456789'
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const NODE = path.join(ROOT, 'node_modules', '.bin', 'node')
+const LEDGER = path.join(ROOT, 'examples', 'ledger', 'main.ts')
+
+/** Schemathesis at `url` with a fixed seed: exit 0, every phase passed, `operations` tested. */
+const schemathesis = async (url: string, operations: number, token?: string): Promise<void> => {
+  const args = [SCRIPT, url, '--max-examples', '25', '--workers', '2', '--seed', '7']
+  if (token !== undefined) args.push('-H', `Authorization: Bearer ${token}`)
+  const result = await run('bash', args, {
+    env: childEnv({}),
+    timeout: 600_000,
+    maxBuffer: 64 * 1024 * 1024,
+  }).then(
+    (r) => ({ code: 0, out: r.stdout + r.stderr }),
+    (e: { code?: number; stdout?: string; stderr?: string }) => ({
+      code: e.code ?? -1,
+      out: `${e.stdout ?? ''}${e.stderr ?? ''}`,
+    }),
+  )
+  assert.equal(result.code, 0, result.out.slice(-20_000))
+  assert.match(result.out, /✅ Coverage/)
+  assert.match(result.out, /✅ Fuzzing/)
+  assert.match(result.out, /✅ Stateful/)
+  assert.match(result.out, new RegExp(`Tested: ${operations}\\b`), 'every operation was tested')
+}
 
 /**
  * Schemathesis against an embedded cairn's /openapi.json: every check, every phase (coverage,
  * fuzzing, stateful), a fixed seed. The document must tell the truth about every answer the OMS
  * gives, with bearer tokens configured and without.
  */
-const fuzz = async (tokens: boolean): Promise<void> => {
+const fuzzOms = async (tokens: boolean): Promise<void> => {
   const dir = await mkdtemp(path.join(tmpdir(), 'cairn-schemathesis-'))
   const cairn = await startCairn(
     ['start'],
@@ -26,24 +51,7 @@ const fuzz = async (tokens: boolean): Promise<void> => {
     120_000,
   )
   try {
-    const args = [SCRIPT, cairn.url, '--max-examples', '25', '--workers', '2', '--seed', '7']
-    if (tokens) args.push('-H', `Authorization: Bearer ${TOKEN}`)
-    const result = await run('bash', args, {
-      env: childEnv({}),
-      timeout: 600_000,
-      maxBuffer: 64 * 1024 * 1024,
-    }).then(
-      (r) => ({ code: 0, out: r.stdout + r.stderr }),
-      (e: { code?: number; stdout?: string; stderr?: string }) => ({
-        code: e.code ?? -1,
-        out: `${e.stdout ?? ''}${e.stderr ?? ''}`,
-      }),
-    )
-    assert.equal(result.code, 0, result.out.slice(-20_000))
-    assert.match(result.out, /✅ Coverage/)
-    assert.match(result.out, /✅ Fuzzing/)
-    assert.match(result.out, /✅ Stateful/)
-    assert.match(result.out, /Tested: 19/, 'every operation of the document was tested')
+    await schemathesis(cairn.url, 19, tokens ? TOKEN : undefined)
   } finally {
     await cairn.stop('SIGTERM')
     await rm(dir, { recursive: true, force: true })
@@ -55,9 +63,45 @@ test(
   {
     timeout: 900_000,
   },
-  () => fuzz(false),
+  () => fuzzOms(false),
 )
 
 test('Schemathesis, every check and phase, with bearer tokens', { timeout: 900_000 }, () =>
-  fuzz(true),
+  fuzzOms(true),
+)
+
+test(
+  'Schemathesis against a declared domain: the routes generated for the ledger example',
+  {
+    timeout: 900_000,
+  },
+  async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'cairn-schemathesis-ledger-'))
+    const child = spawn(NODE, ['--conditions=cairn-source', LEDGER], {
+      cwd: ROOT,
+      env: childEnv({ CAIRN_DATA_DIR: dir, PORT: '0', LOG_FORMAT: 'json' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    try {
+      const deadline = Date.now() + 120_000
+      let url: string | undefined
+      while (url === undefined) {
+        assert.ok(
+          Date.now() < deadline && child.exitCode === null,
+          `the ledger did not start: ${out}`,
+        )
+        url = /"http":"(http:\/\/[^"]+)","msg":"ledger is running"/.exec(out)?.[1]
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      await schemathesis(url, 7)
+      assert.doesNotMatch(out, /"level":50/, 'no request failed unexpectedly')
+    } finally {
+      child.kill('SIGTERM')
+      await new Promise((r) => child.once('exit', r))
+      await rm(dir, { recursive: true, force: true })
+    }
+  },
 )

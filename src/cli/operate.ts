@@ -10,10 +10,15 @@ import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import { reconcileFromBucket } from '../event-store/reconcile.ts'
 import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
 import { cliContext, progressOnStderr } from './context.ts'
+import { fields, printJson, table } from './table.ts'
 
-const print = (value: unknown): void => {
-  process.stdout.write(`${JSON.stringify(value)}\n`)
-}
+const print = printJson
+
+const indent = (text: string): string =>
+  text
+    .split('\n')
+    .map((l) => (l === '' ? l : `  ${l}`))
+    .join('\n')
 
 /**
  * The operator's commands (DESIGN.md section 8): pipeline status, parked and dead-lettered
@@ -27,7 +32,8 @@ export const registerOperate = (program: Command): void => {
     .description(
       'pipeline status: publisher checkpoint and lag, registry records per handler and status, stuck leases, quarantine',
     )
-    .action(async () => {
+    .option('--json', 'one JSON object instead of tables')
+    .action(async (opts: { json?: boolean }) => {
       const { config, logger } = cliContext({ quiet: true })
       await using ws = await openWriteSide(config, logger, { probe: false })
       const schema = config.sequencing.schema
@@ -45,7 +51,7 @@ export const registerOperate = (program: Command): void => {
       for (const s of stuck) (handlers[s.handler] ??= {})['lease_expired'] = Number(s.n)
       // Lag is measured on the database's clock, the one that stamps the keys (not this host's).
       const now = Math.floor((await databaseClock(ws.sql).now()) / 1000) // ms
-      print({
+      const report = {
         publisher: {
           checkpoint: checkpoint?.last_index_key ?? null,
           settled_up_to:
@@ -64,14 +70,33 @@ export const registerOperate = (program: Command): void => {
           quarantined: (await listQuarantine(ws.objectStore)).length,
         },
         handlers,
-      })
+      }
+      if (opts.json === true) {
+        print(report)
+        return
+      }
+      const statuses = ['done', 'processing', 'failed', 'parked', 'skipped', 'skipped_stale']
+      process.stdout.write(`publisher\n${indent(fields(report.publisher))}\nhandlers\n`)
+      process.stdout.write(
+        indent(
+          table(Object.entries(handlers), [
+            { title: 'handler', value: ([h]) => h },
+            ...[...statuses, 'lease_expired'].map((st) => ({
+              title: st,
+              value: ([, c]: [string, Record<string, number>]) => c[st] ?? 0,
+              align: 'right' as const,
+            })),
+          ]),
+        ),
+      )
     })
 
   const parked = program
     .command('parked')
     .description('list dead-lettered (failed) and parked events; retry or skip them')
     .argument('[handler]', 'only this handler')
-    .action(async (handler: string | undefined) => {
+    .option('--json', 'one JSON object per line instead of a table')
+    .action(async (handler: string | undefined, opts: { json?: boolean }) => {
       const { config, logger } = cliContext({ quiet: true })
       await using ws = await openWriteSide(config, logger, { probe: false })
       const registry = createProcessedEventRegistry({
@@ -80,7 +105,20 @@ export const registerOperate = (program: Command): void => {
         member: 'operator',
       })
       const rows = await registry.listParked(handler)
-      for (const r of rows) print(r)
+      if (opts.json === true) for (const r of rows) print(r)
+      else
+        process.stdout.write(
+          table(rows, [
+            { title: 'handler', value: (r) => r.handler },
+            { title: 'event', value: (r) => r.eventId, max: 40 },
+            { title: 'aggregate', value: (r) => `${r.aggregateType}/${r.aggregateId}`, max: 40 },
+            { title: 'seq', value: (r) => r.seq, align: 'right' },
+            { title: 'status', value: (r) => r.status },
+            { title: 'attempts', value: (r) => r.attempts, align: 'right' },
+            { title: 'last error', value: (r) => r.lastError, max: 60 },
+            { title: 'since', value: (r) => r.updatedAt },
+          ]),
+        )
       process.stderr.write(`${rows.length} failed or parked\n`)
     })
 
@@ -164,7 +202,8 @@ export const registerOperate = (program: Command): void => {
       'only compare the bucket with the registry: exit 0 when they agree, 1 when not',
     )
     .option('--yes', 'really rebuild')
-    .action(async (opts: { check?: boolean; yes?: boolean }) => {
+    .option('--json', 'the summary as one JSON object')
+    .action(async (opts: { check?: boolean; yes?: boolean; json?: boolean }) => {
       const { config, logger } = cliContext({ quiet: true })
       await using ws = await openWriteSide(config, logger, { probe: false })
       if (opts.check === true) {
@@ -194,14 +233,16 @@ export const registerOperate = (program: Command): void => {
           )
         },
       })
-      print({
+      const summary = {
         segments: result.segments,
         gaps: result.gaps,
         events: result.events,
         malformed: result.malformed,
         clashes: result.clashes,
         seconds: Number(((Date.now() - started) / 1000).toFixed(1)),
-      })
+      }
+      if (opts.json === true) print(summary)
+      else process.stdout.write(fields(summary))
       if (result.clashes.length > 0 || result.malformed.length > 0) process.exitCode = 1
     })
 
@@ -211,7 +252,8 @@ export const registerOperate = (program: Command): void => {
   checkpoint
     .command('show')
     .description('print the checkpoint (the dedup snapshot as a count)')
-    .action(async () => {
+    .option('--json', 'one JSON object')
+    .action(async (opts: { json?: boolean }) => {
       const { config } = cliContext({ quiet: true })
       await using store = await openObjectStore(config)
       const { checkpoint: cp, etag } = await loadCheckpoint(store)
@@ -220,7 +262,9 @@ export const registerOperate = (program: Command): void => {
         return
       }
       const { recent_event_ids, ...rest } = cp
-      print({ ...rest, recent_event_ids: recent_event_ids.length, etag })
+      const shown = { ...rest, recent_event_ids: recent_event_ids.length, etag }
+      if (opts.json === true) print(shown)
+      else process.stdout.write(fields(shown))
     })
   checkpoint
     .command('reset')

@@ -61,6 +61,11 @@ test('operator commands: status, parked list/skip/retry, projection rebuild, che
 
     let r = cairn(dataDir, 'status')
     assert.equal(r.code, 0, r.err)
+    // For people: tables; for scripts: --json.
+    assert.match(r.out, /^publisher\n/)
+    assert.match(r.out, /\n {2}mailer +0 +0 +2 /)
+    r = cairn(dataDir, 'status', '--json')
+    assert.equal(r.code, 0, r.err)
     const status = JSON.parse(r.out)
     assert.equal(status.handlers.mailer.failed, 2)
     assert.ok(status.handlers.projection_worker.done >= 1, r.out)
@@ -68,6 +73,10 @@ test('operator commands: status, parked list/skip/retry, projection rebuild, che
     assert.equal(status.publisher.quarantined, 0)
 
     r = cairn(dataDir, 'parked')
+    assert.equal(r.code, 0, r.err)
+    assert.match(r.out, /^handler +event +aggregate/)
+    assert.match(r.out, /mailer +poison-1 +Thing\/poison-1 .*SMTP said no/)
+    r = cairn(dataDir, 'parked', '--json')
     assert.equal(r.code, 0, r.err)
     const rows = r.out
       .trim()
@@ -81,8 +90,9 @@ test('operator commands: status, parked list/skip/retry, projection rebuild, che
     assert.match(r.out, /skipped 1 of 2/)
     r = cairn(dataDir, 'parked', 'retry', 'mailer', 'poison-2')
     assert.match(r.out, /released 1 of 1/)
-    r = cairn(dataDir, 'parked', 'mailer')
+    r = cairn(dataDir, 'parked', 'mailer', '--json')
     assert.equal(r.out.trim(), '', 'nothing failed or parked any more')
+    assert.equal(cairn(dataDir, 'parked', 'mailer').out, '(none)\n')
 
     // The read model, rebuilt from the bucket alone after it was lost.
     {
@@ -105,6 +115,9 @@ test('operator commands: status, parked list/skip/retry, projection rebuild, che
 
     r = cairn(dataDir, 'checkpoint', 'show')
     assert.equal(r.code, 0, r.err)
+    assert.match(r.out, /^last_index_key +indexes\/by-date\//m)
+    r = cairn(dataDir, 'checkpoint', 'show', '--json')
+    assert.equal(r.code, 0, r.err)
     const cp = JSON.parse(r.out)
     assert.match(cp.last_index_key, /^indexes\/by-date\//)
     assert.equal(typeof cp.recent_event_ids, 'number')
@@ -112,12 +125,12 @@ test('operator commands: status, parked list/skip/retry, projection rebuild, che
     r = cairn(dataDir, 'checkpoint', 'reset', '--to', '2026-01-01T00:00:00Z')
     assert.match(r.out, /add --yes/)
     assert.equal(
-      JSON.parse(cairn(dataDir, 'checkpoint', 'show').out).last_index_key,
+      JSON.parse(cairn(dataDir, 'checkpoint', 'show', '--json').out).last_index_key,
       cp.last_index_key,
     )
     r = cairn(dataDir, 'checkpoint', 'reset', '--to', '2026-01-01T00:00:00Z', '--yes')
     assert.equal(r.code, 0, r.err)
-    const after = JSON.parse(cairn(dataDir, 'checkpoint', 'show').out)
+    const after = JSON.parse(cairn(dataDir, 'checkpoint', 'show', '--json').out)
     assert.equal(after.last_index_key, 'indexes/by-date/2026/01/01/1767225600000000')
     assert.equal(after.owner, '')
     r = cairn(dataDir, 'checkpoint', 'reset', '--to', 'yesterday', '--yes')

@@ -79,15 +79,6 @@ export type OmsAppOptions = ServingOptions & {
  */
 export type OmsApp = HttpApp
 
-const unprocessable = (r: HttpResponse): HttpResponse => {
-  const body = JSON.parse(r.body) as Record<string, unknown>
-  return {
-    ...r,
-    status: 422,
-    body: JSON.stringify({ ...body, status: 422, title: 'Unprocessable content' }),
-  }
-}
-
 /** The ontology domain's routes (commands, reads, history) on the generic pipeline. */
 export const createOmsApp = (options: OmsAppOptions): OmsApp => {
   const { eventStore, readModel, schema } = options
@@ -102,9 +93,15 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
 
   const parsedOrThrow = <T>(ctx: Ctx, parsed: Parsed<T>): T => {
     if (parsed.ok) return parsed.value
-    const invalid = validationFailed(ctx, parsed.problems)
     // Schema-valid, but against a rule the schema states in words: unprocessable content.
-    throw new RequestProblem(parsed.beyondSchema === true ? unprocessable(invalid) : invalid)
+    throw new RequestProblem(
+      validationFailed(
+        ctx,
+        parsed.problems,
+        'validation_failed',
+        parsed.beyondSchema === true ? 422 : 400,
+      ),
+    )
   }
 
   const listPage = (ctx: Ctx) => pageOf(ctx, isValidCursor)

@@ -296,12 +296,20 @@ export const accepted = (stored: StoredEnvelope): HttpResponse => {
   )
 }
 
-/** The 400 of invalid input: the first few problems in `detail`, up to 100 listed. */
-export const validationFailed = (ctx: Ctx, problems: readonly FieldProblem[]): HttpResponse =>
+/**
+ * The 400 of invalid input (or the 422 of input that fits its schema but breaks a rule stated in
+ * words): the first few problems in `detail`, up to 100 listed.
+ */
+export const validationFailed = (
+  ctx: Ctx,
+  problems: readonly FieldProblem[],
+  code = 'validation_failed',
+  status: 400 | 422 = 400,
+): HttpResponse =>
   problem({
-    status: 400,
-    code: 'validation_failed',
-    title: 'Invalid request',
+    status,
+    code,
+    title: status === 422 ? 'Unprocessable content' : 'Invalid request',
     detail: problems
       .slice(0, 5)
       .map((p) => `${p.pointer}: ${p.message}`)
@@ -326,17 +334,7 @@ export const addOperation = (
       headers: ctx.req.headers,
     })
     if (problems.length === 0) return handler(ctx, valid)
-    return problem({
-      status: 400,
-      code: parameterProblemCode(problems),
-      title: 'Invalid request',
-      detail: problems
-        .slice(0, 5)
-        .map((p) => `${p.pointer}: ${p.message}`)
-        .join('; '),
-      problems: problems.slice(0, 100),
-      request_id: ctx.requestId,
-    })
+    return validationFailed(ctx, problems, parameterProblemCode(problems))
   })
 }
 

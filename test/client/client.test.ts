@@ -85,6 +85,24 @@ describe('cairn/client against an embedded OMS over HTTP', () => {
         e.code === 'validation_failed' &&
         e.problem.problems?.[0]?.pointer === '/name',
     )
+    // Fits the schema, breaks a rule it states in words (unique property names): 422.
+    await assert.rejects(
+      client.createClass({
+        params: { db: 'shop' },
+        body: {
+          id: 'Twice',
+          properties: [
+            { name: 'a', type: 'string' },
+            { name: 'a', type: 'integer' },
+          ],
+        },
+      }),
+      (e: unknown) =>
+        e instanceof CairnProblem &&
+        e.status === 422 &&
+        e.code === 'validation_failed' &&
+        e.problem.problems?.[0]?.pointer === '/properties/1/name',
+    )
     await assert.rejects(
       client.deleteDatabase({ params: { db: 'shop' } }),
       (e: unknown) => e instanceof CairnProblem && e.status === 428,

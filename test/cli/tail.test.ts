@@ -34,9 +34,11 @@ test('cairn tail follows new events live beside a running cairn, filtered by agg
     t.after(() => child.kill('SIGKILL'))
     return { child, exited, out: () => out }
   }
-  const json = tail(['--type', 'Database', '--json'])
-  const human = tail(['--id', 'live'])
-  await new Promise((r) => setTimeout(r, 2_000))
+  // From a time after it (not from whenever the processes are up: under load that is later).
+  await new Promise((r) => setTimeout(r, 50))
+  const since = new Date().toISOString()
+  const json = tail(['--type', 'Database', '--json', '--since', since])
+  const human = tail(['--id', 'live', '--since', since])
 
   const created = await c.post('/api/v1/databases', { name: 'live' })
   await c.settle(created.json.command_id)
@@ -45,7 +47,7 @@ test('cairn tail follows new events live beside a running cairn, filtered by agg
   await eventually(
     () => json.out().includes('"event_type":"DATABASE_CREATED"'),
     'tail --json',
-    20_000,
+    60_000,
   )
   const events = json
     .out()
@@ -69,7 +71,7 @@ test('cairn tail follows new events live beside a running cairn, filtered by agg
   await eventually(
     () => /Database\/live +1 +CREATE_DATABASE_REQUESTED/.test(human.out()),
     'table',
-    20_000,
+    60_000,
   )
   assert.match(human.out(), /^occurred_at +aggregate +seq +type +data/)
   assert.doesNotMatch(human.out(), /OntologyClass/, '--id live: the class live:Thing is another id')

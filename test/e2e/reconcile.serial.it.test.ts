@@ -169,7 +169,10 @@ test('PostgreSQL restored to an older copy under running writers: no sequence st
     )
     assert.ok(check !== null && check.code !== 0, 'the check reports the disagreement')
     assert.match(check.stderr ?? '', /cairn reconcile --yes/)
-    const reconciled = await run(NODE, [MAIN, 'reconcile', '--yes'], { env, timeout: 120_000 })
+    const reconciled = await run(NODE, [MAIN, 'reconcile', '--yes', '--json'], {
+      env,
+      timeout: 120_000,
+    })
     assert.match(reconciled.stderr, /segments read/)
     const summary = JSON.parse(reconciled.stdout.trim().split('\n').at(-1) ?? '{}') as {
       events: number

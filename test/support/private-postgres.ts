@@ -131,15 +131,26 @@ const settlesWithin = async (promise: Promise<unknown>, ms: number): Promise<boo
 }
 
 /** A port free now on 127.0.0.1 (the kernel's pick). */
+/**
+ * A free port below 32768, outside the kernel's ephemeral range: the server is stopped and
+ * started again on it while clients keep reconnecting, and a client reconnecting to a closed port
+ * inside that range can be given the port itself as its source and connect to itself, which
+ * keeps the port taken (scripts/services.sh says more).
+ */
 const freePort = async (): Promise<number> => {
-  const server = net.createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', resolve)
-  })
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
+  for (let attempt = 0; ; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000)
+    const server = net.createServer()
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false))
+      server.listen(port, '127.0.0.1', () => resolve(true))
+    })
+    if (bound) {
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      return port
+    }
+    if (attempt >= 50) throw new Error('no free port from 20000 to 31999 after 50 tries')
+  }
 }
 
 /** True while `pid` is a live process (a zombie, exited but not reaped, counts as gone). */

@@ -546,8 +546,6 @@ export type ServingOptions = {
 export type PipelineOptions = ServingOptions & {
   /** The OpenAPI document served at /openapi.json */
   readonly openapi: () => unknown
-  /** Checks path params before the handler runs (the OMS's ID_RULES check); null = fine */
-  readonly checkParams?: (ctx: Ctx) => HttpResponse | null
   /** component name for the logger child (default 'oms') */
   readonly component?: string
 }
@@ -677,7 +675,7 @@ export const createHttpPipeline = (
             actor,
             traceparent,
           }
-          response = options.checkParams?.(ctx) ?? (await match.found.handler(ctx))
+          response = await match.found.handler(ctx)
         }
       }
     } catch (error) {

@@ -1,6 +1,5 @@
 import Type from 'typebox'
 import type { TObject, TSchema } from 'typebox'
-import { Value } from 'typebox/value'
 import type { StoredEnvelope } from '../core/envelope.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
 import type { EventStore } from '../event-store/event-store.ts'
@@ -32,6 +31,8 @@ import {
   IfMatchHeader,
   MAX_SEQ,
   PreferHeader,
+  converted,
+  fromText,
   openApiOf,
   problem as problemAnswer,
 } from '../http/contract.ts'
@@ -103,7 +104,7 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
       const properties = (command.schema as JsonSchema).properties ?? {}
       for (const n of params) {
         const schema = properties[n] as TSchema | undefined
-        fromPath[n] = schema === undefined ? ctx.params[n] : Value.Convert(schema, ctx.params[n])
+        fromPath[n] = schema === undefined ? ctx.params[n] : fromText(schema, ctx.params[n] ?? '')
       }
       const clash = params.filter(
         (n) => Object.hasOwn(body, n) && (body as Record<string, unknown>)[n] !== fromPath[n],
@@ -191,7 +192,7 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
       const raw: Record<string, unknown> = {}
       for (const [k, v] of ctx.query) raw[k] = v
       for (const [k, v] of Object.entries(ctx.params)) raw[k] = v
-      const input = Value.Convert(query.schema, raw)
+      const input = converted(query.schema, raw)
       const params = pathParams(query.path)
       const problems = located(problemsOf(query.schema, input), params)
       if (problems.length > 0) {

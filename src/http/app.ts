@@ -19,7 +19,6 @@ import {
   getClass,
   getDatabase,
   getInstance,
-  isValidCursor,
   listClasses,
   listDatabases,
   listInstances,
@@ -44,7 +43,6 @@ import {
   expectedSeqOf,
   json,
   notFound,
-  pageOf,
   validationFailed,
 } from './pipeline.ts'
 import type {
@@ -104,7 +102,11 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     )
   }
 
-  const listPage = (ctx: Ctx) => pageOf(ctx, isValidCursor)
+  /** A listing's page, from the query the contract validated (`after` is an id). */
+  const listPage = (valid: ValidRequest): { limit: number; after?: string } => {
+    const { limit, after } = valid.query as { limit?: number; after?: string }
+    return { limit: limit ?? oms.DEFAULT_PAGE, ...(after === undefined ? {} : { after }) }
+  }
 
   // ---- commands ----
 
@@ -237,8 +239,8 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     return json(200, view, { etag })
   }
 
-  route(oms.listDatabases, async (ctx) =>
-    json(200, await listDatabases(readModel, schema, listPage(ctx))),
+  route(oms.listDatabases, async (_ctx, valid) =>
+    json(200, await listDatabases(readModel, schema, listPage(valid))),
   )
   route(oms.getDatabase, async (ctx) => {
     const view = await getDatabase(readModel, schema, p(ctx, 'db'))
@@ -246,8 +248,8 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
       ? notFound(ctx.requestId, `no database ${p(ctx, 'db')}`)
       : withEtag(ctx, view)
   })
-  route(oms.listClasses, async (ctx) =>
-    json(200, await listClasses(readModel, schema, p(ctx, 'db'), listPage(ctx))),
+  route(oms.listClasses, async (ctx, valid) =>
+    json(200, await listClasses(readModel, schema, p(ctx, 'db'), listPage(valid))),
   )
   route(oms.getClass, async (ctx) => {
     const view = await getClass(readModel, schema, p(ctx, 'db'), p(ctx, 'class_id'))
@@ -255,11 +257,11 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
       ? notFound(ctx.requestId, `no class ${p(ctx, 'class_id')} in database ${p(ctx, 'db')}`)
       : withEtag(ctx, view)
   })
-  route(oms.listInstances, async (ctx) => {
+  route(oms.listInstances, async (ctx, valid) => {
     const cls = await getClass(readModel, schema, p(ctx, 'db'), p(ctx, 'class_id'))
     if (cls === null)
       return notFound(ctx.requestId, `no class ${p(ctx, 'class_id')} in database ${p(ctx, 'db')}`)
-    const page = listPage(ctx)
+    const page = listPage(valid)
     const raw: Record<string, string> = {}
     for (const [k, v] of ctx.query) if (k !== 'limit' && k !== 'after') raw[k] = v
     const filter = parsedOrThrow(ctx, parseInstanceFilter(cls, raw))
@@ -288,7 +290,7 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     const id = p(ctx, 'aggregate_id')
     const from = valid.query['from_seq']
     const fromSeq = typeof from === 'number' ? from : 1
-    const { limit } = listPage(ctx)
+    const { limit } = listPage(valid)
     const events = await eventStore.readStream(type, id, { fromSeq, toSeq: fromSeq + limit - 1 })
     if (events.length === 0 && fromSeq === 1)
       return notFound(ctx.requestId, `no events for ${type} ${id}`)

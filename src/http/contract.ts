@@ -1,6 +1,5 @@
 import Type from 'typebox'
 import type { Static, TObject, TSchema } from 'typebox'
-import { Value } from 'typebox/value'
 import { problemsOf } from './validate.ts'
 import type { FieldProblem } from './validate.ts'
 
@@ -143,9 +142,32 @@ const isJsonObject = (s: TSchema): s is TObject =>
   (s as { type?: unknown }).type === 'object' &&
   typeof (s as { properties?: unknown }).properties === 'object'
 
-/** Text (path, query, header) as the schema's types: "5" for an integer is 5. */
-const converted = (schema: TObject, raw: Record<string, string>): Record<string, unknown> =>
-  Value.Convert(schema, raw) as Record<string, unknown>
+const NUMBER_TEXT = /^-?\d+(\.\d+)?([eE][+-]?\d+)?$/
+
+/**
+ * A parameter's text as its schema's type: "5" for an integer or a number is 5, "true" and
+ * "false" for a boolean are booleans. Any other text stays text, so that the schema refuses it
+ * ("true" is not an integer; a looser conversion would take it for 1).
+ */
+export const fromText = (schema: unknown, text: string): unknown => {
+  const type = (schema as { type?: unknown } | undefined)?.type
+  const types: readonly unknown[] = Array.isArray(type) ? type : [type]
+  if ((types.includes('integer') || types.includes('number')) && NUMBER_TEXT.test(text))
+    return Number(text)
+  if (types.includes('boolean') && (text === 'true' || text === 'false')) return text === 'true'
+  return text
+}
+
+/** Each property's text as its schema's type (`fromText`); names it does not declare stay text. */
+export const converted = (
+  schema: TSchema,
+  raw: Readonly<Record<string, unknown>>,
+): Record<string, unknown> => {
+  const props = (schema as { properties?: Readonly<Record<string, unknown>> }).properties ?? {}
+  return Object.fromEntries(
+    Object.entries(raw).map(([k, v]) => [k, typeof v === 'string' ? fromText(props[k], v) : v]),
+  )
+}
 
 export type RequestParts = {
   readonly params: Readonly<Record<string, string>>

@@ -145,7 +145,7 @@ const pageQuery = (id: TSchema) =>
     limit: Type.Optional(Limit),
     after: Type.Optional(
       Type.Unsafe<string>({
-        ...(JSON.parse(JSON.stringify(id)) as Record<string, unknown>),
+        ...(id as Record<string, unknown>),
         description: 'start after this id: the `next` of the previous page',
       }),
     ),

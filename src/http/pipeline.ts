@@ -71,8 +71,6 @@ const IDEMPOTENCY_KEY = new RegExp(IDEMPOTENCY_KEY_PATTERN)
 const IF_MATCH = new RegExp(IF_MATCH_PATTERN)
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/
 const SEQ = /^\d{1,15}$/
-const DEFAULT_LIMIT = 50
-const MAX_LIMIT = 500
 
 /** A JSON response. */
 export const json = (
@@ -217,32 +215,6 @@ export const commandIdOf = (ctx: Ctx): { commandId: string; key: string | undefi
         ? key.toLowerCase()
         : uuidV5(`cairn:idempotency-key:${key}`)
   return { commandId, key }
-}
-
-/** `limit` and `after` of a listing; the cursor's shape is the caller's to judge. */
-export const pageOf = (
-  ctx: Ctx,
-  isValidCursor: (s: string) => boolean,
-): { limit: number; after?: string } => {
-  const l = ctx.query.get('limit')
-  const after = ctx.query.get('after')
-  let limit = DEFAULT_LIMIT
-  if (l !== null) {
-    if (!/^\d{1,4}$/.test(l) || Number(l) < 1 || Number(l) > MAX_LIMIT)
-      throw new RequestProblem(
-        badRequest(
-          ctx.requestId,
-          'invalid_limit',
-          `limit must be an integer from 1 to ${MAX_LIMIT}`,
-        ),
-      )
-    limit = Number(l)
-  }
-  if (after !== null && (after.length > 512 || !isValidCursor(after)))
-    throw new RequestProblem(
-      badRequest(ctx.requestId, 'invalid_cursor', 'after must be a cursor from a previous page'),
-    )
-  return after === null ? { limit } : { limit, after }
 }
 
 /** The request's `X-Correlation-Id` when it is well formed, else `fallback` (the command id). */

@@ -29,7 +29,16 @@ export const problem = (p: Problem, headers: Record<string, string> = {}): HttpR
 })
 
 /** The one table from the error family's codes to HTTP statuses (STYLE: codes are not statuses). */
-const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, { status: number; title: string }>>> = {
+const STATUS_BY_CODE: Readonly<
+  Partial<Record<ErrorCode, { status: number; title: string; code?: string }>>
+> = {
+  // On a submission, a reused Idempotency-Key that the stored-command check did not see yet (two
+  // requests with one key at once): the same code as when it does.
+  IDEMPOTENCY_MISMATCH: {
+    status: 422,
+    title: 'Idempotency key reused with a different request',
+    code: 'idempotency_key_reused',
+  },
   SEQUENCE_CONFLICT: { status: 409, title: 'Optimistic concurrency conflict' },
   INVALID_ENVELOPE: { status: 400, title: 'Invalid command' },
   OBJECT_STORE_UNAVAILABLE: { status: 503, title: 'Event store unavailable' },
@@ -69,23 +78,12 @@ export const problemForError = (error: unknown, requestId: string): HttpResponse
         request_id: requestId,
       })
     }
-    if (error.code === 'IDEMPOTENCY_MISMATCH') {
-      // On a submission this is a reused Idempotency-Key that the stored-command check did not
-      // see yet (two requests with one key at once): the same answer as when it does.
-      return problem({
-        status: 422,
-        code: 'idempotency_key_reused',
-        title: 'Idempotency key reused with a different request',
-        detail: `${error.message}; use a new Idempotency-Key`,
-        request_id: requestId,
-      })
-    }
     if (mapped !== undefined) {
       const unavailable = mapped.status === 503
       return problem(
         {
           status: mapped.status,
-          code: error.code.toLowerCase(),
+          code: mapped.code ?? error.code.toLowerCase(),
           title: mapped.title,
           detail: unavailable ? 'a dependency is unavailable; retry later' : error.message,
           request_id: requestId,

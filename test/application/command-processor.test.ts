@@ -1,11 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { createCommandProcessor } from '../../src/application/command-processor.ts'
-import {
-  COMMAND_REJECTED,
-  commandEnvelope,
-  reactionCommandId,
-} from '../../src/application/decider.ts'
+import { COMMAND_REJECTED, reactionCommandId } from '../../src/application/decider.ts'
 import { createProcessManagerHandler } from '../../src/application/reactions.ts'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { StoredEnvelope } from '../../src/core/envelope.ts'
@@ -14,7 +10,7 @@ import { fsStoreCase } from '../support/adapters.ts'
 import { makeWriteSide } from '../support/write-side.ts'
 import type { WriteSide } from '../support/write-side.ts'
 import { Cart, Checkout, OpenCart, Order, orderIdOf, shop } from './fixtures.ts'
-import { handlerCtx, streamTypes } from './helpers.ts'
+import { handlerCtx, storeCommand, streamTypes } from './helpers.ts'
 
 describe('command processor without workers (filesystem + PGlite)', () => {
   let side: WriteSide
@@ -25,16 +21,11 @@ describe('command processor without workers (filesystem + PGlite)', () => {
   })
   after(() => side.close())
 
-  const store = async (
-    command: Parameters<typeof commandEnvelope>[0],
+  const store = (
+    command: Parameters<typeof storeCommand>[1],
     payload: Record<string, unknown>,
     commandId: string,
-  ): Promise<StoredEnvelope> => {
-    const r = await es.append({ envelopes: [commandEnvelope(command, payload, { commandId })] })
-    const stored = r.envelopes[0]
-    assert.ok(stored !== undefined)
-    return stored
-  }
+  ): Promise<StoredEnvelope> => storeCommand(es, command, payload, commandId)
 
   test('the same stored command processed twice is decided once', async () => {
     const processor = createCommandProcessor({ domain: shop, eventStore: es })

@@ -1,3 +1,6 @@
+import assert from 'node:assert/strict'
+import { commandEnvelope } from '../../src/application/decider.ts'
+import type { StoredEnvelope } from '../../src/core/envelope.ts'
 import type { EventStore } from '../../src/event-store/event-store.ts'
 import type { HandlerContext } from '../../src/worker/worker.ts'
 
@@ -13,3 +16,16 @@ export const streamTypes = async (es: EventStore, type: string, id: string): Pro
   (await es.readStream(type, id)).map((e) =>
     e.metadata.kind === 'command' ? `>${e.event_type}` : e.event_type,
   )
+
+/** Stores a command as the OMS would (its envelope under `commandId`), without deciding it. */
+export const storeCommand = async (
+  es: EventStore,
+  command: Parameters<typeof commandEnvelope>[0],
+  payload: Record<string, unknown>,
+  commandId: string,
+): Promise<StoredEnvelope> => {
+  const r = await es.append({ envelopes: [commandEnvelope(command, payload, { commandId })] })
+  const stored = r.envelopes[0]
+  assert.ok(stored !== undefined)
+  return stored
+}

@@ -12,6 +12,7 @@ import type { EventStore } from '../../src/event-store/event-store.ts'
 import { fsStoreCase } from '../support/adapters.ts'
 import { makeWriteSide } from '../support/write-side.ts'
 import type { WriteSide } from '../support/write-side.ts'
+import { storeCommand } from './helpers.ts'
 
 // A library: a book may be lent only to a member who exists (another aggregate, read by `load`).
 const Joined = defineEvent('Joined', Type.Object({ name: Type.String() }))
@@ -96,16 +97,11 @@ describe('application API: load, rejection details, command storage, typed event
   })
   after(() => side.close())
 
-  const store = async (
-    command: Parameters<typeof commandEnvelope>[0],
+  const store = (
+    command: Parameters<typeof storeCommand>[1],
     payload: Record<string, unknown>,
     commandId: string,
-  ): Promise<StoredEnvelope> => {
-    const r = await es.append({ envelopes: [commandEnvelope(command, payload, { commandId })] })
-    const stored = r.envelopes[0]
-    assert.ok(stored !== undefined)
-    return stored
-  }
+  ): Promise<StoredEnvelope> => storeCommand(es, command, payload, commandId)
 
   test('load reads another aggregate through the processor; a rejection stores its details', async () => {
     const processor = createCommandProcessor({ domain: library(), eventStore: es })

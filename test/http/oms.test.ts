@@ -60,6 +60,9 @@ describe('OMS, embedded (filesystem bucket, PGlite, in-process bus)', () => {
       ['GET', '/api/v1/nothing', undefined, undefined, 404, 'not_found'],
       ['GET', '/api/v1/databases/%E0%A4%A', undefined, undefined, 404, 'not_found'],
       ['GET', '/api/v1/databases?limit=0', undefined, undefined, 400, 'invalid_limit'],
+      // Text that is not a number is not taken for one ("true" would convert to 1).
+      ['GET', '/api/v1/databases?limit=true', undefined, undefined, 400, 'invalid_limit'],
+      ['GET', '/api/v1/databases?limit=5.5', undefined, undefined, 400, 'invalid_limit'],
       [
         'DELETE',
         '/api/v1/databases/x?expected_seq=-1',

@@ -253,12 +253,15 @@ export const createCommandProcessor = (options: CommandProcessorOptions): Comman
   }
 }
 
+/** How long an inline answer waits for the command worker that claimed the command first. */
+const INLINE_WAIT_MS = 5_000
+
 /**
  * Decides a command in the process that stored it, with the worker's guarantees: it claims the
  * command in the registry under the command worker's handler name first, so the worker, when
  * the command reaches it, finds it done (or waits while it is processing). Returns null when it
- * cannot decide now (an older command of the aggregate is still open, or the claim is someone
- * else's): the worker will. A failure is released to the worker's retries, and null returned.
+ * cannot decide now (an older command of the aggregate is still open): the worker will. When the
+ * worker claimed it first, its outcome is returned once it is decided (within 5 s). A failure is released to the worker's retries, and null returned.
  */
 export const decideInline = async (
   processor: CommandProcessor,
@@ -274,9 +277,21 @@ export const decideInline = async (
     seq: command.sequence_number,
   }
   const outcome = (await registry.claim(handler, [claim])).get(command.event_id)
-  if (outcome === 'duplicate') {
+  const decided = async (): Promise<CommandResult | null> => {
     const row = (await registry.status(command.event_id)).find((r) => r.handler === handler)
-    return (row?.result ?? null) as CommandResult | null
+    return row?.status === 'done' ? ((row.result ?? null) as CommandResult | null) : null
+  }
+  if (outcome === 'duplicate') return decided()
+  if (outcome === 'in_progress') {
+    // The command worker claimed it first (it was delivered before this claim): its decision is
+    // the outcome, once it is there; past the bound the answer is a 202 after all.
+    const deadline = performance.now() + INLINE_WAIT_MS
+    for (let pause = 5; performance.now() < deadline; pause = Math.min(pause * 1.5, 25)) {
+      await new Promise((resolve) => setTimeout(resolve, pause))
+      const result = await decided()
+      if (result !== null) return result
+    }
+    return null
   }
   if (outcome !== 'claimed') return null
   let result: CommandResult

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
-import { createCommandProcessor } from '../../src/application/command-processor.ts'
+import { createCommandProcessor, decideInline } from '../../src/application/command-processor.ts'
 import { COMMAND_REJECTED, reactionCommandId } from '../../src/application/decider.ts'
-import { createProcessManagerHandler } from '../../src/application/reactions.ts'
+import { createProcessManagerHandler, handlerNames } from '../../src/application/reactions.ts'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { StoredEnvelope } from '../../src/core/envelope.ts'
 import type { EventStore } from '../../src/event-store/event-store.ts'
+import { createProcessedEventRegistry } from '../../src/registry/processed-events.ts'
 import { fsStoreCase } from '../support/adapters.ts'
 import { makeWriteSide } from '../support/write-side.ts'
 import type { WriteSide } from '../support/write-side.ts'
@@ -126,5 +127,44 @@ describe('command processor without workers (filesystem + PGlite)', () => {
     // Another aggregate's event of the same name is not the process manager's.
     const foreign = { ...checkedOut, aggregate_type: 'Wishlist', event_id: 'f-1' }
     assert.deepEqual(await handle(foreign, handlerCtx), { ignored: true })
+  })
+
+  test('inline: a command the worker claimed first is answered with the outcome the worker decided', async () => {
+    const handler = handlerNames(shop).commands
+    const registryOf = (member: string) =>
+      createProcessedEventRegistry({ sql: side.sql, schema: side.schema, member })
+    const worker = registryOf('worker@test')
+    const oms = registryOf('oms@test')
+    await worker.start()
+    await oms.start()
+    try {
+      const processor = createCommandProcessor({ domain: shop, eventStore: es })
+      const stored = await storeCommand(
+        es,
+        OpenCart,
+        { cart_id: 'raced', customer: 'Ada' },
+        'a0000000-0000-4000-8000-0000000000f1',
+      )
+      const claim = {
+        eventId: stored.event_id,
+        aggregateType: stored.aggregate_type,
+        aggregateId: stored.aggregate_id,
+        seq: stored.sequence_number,
+      }
+      assert.equal((await worker.claim(handler, [claim])).get(stored.event_id), 'claimed')
+      const answer = decideInline(processor, oms, handler, stored)
+      // The worker decides while the OMS waits for it.
+      await new Promise((r) => setTimeout(r, 100))
+      const result = await processor.process(stored)
+      await worker.markDone(handler, [{ eventId: stored.event_id, result }])
+      assert.deepEqual(await answer, result)
+      assert.deepEqual(await streamTypes(es, Cart.type, 'raced'), [
+        '>OPEN_CART_REQUESTED',
+        'CartOpened',
+      ])
+    } finally {
+      await oms.stop()
+      await worker.stop()
+    }
   })
 })

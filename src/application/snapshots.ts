@@ -25,15 +25,16 @@ export const createSnapshotStore = (sql: SqlQueryable, schema: string): Snapshot
   const table = `${schema}.snapshots`
   return {
     async load(aggregateType, aggregateId, version) {
-      const rows = await sql.query<{ seq: string | number; state: unknown }>(
-        `SELECT seq, state FROM ${table}
+      // As text, parsed here: a driver's own jsonb decoding would hand back a state that is a
+      // JSON string as a bare string, indistinguishable from the encoded form.
+      const rows = await sql.query<{ seq: string | number; state: string }>(
+        `SELECT seq, state::text AS state FROM ${table}
           WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $3`,
         [aggregateType, aggregateId, version],
       )
       const row = rows[0]
       if (row === undefined) return null
-      const state = typeof row.state === 'string' ? (JSON.parse(row.state) as unknown) : row.state
-      return { seq: Number(row.seq), state }
+      return { seq: Number(row.seq), state: JSON.parse(row.state) as unknown }
     },
     async save(aggregateType, aggregateId, version, snapshot) {
       await sql.query(

@@ -7,10 +7,9 @@ import type { ObjectStore } from '../../src/core/ports/object-store.ts'
 import { GROUPS } from '../../src/domain/model.ts'
 import { BY_DATE_PREFIX } from '../../src/event-store/keys.ts'
 import type { BenchContext, ProcessPids } from './harness.ts'
-import type { OmsHttpClient } from './http-client.ts'
+import type { CairnClient } from '../../src/client/index.ts'
 import { databaseUrl, kafkaBrokers, runName } from './scenario.ts'
 import { env, REPO_ROOT } from './services.ts'
-import { sleep } from './stats.ts'
 
 const NODE = path.join(REPO_ROOT, 'node_modules', '.bin', 'node')
 const MAIN = path.join(REPO_ROOT, 'src', 'cli', 'main.ts')
@@ -171,44 +170,38 @@ export const openDeployment = (ctx: BenchContext, stem: string): Deployment => {
   }
 }
 
-/** Polls a command's status until it is COMPLETED; fails on FAILED or after `timeoutMs`. */
+/** Waits for a command to be COMPLETED (long polls); fails on FAILED or after `timeoutMs`. */
 export const settleCommand = async (
-  client: OmsHttpClient,
+  client: CairnClient,
   commandId: string,
   timeoutMs = 60_000,
 ): Promise<void> => {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const r = await client.request('GET', `/api/v1/commands/${commandId}`)
-    if (r.json.status === 'COMPLETED') return
-    if (r.status !== 200 || r.json.status === 'FAILED') {
-      throw new Error(`command ${commandId}: ${r.status} ${r.text}`)
-    }
-    if (Date.now() > deadline) throw new Error(`command ${commandId} not COMPLETED: ${r.text}`)
-    await sleep(50)
+  const status = await client.waitForCommand(commandId, { timeoutMs })
+  if (status.status !== 'COMPLETED') {
+    throw new Error(`command ${commandId}: ${JSON.stringify(status)}`)
   }
 }
 
+/** Where a bench class's instances are created: the path parameters of `createInstance`. */
+export type BenchClass = { readonly db: string; readonly class_id: string }
+
 /**
  * A database and a class with one string property (`payload`), both COMPLETED (needs the
- * publisher, the ontology worker and the projection running). Returns the instances' path.
+ * publisher, the ontology worker and the projection running).
  */
 export const createBenchClass = async (
-  client: OmsHttpClient,
+  client: CairnClient,
   db: string,
   classId: string,
-): Promise<string> => {
-  const accepted = async (path: string, body: unknown): Promise<void> => {
-    const r = await client.request('POST', path, body)
-    if (r.status !== 202) throw new Error(`POST ${path}: ${r.status} ${r.text}`)
-    await settleCommand(client, String(r.json.command_id))
-  }
-  await accepted('/api/v1/databases', { name: db })
-  await accepted(`/api/v1/databases/${db}/classes`, {
-    id: classId,
-    properties: [{ name: 'payload', type: 'string', required: true }],
+): Promise<BenchClass> => {
+  const created = await client.createDatabase({ body: { name: db } })
+  await settleCommand(client, created.body.command_id)
+  const cls = await client.createClass({
+    params: { db },
+    body: { id: classId, properties: [{ name: 'payload', type: 'string', required: true }] },
   })
-  return `/api/v1/databases/${db}/classes/${classId}/instances`
+  await settleCommand(client, cls.body.command_id)
+  return { db, class_id: classId }
 }
 
 /** Objects a writer creates (segments under indexes/by-date/): create-only PUTs that succeeded. */

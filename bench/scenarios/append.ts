@@ -1,7 +1,7 @@
 import { countWrittenObjects, createBenchClass, openDeployment } from '../lib/cairn-deployment.ts'
 import { closedLoop, rowBetween } from '../lib/harness.ts'
 import type { ResultRow } from '../lib/harness.ts'
-import { createOmsHttpClient } from '../lib/http-client.ts'
+import { createBenchClient } from '../lib/http-client.ts'
 import { CONCURRENCY, payloads, s3Store } from '../lib/scenario.ts'
 import type { Scenario } from '../lib/scenario.ts'
 
@@ -28,14 +28,14 @@ export const append: Scenario = {
         deployment.start('worker-ontology', ['worker', 'ontology']),
         deployment.start('worker-projection', ['worker', 'projection']),
       ])
-      const setup = createOmsHttpClient(oms.url, deployment.token, 1)
+      const setup = createBenchClient(oms.url, deployment.token, 1)
       const instances = await createBenchClass(setup, 'bench', 'Item').finally(() => setup.close())
       await deployment.stop('publisher', 'worker-ontology', 'worker-projection')
       const bucket = await s3Store(deployment.bucket)
       try {
         const next = payloads(ctx, 8)
         for (const c of CONCURRENCY) {
-          const client = createOmsHttpClient(oms.url, deployment.token, c)
+          const client = createBenchClient(oms.url, deployment.token, c)
           let n = 0
           let acknowledged = 0
           const objectsBefore = await countWrittenObjects(bucket)
@@ -46,11 +46,10 @@ export const append: Scenario = {
             processes: deployment.pids(),
             op: async () => {
               const id = `c${c}-${n++}`
-              const res = await client.request('POST', instances, {
-                id,
-                data: { payload: next() },
+              await client.createInstance({
+                params: instances,
+                body: { id, data: { payload: next() } },
               })
-              if (res.status !== 202) throw new Error(`POST ${id}: ${res.status} ${res.text}`)
               acknowledged++
             },
           }).finally(() => client.close())

@@ -1,12 +1,11 @@
-import { createClient } from '../../src/client/index.ts'
 import type { Sql } from '../../src/core/ports/sql.ts'
 import { createBenchClass, openDeployment } from '../lib/cairn-deployment.ts'
-import type { Deployment } from '../lib/cairn-deployment.ts'
+import type { BenchClass, Deployment } from '../lib/cairn-deployment.ts'
 import { closedLoop, openLoop, rowBetween } from '../lib/harness.ts'
 import type { Latency } from '../lib/stats.ts'
 import type { BenchContext, OpenLoopResult, ResultRow } from '../lib/harness.ts'
-import { createOmsHttpClient } from '../lib/http-client.ts'
-import type { OmsHttpClient } from '../lib/http-client.ts'
+import { createBenchClient } from '../lib/http-client.ts'
+import type { BenchClient } from '../lib/http-client.ts'
 import { payloads, pgSql } from '../lib/scenario.ts'
 import type { Scenario } from '../lib/scenario.ts'
 import { createLatencyRecorder, nowNs, sleep } from '../lib/stats.ts'
@@ -67,8 +66,8 @@ const sampleStages = async (
 /** The append ceiling this run measured (`append` at 64 clients), or a short measurement. */
 const appendCeiling = async (
   ctx: BenchContext,
-  client: OmsHttpClient,
-  instances: string,
+  client: BenchClient,
+  instances: BenchClass,
   deployment: Deployment,
   created: { n: number },
 ): Promise<{ rate: number; source: string }> => {
@@ -84,8 +83,7 @@ const appendCeiling = async (
     processes: deployment.pids(),
     op: async () => {
       const id = `ceiling-${n++}`
-      const res = await client.request('POST', instances, { id, data: { payload: next() } })
-      if (res.status !== 202) throw new Error(`POST ${id}: ${res.status} ${res.text}`)
+      await client.createInstance({ params: instances, body: { id, data: { payload: next() } } })
       created.n++
     },
   })
@@ -96,8 +94,8 @@ const appendCeiling = async (
 }
 
 type Pipeline = {
-  readonly client: OmsHttpClient
-  readonly instances: string
+  readonly client: BenchClient
+  readonly instances: BenchClass
   readonly sql: Sql
   readonly deployment: Deployment
   readonly db: string
@@ -281,11 +279,10 @@ const measureAt = async (
       processes: p.deployment.pids(),
       op: async (i, measured) => {
         const id = `${idPrefix}-${i}`
-        const res = await p.client.request('POST', p.instances, {
-          id,
-          data: { payload: next() },
+        await p.client.createInstance({
+          params: p.instances,
+          body: { id, data: { payload: next() } },
         })
-        if (res.status !== 202) throw new Error(`POST ${id}: ${res.status} ${res.text}`)
         p.created.n++
         if (!measured) return
         const t = nowNs()
@@ -403,9 +400,9 @@ const outcomeLatency = async (
   omsUrl: string,
   mode: 'wait' | 'poll',
 ): Promise<ResultRow> => {
-  const oms = createClient({ baseUrl: omsUrl, token: p.deployment.token })
+  const oms = createBenchClient(omsUrl, p.deployment.token, OUTCOME_CLIENTS)
   const next = payloads(ctx, mode === 'wait' ? 21 : 22)
-  const params = { db: p.db, class_id: p.classId }
+  const params = p.instances
   let n = 0
   let requests = 0
   const r = await closedLoop(ctx, {
@@ -432,7 +429,7 @@ const outcomeLatency = async (
         if (status.body.status === 'COMPLETED' || status.body.status === 'FAILED') return
       }
     },
-  })
+  }).finally(() => oms.close())
   p.created.n += n
   ctx.log(
     `  outcome by ${mode === 'wait' ? 'Prefer: wait' : 'polling'}: p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, ${Math.round((requests / Math.max(n, 1)) * 10) / 10} requests per command`,
@@ -483,7 +480,7 @@ export const e2e: Scenario = {
         deployment.start('worker-commands', ['worker', 'ontology', 'instance']),
         deployment.start('worker-projection', ['worker', 'projection']),
       ])
-      const client = createOmsHttpClient(oms.url, deployment.token, 1_024)
+      const client = createBenchClient(oms.url, deployment.token, 1_024)
       try {
         const db = 'bench'
         const classId = 'Item'

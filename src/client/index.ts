@@ -26,6 +26,14 @@ export type Input<O> = (O extends { params: infer P } ? { params: StaticOf<P> } 
   (O extends { body: infer B } ? { body: StaticOf<B> } : unknown) &
   CallOptions
 
+/** What a call takes beyond its schemas: a listing of instances takes property filters. */
+type Extra<Id> = Id extends 'listInstances'
+  ? {
+      /** Any other query parameter of this listing is a filter: a property and its value. */
+      readonly filters?: Readonly<Record<string, string | number | boolean>>
+    }
+  : unknown
+
 /** What a call of `O` answers: the body of its 2xx responses. */
 export type Output<O> = O extends { responses: infer R }
   ? | (R extends { '200': { schema: infer S } } ? StaticOf<S> : never)
@@ -75,14 +83,19 @@ export type ClientOptions = {
 }
 
 type Methods = {
-  readonly [Id in OperationId]: (input: Input<OpOf<Id>>) => Promise<Answer<Output<OpOf<Id>>>>
+  readonly [Id in OperationId]: (
+    input: Input<OpOf<Id>> & Extra<Id>,
+  ) => Promise<Answer<Output<OpOf<Id>>>>
 }
 
 type CommandStatus = Output<OpOf<'getCommand'>>
 
 export type CairnClient = Methods & {
   /** Calls an operation by id (what the named methods do). */
-  call<Id extends OperationId>(id: Id, input: Input<OpOf<Id>>): Promise<Answer<Output<OpOf<Id>>>>
+  call<Id extends OperationId>(
+    id: Id,
+    input: Input<OpOf<Id>> & Extra<Id>,
+  ): Promise<Answer<Output<OpOf<Id>>>>
   /** The command's status once it is COMPLETED or FAILED (long polls of Prefer: wait). */
   waitForCommand(
     commandId: string,
@@ -121,10 +134,11 @@ export const createClient = (options: ClientOptions): CairnClient => {
     const input = (raw ?? {}) as {
       params?: Record<string, unknown>
       query?: Record<string, unknown>
+      filters?: Record<string, unknown>
       body?: unknown
     } & CallOptions
     const url = new URL(base + pathOf(op, input.params))
-    for (const [k, v] of Object.entries(input.query ?? {})) {
+    for (const [k, v] of Object.entries({ ...input.filters, ...input.query })) {
       if (v !== undefined && v !== null) url.searchParams.set(k, text(v))
     }
     const write = WRITES.has(op.method)

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import { createS3ObjectStore } from '../../src/adapters/object-store/s3/s3-object-store.ts'
 import { createPgSql } from '../../src/adapters/sql/pg.ts'
+import { createClient } from '../../src/client/index.ts'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import { silentLogger } from '../../src/core/ports/logger.ts'
 import { commitChannel, openWriteSide } from '../../src/config/compose.ts'
@@ -53,7 +54,7 @@ describe('distributed: oms, publisher and workers as separate processes on MinIO
     const oms = processes[0] as CairnProcess
     const anonymous = httpClient(oms.url)
     assert.equal((await anonymous.get('/api/v1/databases')).status, 401)
-    await omsFlow(httpClient(oms.url, TOKEN), bucket)
+    await omsFlow(createClient({ baseUrl: oms.url, token: TOKEN }), bucket)
     const metrics = await anonymous.get('/metrics')
     assert.match(metrics.text, /cairn_http_requests_total/)
     const workerMetrics = await httpClient((processes[3] as CairnProcess).url).get('/metrics')

@@ -5,7 +5,8 @@ import { createFsObjectStore } from '../../src/adapters/object-store/fs/fs-objec
 import { createOmsApp } from '../../src/http/app.ts'
 import { openEmbedded } from '../support/embedded.ts'
 import type { Embedded } from '../support/embedded.ts'
-import { inProcessClient } from '../support/oms-client.ts'
+import { createClient } from '../../src/client/index.ts'
+import { appFetch, inProcessClient } from '../support/oms-client.ts'
 import { omsFlow } from '../support/oms-flow.ts'
 
 describe('OMS, embedded (filesystem bucket, PGlite, in-process bus)', () => {
@@ -21,7 +22,11 @@ describe('OMS, embedded (filesystem bucket, PGlite, in-process bus)', () => {
     const bucket = await createFsObjectStore({
       root: path.join(cairn.dataDir, 'bucket', 'spice-event-store'),
     })
-    await omsFlow(inProcessClient(cairn.runtime.app), bucket)
+    const client = createClient({
+      baseUrl: 'http://oms.test',
+      fetch: appFetch(cairn.runtime.app) as typeof fetch,
+    })
+    await omsFlow(client, bucket)
   })
 
   test('malformed input is a 4xx problem+json, never a 5xx', async () => {

@@ -95,3 +95,28 @@ export const httpClient = (baseUrl: string, token?: string): OmsClient =>
     })
     return toReply(res.status, out, await res.text())
   })
+
+/**
+ * `fetch` over the app in-process, for the typed client (`cairn/client`): well-formed use of the
+ * API goes through the client; `inProcessClient` stays for requests the client cannot send
+ * (malformed bodies, wrong headers).
+ */
+export const appFetch =
+  (app: HttpApp) =>
+  async (input: URL | string, init: RequestInit = {}): Promise<Response> => {
+    const url = new URL(String(input))
+    const headers: Record<string, string> = {}
+    new Headers(init.headers).forEach((v, k) => {
+      headers[k] = v
+    })
+    const body = typeof init.body === 'string' ? new TextEncoder().encode(init.body) : null
+    const tooLarge = body !== null && body.length > app.maxBodyBytes
+    const r = await app.handle({
+      method: init.method ?? 'GET',
+      url: url.pathname + url.search,
+      headers,
+      body: tooLarge ? 'too_large' : body,
+    })
+    const empty = r.status === 204 || r.status === 304 || r.body === ''
+    return new Response(empty ? null : r.body, { status: r.status, headers: r.headers })
+  }

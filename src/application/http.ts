@@ -5,6 +5,7 @@ import type { SqlQueryable } from '../core/ports/sql.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import {
   acceptedOrOutcome,
+  addOperation,
   correlationIdOf,
   idempotencyKeyReused,
   sameCommand,
@@ -31,12 +32,10 @@ import {
   IfMatchHeader,
   MAX_SEQ,
   PreferHeader,
-  converted,
-  fromText,
   openApiOf,
   problem as problemAnswer,
 } from '../http/contract.ts'
-import type { Method, Operation } from '../http/contract.ts'
+import type { Method, Operation, ValidRequest } from '../http/contract.ts'
 import { AcceptedSchema, getCommand } from '../http/oms-contract.ts'
 import { problem } from '../http/problem.ts'
 import type { HttpResponse } from '../http/problem.ts'
@@ -90,8 +89,8 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
   }
 
   const submit =
-    (command: SomeCommand, params: readonly string[]): RouteHandler =>
-    async (ctx) => {
+    (command: SomeCommand, params: readonly string[]) =>
+    async (ctx: Ctx, valid: ValidRequest): Promise<HttpResponse> => {
       const { commandId, key } = commandIdOf(ctx)
       const hasBody =
         ctx.req.body !== null && ctx.req.body !== 'too_large' && ctx.req.body.length > 0
@@ -99,13 +98,8 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
       if (typeof body !== 'object' || body === null || Array.isArray(body)) {
         return validationFailed(ctx, [{ pointer: '', message: 'the body must be a JSON object' }])
       }
-      // A path parameter is text: converted to what its property's schema says (an integer id).
-      const fromPath: Record<string, unknown> = {}
-      const properties = (command.schema as JsonSchema).properties ?? {}
-      for (const n of params) {
-        const schema = properties[n] as TSchema | undefined
-        fromPath[n] = schema === undefined ? ctx.params[n] : fromText(schema, ctx.params[n] ?? '')
-      }
+      // The path parameters as the operation validated them (text converted to an integer id).
+      const fromPath = valid.params
       const clash = params.filter(
         (n) => Object.hasOwn(body, n) && (body as Record<string, unknown>)[n] !== fromPath[n],
       )
@@ -119,7 +113,7 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
       for (const n of params) payload[n] = fromPath[n]
       const problems = located(problemsOf(command.schema, payload), params)
       if (problems.length > 0) return validationFailed(ctx, problems)
-      const explicit = expectedSeqOf(ctx)
+      const explicit = expectedSeqOf(ctx, valid)
       if (explicit === undefined && command.expect === 'required') {
         return problem({
           status: 428,
@@ -178,53 +172,62 @@ export const createDomainApp = (options: DomainAppOptions): HttpApp => {
     )
   }
 
-  for (const command of domain.commands) {
-    const route = commandRoute(domain.name, command)
-    if (route !== null)
-      router.add(route.method, route.path, submit(command, pathParams(route.path)))
+  // Every route through its operation, as the OpenAPI document describes it: path, query and
+  // headers are validated by the contract before the handler runs.
+  const inline = options.decideNow !== undefined
+  const operations = new Map(domainOperations(domain, { inline }).map((o) => [o.operationId, o]))
+  const operation = (id: string): Operation => {
+    const op = operations.get(id)
+    if (op === undefined) throw new Error(`no operation ${id}`)
+    return op
   }
 
-  router.add('GET', '/api/v1/commands/:command_id', commandStatus(statusOptions))
-
-  const runQuery =
-    (query: SomeQuery): RouteHandler =>
-    async (ctx) => {
-      const raw: Record<string, unknown> = {}
-      for (const [k, v] of ctx.query) raw[k] = v
-      for (const [k, v] of Object.entries(ctx.params)) raw[k] = v
-      const input = converted(query.schema, raw)
-      const params = pathParams(query.path)
-      const problems = located(problemsOf(query.schema, input), params)
-      if (problems.length > 0) {
-        return badRequest(
-          ctx.requestId,
-          'invalid_query',
-          problems
-            .slice(0, 5)
-            .map((p) => `${p.pointer}: ${p.message}`)
-            .join('; '),
-          problems
-            .slice(0, 100)
-            .map((p) =>
-              p.pointer.startsWith('#/path') ? p : { ...p, pointer: `#/query${p.pointer}` },
-            ),
-        )
-      }
-      const table = projectionContext(options.sql, options.schema).table
-      const out = await query.run(input as never, {
-        sql: options.sql,
-        schema: options.schema,
-        table,
-      })
-      return out === null || out === undefined
-        ? notFound(ctx.requestId, `${query.name}: nothing found`)
-        : json(200, out)
+  for (const command of domain.commands) {
+    const route = commandRoute(domain.name, command)
+    if (route !== null) {
+      addOperation(router, operation(command.type), submit(command, pathParams(route.path)))
     }
-  for (const query of domain.queries) router.add('GET', query.path, runQuery(query))
+  }
 
-  const document = domainOpenApi(domain, {
+  addOperation(router, getCommand, commandStatus(statusOptions))
+
+  const runQuery = (query: SomeQuery) => async (ctx: Ctx, valid: ValidRequest) => {
+    // Declared parameters as the operation converted them; the others as text, so that the
+    // query's own schema (additionalProperties, say) judges the whole.
+    const input: Record<string, unknown> = {}
+    for (const [k, v] of ctx.query) input[k] = v
+    Object.assign(input, valid.query, valid.params)
+    const problems = located(problemsOf(query.schema, input), pathParams(query.path))
+    if (problems.length > 0) {
+      return badRequest(
+        ctx.requestId,
+        'invalid_query',
+        problems
+          .slice(0, 5)
+          .map((p) => `${p.pointer}: ${p.message}`)
+          .join('; '),
+        problems
+          .slice(0, 100)
+          .map((p) =>
+            p.pointer.startsWith('#/path') ? p : { ...p, pointer: `#/query${p.pointer}` },
+          ),
+      )
+    }
+    const table = projectionContext(options.sql, options.schema).table
+    const out = await query.run(input as never, {
+      sql: options.sql,
+      schema: options.schema,
+      table,
+    })
+    return out === null || out === undefined
+      ? notFound(ctx.requestId, `${query.name}: nothing found`)
+      : json(200, out)
+  }
+  for (const query of domain.queries) addOperation(router, operation(query.name), runQuery(query))
+
+  const document = openApiOf([...operations.values()], {
+    title: `${domain.name} (cairn)`,
     authenticated: options.auth !== 'disabled',
-    inline: options.decideNow !== undefined,
   })
   return createHttpPipeline(router, {
     ...options,

@@ -112,12 +112,13 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
 
   const submit = async (
     ctx: Ctx,
+    valid: ValidRequest,
     build: (commandId: string) => Parsed<DomainCommand>,
     occ: 'create' | 'required',
   ): Promise<HttpResponse> => {
     const { commandId, key } = commandIdOf(ctx)
     const cmd = parsedOrThrow(ctx, build(commandId))
-    const explicit = expectedSeqOf(ctx)
+    const explicit = expectedSeqOf(ctx, valid)
     // A retried request answers from the stored command, whenever it comes (W3).
     const envelopeFor = (expectedSeq: number) =>
       commandEnvelope(cmd, {
@@ -181,44 +182,48 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     handler: (ctx: Ctx, valid: ValidRequest) => Promise<HttpResponse>,
   ): void => addOperation(router, op, handler)
 
-  route(oms.createDatabase, (ctx) =>
-    submit(ctx, () => parseCreateDatabase(bodyJson(ctx)), 'create'),
+  route(oms.createDatabase, (ctx, valid) =>
+    submit(ctx, valid, () => parseCreateDatabase(bodyJson(ctx)), 'create'),
   )
-  route(oms.deleteDatabase, (ctx) =>
-    submit(ctx, () => parseDeleteDatabase(p(ctx, 'db')), 'required'),
+  route(oms.deleteDatabase, (ctx, valid) =>
+    submit(ctx, valid, () => parseDeleteDatabase(p(ctx, 'db')), 'required'),
   )
-  route(oms.createClass, (ctx) =>
-    submit(ctx, () => parseCreateClass(p(ctx, 'db'), bodyJson(ctx)), 'create'),
+  route(oms.createClass, (ctx, valid) =>
+    submit(ctx, valid, () => parseCreateClass(p(ctx, 'db'), bodyJson(ctx)), 'create'),
   )
-  route(oms.updateClass, (ctx) =>
+  route(oms.updateClass, (ctx, valid) =>
     submit(
       ctx,
+      valid,
       () => parseUpdateClass(p(ctx, 'db'), p(ctx, 'class_id'), bodyJson(ctx)),
       'required',
     ),
   )
-  route(oms.deleteClass, (ctx) =>
-    submit(ctx, () => parseDeleteClass(p(ctx, 'db'), p(ctx, 'class_id')), 'required'),
+  route(oms.deleteClass, (ctx, valid) =>
+    submit(ctx, valid, () => parseDeleteClass(p(ctx, 'db'), p(ctx, 'class_id')), 'required'),
   )
-  route(oms.createInstance, (ctx) =>
+  route(oms.createInstance, (ctx, valid) =>
     submit(
       ctx,
+      valid,
       (commandId) =>
         parseCreateInstance(p(ctx, 'db'), p(ctx, 'class_id'), bodyJson(ctx), commandId),
       'create',
     ),
   )
-  route(oms.updateInstance, (ctx) =>
+  route(oms.updateInstance, (ctx, valid) =>
     submit(
       ctx,
+      valid,
       () =>
         parseUpdateInstance(p(ctx, 'db'), p(ctx, 'class_id'), p(ctx, 'instance_id'), bodyJson(ctx)),
       'required',
     ),
   )
-  route(oms.deleteInstance, (ctx) =>
+  route(oms.deleteInstance, (ctx, valid) =>
     submit(
       ctx,
+      valid,
       () => parseDeleteInstance(p(ctx, 'db'), p(ctx, 'class_id'), p(ctx, 'instance_id')),
       'required',
     ),

@@ -5,13 +5,7 @@ import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import type { RegistryRow } from '../registry/processed-events.ts'
-import {
-  IDEMPOTENCY_KEY_PATTERN,
-  IF_MATCH_PATTERN,
-  parameterProblemCode,
-  requestProblems,
-  routerPath,
-} from './contract.ts'
+import { IF_MATCH_PATTERN, parameterProblemCode, requestProblems, routerPath } from './contract.ts'
 import type { Operation, ValidRequest } from './contract.ts'
 import { problem, problemForError } from './problem.ts'
 import type { HttpResponse } from './problem.ts'
@@ -67,10 +61,8 @@ export type FieldProblem = { readonly pointer: string; readonly message: string 
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
-const IDEMPOTENCY_KEY = new RegExp(IDEMPOTENCY_KEY_PATTERN)
 const IF_MATCH = new RegExp(IF_MATCH_PATTERN)
 const REQUEST_ID = /^[\x21-\x7e]{1,128}$/
-const SEQ = /^\d{1,15}$/
 
 /** A JSON response. */
 export const json = (
@@ -151,33 +143,14 @@ export const bodyJson = (ctx: Ctx): unknown => {
   }
 }
 
-/** `expected_seq` from the query or `If-Match: "N"`; both given must agree. */
-export const expectedSeqOf = (ctx: Ctx): number | undefined => {
-  const q = ctx.query.get('expected_seq')
-  const ifMatch = ctx.req.headers['if-match']
-  let fromQuery: number | undefined
-  let fromHeader: number | undefined
-  if (q !== null) {
-    if (!SEQ.test(q))
-      throw new RequestProblem(
-        badRequest(ctx.requestId, 'invalid_expected_seq', 'expected_seq must be an integer ≥ 0', [
-          { pointer: '#/query/expected_seq', message: 'must be an integer ≥ 0' },
-        ]),
-      )
-    fromQuery = Number(q)
-  }
-  if (ifMatch !== undefined) {
-    const m = IF_MATCH.exec(ifMatch)
-    if (m === null)
-      throw new RequestProblem(
-        badRequest(
-          ctx.requestId,
-          'invalid_if_match',
-          'If-Match must be an ETag "N" (the sequence you read)',
-        ),
-      )
-    fromHeader = Number(m[1] ?? m[2])
-  }
+/**
+ * `expected_seq` from the query or `If-Match: "N"`, as the route's operation validated them
+ * (`addOperation`); both given must agree.
+ */
+export const expectedSeqOf = (ctx: Ctx, valid: ValidRequest): number | undefined => {
+  const fromQuery = valid.query['expected_seq'] as number | undefined
+  const m = IF_MATCH.exec(ctx.req.headers['if-match'] ?? '')
+  const fromHeader = m === null ? undefined : Number(m[1] ?? m[2])
   if (fromQuery !== undefined && fromHeader !== undefined && fromQuery !== fromHeader) {
     // They cannot both be the aggregate's sequence: the request conflicts with its state.
     throw new RequestProblem(
@@ -194,20 +167,11 @@ export const expectedSeqOf = (ctx: Ctx): number | undefined => {
 }
 
 /**
- * The command id of a submission: the `Idempotency-Key` itself when it is a UUID, else derived
- * from it, so a retry names the same command (W3); without a key, a fresh one.
+ * The command id a write names: its `Idempotency-Key` (validated by the route's operation) as
+ * it is when it is a UUID, else a UUID derived from it; a fresh one without a key.
  */
 export const commandIdOf = (ctx: Ctx): { commandId: string; key: string | undefined } => {
   const key = ctx.req.headers['idempotency-key']
-  if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
-    throw new RequestProblem(
-      badRequest(
-        ctx.requestId,
-        'invalid_idempotency_key',
-        'Idempotency-Key must be 1–255 visible ASCII characters',
-      ),
-    )
-  }
   const commandId =
     key === undefined
       ? randomUUID()
@@ -485,12 +449,8 @@ export const acceptedOrOutcome = async (
 export const commandStatus =
   (options: CommandStatusOptions): RouteHandler =>
   async (ctx) => {
+    // A UUID: the route's operation (getCommand) validated it.
     const id = ctx.params['command_id'] ?? ''
-    if (!UUID.test(id)) {
-      return badRequest(ctx.requestId, 'invalid_command_id', 'a command id is a UUID', [
-        { pointer: '#/path/command_id', message: 'must be a UUID' },
-      ])
-    }
     const command = await options.eventStore.getByEventId(id.toLowerCase())
     if (command === null || command.metadata.kind !== 'command') {
       return notFound(ctx.requestId, `no command ${id}`)

@@ -22,6 +22,7 @@ import { consume } from './scenarios/consume.ts'
 import { e2e } from './scenarios/e2e.ts'
 import { emmett } from './scenarios/emmett.ts'
 import { history } from './scenarios/history.ts'
+import { httpLayer } from './scenarios/http-layer.ts'
 import { idle } from './scenarios/idle.ts'
 import { kafkaProduce } from './scenarios/kafka-produce.ts'
 import { pgInsert } from './scenarios/pg-insert.ts'
@@ -35,6 +36,7 @@ const SCENARIOS: readonly Scenario[] = [
   pgInsert,
   claimDone,
   emmett,
+  httpLayer,
   appendLib,
   append,
   publish,

@@ -332,14 +332,12 @@ export type CairnRuntime = {
   [Symbol.asyncDispose](): Promise<void>
 }
 
-/** `oms`, `publisher`, `<role>-worker` for a process of one component; `all` for more. */
+/** The process's component for the spans' service name: `oms`, `publisher`, `<role>-worker`, `worker` (several roles), or `all`. */
 const componentName = (components: CairnComponents): string => {
-  const names = [
-    ...(components.oms ? ['oms'] : []),
-    ...(components.publisher ? ['publisher'] : []),
-    ...components.workers.map((role) => `${role}-worker`),
-  ]
-  return names.length === 1 ? (names[0] as string) : 'all'
+  const { oms, publisher, workers } = components
+  if (!oms && !publisher) return workers.length === 1 ? `${workers[0] as string}-worker` : 'worker'
+  if (workers.length === 0 && oms !== publisher) return oms ? 'oms' : 'publisher'
+  return 'all'
 }
 
 /**

@@ -597,6 +597,7 @@ export const createHttpPipeline = (
         : `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`)
     let route = 'unmatched'
     let response: HttpResponse
+    let failure: unknown
     if (api) inFlight++
     try {
       const q = req.url.indexOf('?')
@@ -669,6 +670,7 @@ export const createHttpPipeline = (
         response = error.response
       } else {
         response = problemForError(error, requestId)
+        failure = error
         const level = response.status >= 500 && response.status !== 503 ? 'error' : 'warn'
         log[level](
           {
@@ -689,7 +691,8 @@ export const createHttpPipeline = (
     if (span !== undefined) {
       span.rename(`${req.method} ${route}`)
       span.setAttributes({ 'http.route': route, 'http.response.status_code': response.status })
-      if (response.status >= 500) span.fail(`HTTP ${response.status}`)
+      // Failed on a 5xx only (a 4xx is the client's), with the error when one was thrown.
+      if (response.status >= 500) span.fail(failure ?? `HTTP ${response.status}`)
       span.end()
     }
     return {

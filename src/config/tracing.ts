@@ -8,6 +8,7 @@ import type { CairnConfig } from './env.ts'
 export type ProcessTracer = {
   readonly tracer: Tracer
   close(): Promise<void>
+  [Symbol.asyncDispose](): Promise<void>
 }
 
 /**
@@ -21,17 +22,23 @@ export const openTracer = (
   logger: Logger,
 ): ProcessTracer => {
   const t = config.tracing
-  if (t === undefined) return { tracer: noopTracer, close: async () => {} }
+  if (t === undefined) {
+    const nothing = async (): Promise<void> => {}
+    return { tracer: noopTracer, close: nothing, [Symbol.asyncDispose]: nothing }
+  }
+  const serviceName = t.serviceName ?? `cairn-${component}`
   const tracer = createOtlpTracer({
     url: t.url,
     headers: t.headers,
-    serviceName: t.serviceName ?? `cairn-${component}`,
+    serviceName,
     sampler: t.sampler,
     logger,
   })
   logger.info(
-    { url: t.url.replace(/\/\/[^/@]*@/, '//***@'), service: t.serviceName ?? `cairn-${component}` },
+    // Credentials in the URL are hidden, as the headers are.
+    { url: t.url.replace(/\/\/[^/@]*@/, '//***@'), service: serviceName },
     'tracing: exporting spans over OTLP/HTTP',
   )
-  return { tracer, close: () => tracer.close() }
+  const close = () => tracer.close()
+  return { tracer, close, [Symbol.asyncDispose]: close }
 }

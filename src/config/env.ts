@@ -458,6 +458,7 @@ export const redactedConfig = (config: CairnConfig): Record<string, unknown> => 
     : {
         tracing: {
           ...config.tracing,
+          url: config.tracing.url.replace(/\/\/[^/@]*@/, '//***@'),
           headers: Object.fromEntries(Object.keys(config.tracing.headers).map((k) => [k, '***'])),
         },
       }),

@@ -164,7 +164,7 @@ test('tracing: off without an OTLP endpoint; the OTEL_* variables when one is se
   const shown = JSON.stringify(
     redactedConfig(
       loadConfig({
-        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318',
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://user:topsecret@c:4318',
         OTEL_EXPORTER_OTLP_HEADERS: 'api-key=topsecret',
       }),
     ),

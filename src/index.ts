@@ -28,6 +28,8 @@ export type {
   StoredObject,
 } from './core/ports/object-store.ts'
 export type { Sql, SqlQueryable } from './core/ports/sql.ts'
+export { inSpan, noopTracer } from './core/ports/tracer.ts'
+export type { Span, SpanAttributes, SpanKind, SpanOptions, Tracer } from './core/ports/tracer.ts'
 export { createEventStore } from './event-store/event-store.ts'
 export type {
   AppendInput,

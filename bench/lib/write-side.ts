@@ -2,6 +2,7 @@ import { migrate } from '../../src/adapters/sql/migrations.ts'
 import { createEnvelope } from '../../src/core/envelope.ts'
 import type { EventEnvelope } from '../../src/core/envelope.ts'
 import type { Sql } from '../../src/core/ports/sql.ts'
+import type { Tracer } from '../../src/core/ports/tracer.ts'
 import { createEventStore } from '../../src/event-store/event-store.ts'
 import type { EventStore } from '../../src/event-store/event-store.ts'
 import { createSequenceAllocator } from '../../src/sequencing/allocator.ts'
@@ -28,6 +29,7 @@ export type BenchWriteSide = {
 export const openBenchWriteSide = async (
   ctx: BenchContext,
   name: string,
+  options: { readonly tracer?: Tracer } = {},
 ): Promise<BenchWriteSide> => {
   const bucket = runName(ctx, `cairn-bench-${name}`)
   const schema = runName(ctx, `bench_${name}`, '_')
@@ -40,6 +42,7 @@ export const openBenchWriteSide = async (
     objectStore: store,
     allocator: createSequenceAllocator({ sql, schema }),
     logger: ctx.logger,
+    ...(options.tracer === undefined ? {} : { tracer: options.tracer }),
   })
   return {
     store,

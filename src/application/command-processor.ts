@@ -41,7 +41,7 @@ export type LoadedState = { readonly state: unknown; readonly sequence: number }
 
 export type CommandProcessor = {
   /** Decides one stored command and appends its outcome; an outcome stored before is returned. */
-  process(command: StoredEnvelope): Promise<CommandResult>
+  process(command: StoredEnvelope, traceparent?: string): Promise<CommandResult>
   /** The worker's side effect (what `process` does, as a worker handler). */
   readonly handle: Handle
   /** An aggregate's current state, from its snapshot (if any) and the events after it. */
@@ -149,7 +149,11 @@ export const createCommandProcessor = (options: CommandProcessorOptions): Comman
     return out.length > 0 ? out : [first]
   }
 
-  const process = async (envelope: StoredEnvelope): Promise<CommandResult> => {
+  /** `traceparent`: the parent of the events it appends (the worker's span), else the command's. */
+  const process = async (
+    envelope: StoredEnvelope,
+    traceparent?: string,
+  ): Promise<CommandResult> => {
     const parsed = parseCommandEnvelope(domain, envelope)
     if (!parsed.ok) {
       log.warn(
@@ -205,6 +209,7 @@ export const createCommandProcessor = (options: CommandProcessorOptions): Comman
       const envelopes = decisionEnvelopes(domain, command, envelope, commandId, decision, {
         now,
         ...(service === undefined ? {} : { service }),
+        ...(traceparent === undefined ? {} : { traceparent }),
       })
       // A decision with no events changes nothing and stores nothing: a redelivery decides again.
       if (envelopes.length === 0) return { outcome: 'completed', events: [] }
@@ -246,7 +251,7 @@ export const createCommandProcessor = (options: CommandProcessorOptions): Comman
 
   return {
     process,
-    handle: (envelope) => process(envelope),
+    handle: (envelope, ctx) => process(envelope, ctx.traceparent),
     async load(aggregate, id) {
       return stateAt(aggregate, id, await es.currentSequence(aggregate.type, id))
     },

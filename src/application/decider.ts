@@ -269,6 +269,8 @@ export const firstEventIds = (
 export type DecisionEnvelopeOptions = {
   /** The `service` of the envelopes: the worker that decides (default `<domain>:commands`). */
   readonly service?: string
+  /** The trace context of the envelopes (the deciding worker's span; default: the command's). */
+  readonly traceparent?: string
   readonly now?: () => number
 }
 
@@ -282,6 +284,7 @@ export const decisionEnvelopes = (
   options: DecisionEnvelopeOptions = {},
 ): EventEnvelope[] => {
   const m = commandEnvelope.metadata
+  const traceparent = options.traceparent ?? m.traceparent
   const aggregateId = commandEnvelope.aggregate_id
   const idOf = (index: number, type: string): string =>
     domain.eventFormat === 'indexed'
@@ -305,7 +308,7 @@ export const decisionEnvelopes = (
           ...(domain.eventFormat === 'indexed' ? { command_type: command.type } : {}),
           service: options.service ?? `${domain.name}:commands`,
           ...(typeof m.correlation_id === 'string' ? { correlation_id: m.correlation_id } : {}),
-          ...(typeof m.traceparent === 'string' ? { traceparent: m.traceparent } : {}),
+          ...(typeof traceparent === 'string' ? { traceparent } : {}),
         },
       },
       options.now,

@@ -74,7 +74,7 @@ export const createProcessManagerHandler = (options: {
   readonly now?: () => number
 }): Handle => {
   const { domain, processManager: pm, eventStore } = options
-  return async (envelope) => {
+  return async (envelope, ctx) => {
     const event = delivered(pm.events, domain, envelope)
     if (event === null) return { ignored: true }
     const requests = pm.react(event as never)
@@ -91,7 +91,7 @@ export const createProcessManagerHandler = (options: {
       }
       const commandId = reactionCommandId(pm.name, envelope.event_id, i)
       const correlation = envelope.metadata.correlation_id
-      const trace = envelope.metadata.traceparent
+      const trace = ctx.traceparent ?? envelope.metadata.traceparent
       await eventStore.append({
         envelopes: [
           commandEnvelope(request.command, request.payload, {

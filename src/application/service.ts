@@ -7,6 +7,7 @@ import type { CairnConfig } from '../config/env.ts'
 import { openRegistry, openWorker, processReadiness, runPublisher } from '../config/runtime.ts'
 import type { CairnRuntime, Trouble } from '../config/runtime.ts'
 import { noWait } from '../config/startup.ts'
+import { openTracer } from '../config/tracing.ts'
 import type { StartupGate } from '../config/startup.ts'
 import { randomUUID } from 'node:crypto'
 import { CairnError, ErrorCode } from '../core/errors.ts'
@@ -184,8 +185,12 @@ export const openService = async (options: ServiceOptions): Promise<DomainServic
   const troubles: Trouble[] = []
   const close = () => closeAll(parts, logger)
   try {
+    // Opened first, closed last: what the others' closing records is exported too.
+    const tracing = openTracer(config, domain.name, logger)
+    parts.push({ name: 'tracer', close: () => tracing.close() })
     const ws = await openWriteSide(config, logger, {
       wait,
+      tracer: tracing.tracer,
       ...(options.sql === undefined ? {} : { sql: options.sql }),
     })
     parts.push({ name: 'write side', close: () => ws.close() })
@@ -292,6 +297,7 @@ export const openService = async (options: ServiceOptions): Promise<DomainServic
           ready,
           metrics,
           logger,
+          tracer: ws.tracer,
           ...(decideNow === undefined ? {} : { decideNow }),
         })
       : createOpsApp({ ready, metrics })

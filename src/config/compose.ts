@@ -13,6 +13,8 @@ import type { Bus } from '../core/ports/bus.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
 import type { Sql } from '../core/ports/sql.ts'
+import { noopTracer } from '../core/ports/tracer.ts'
+import type { Tracer } from '../core/ports/tracer.ts'
 import { createEventStore } from '../event-store/event-store.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import { encodeCommitNotices } from '../event-store/segment.ts'
@@ -34,6 +36,8 @@ export type WriteSide = {
   readonly objectStore: ObjectStore
   readonly sql: Sql
   readonly eventStore: EventStore
+  /** The process's tracer (the caller opened it and closes it), used by all that runs on this. */
+  readonly tracer: Tracer
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }
@@ -119,9 +123,12 @@ export const openWriteSide = async (
     readonly wait?: StartupGate['wait']
     /** A database the caller opened and closes (the test kit shares one); default: the config's. */
     readonly sql?: Sql
+    /** The process's tracer (config/tracing.ts); default: no tracing. */
+    readonly tracer?: Tracer
   } = {},
 ): Promise<WriteSide> => {
   const wait = options.wait ?? noWait
+  const tracer = options.tracer ?? noopTracer
   const opened: { name: string; close(): Promise<void> }[] = []
   try {
     const objectStore = await wait(describeObjectStore(config), () => openObjectStore(config))
@@ -159,6 +166,7 @@ export const openWriteSide = async (
       idempotencyMismatchMode: config.eventStore.idempotencyMismatchMode,
       maxSegmentDelayMs: config.eventStore.maxIndexDelayMs,
       logger,
+      tracer,
     })
     opened.push({ name: 'event store', close: () => eventStore.close() })
     if (sql.listen !== undefined) {
@@ -180,7 +188,7 @@ export const openWriteSide = async (
       })
     }
     const close = () => closeAll(opened, logger)
-    return { objectStore, sql, eventStore, close, [Symbol.asyncDispose]: close }
+    return { objectStore, sql, eventStore, tracer, close, [Symbol.asyncDispose]: close }
   } catch (error) {
     await closeAll(opened, logger)
     throw error
@@ -225,6 +233,7 @@ export const openPublisher = (
     dedupMaxEvents: p.dedupMaxEvents,
     dedupCheckpointMaxEvents: p.dedupCheckpointMaxEvents,
     metricsLogIntervalMs: p.metricsLogIntervalSeconds * 1000,
+    tracer: ws.tracer,
   })
   ws.eventStore.onCommit((notice) => publisher.noteCommit(notice))
   return publisher

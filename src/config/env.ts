@@ -77,6 +77,18 @@ export type CairnConfig = {
   /** Prepare parameterised statements once per connection (`CAIRN_DATABASE_PREPARE`). */
   readonly databasePrepare: boolean
   readonly kafkaBrokers?: readonly string[]
+  /** OpenTelemetry traces over OTLP/HTTP; absent: tracing off, no exporter (the OTEL_* variables). */
+  readonly tracing?: TracingConfig
+}
+
+export type TracingConfig = {
+  /** Where spans are POSTed, e.g. `http://127.0.0.1:4318/v1/traces`. */
+  readonly url: string
+  readonly headers: Readonly<Record<string, string>>
+  /** `OTEL_SERVICE_NAME`; absent: `cairn-<component>`. */
+  readonly serviceName: string | undefined
+  /** Share of new traces sampled (0 to 1); parent-based: a propagated decision is followed. */
+  readonly sampler: { readonly ratio: number; readonly parentBased: boolean }
 }
 
 type Env = Readonly<Record<string, string | undefined>>
@@ -93,6 +105,8 @@ export const SECRET_NAMES = new Set([
   'CAIRN_S3_SECRET_ACCESS_KEY',
   'CAIRN_DATABASE_URL',
   'OMS_API_TOKENS',
+  'OTEL_EXPORTER_OTLP_HEADERS',
+  'OTEL_EXPORTER_OTLP_TRACES_HEADERS',
 ])
 
 export const loadConfig = (env: Env = process.env): CairnConfig => {
@@ -309,6 +323,9 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
       .filter((b) => b !== '')
   }
 
+  const tracing = tracingConfig(raw, problems)
+  if (tracing !== undefined) config.tracing = tracing
+
   if (problems.length > 0) {
     throw new CairnError(
       ErrorCode.INVALID_CONFIG,
@@ -349,6 +366,85 @@ const topicPrefix = (prefix: string, problems: string[]): string => {
   return prefix
 }
 
+const SAMPLERS: Record<string, { ratio?: number; parentBased: boolean }> = {
+  always_on: { ratio: 1, parentBased: false },
+  always_off: { ratio: 0, parentBased: false },
+  traceidratio: { parentBased: false },
+  parentbased_always_on: { ratio: 1, parentBased: true },
+  parentbased_always_off: { ratio: 0, parentBased: true },
+  parentbased_traceidratio: { parentBased: true },
+}
+
+/**
+ * The standard OpenTelemetry variables cairn honours (docs/configuration.md, Tracing). Tracing is
+ * on only when an OTLP endpoint is set: without one nothing is created, so it costs nothing.
+ */
+const tracingConfig = (
+  raw: (name: string) => string | undefined,
+  problems: string[],
+): TracingConfig | undefined => {
+  const disabled = raw('OTEL_SDK_DISABLED')
+  const exporter = raw('OTEL_TRACES_EXPORTER')
+  if (exporter !== undefined && !/^(otlp|none)$/i.test(exporter)) {
+    problems.push(`OTEL_TRACES_EXPORTER=${exporter}: cairn exports with otlp (or none)`)
+  }
+  const base = raw('OTEL_EXPORTER_OTLP_ENDPOINT')
+  const url =
+    raw('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') ??
+    (base === undefined ? undefined : `${base.replace(/\/+$/, '')}/v1/traces`)
+  if (url === undefined || disabled?.toLowerCase() === 'true' || /^none$/i.test(exporter ?? '')) {
+    return undefined
+  }
+  if (!/^https?:\/\/[^/]+/.test(url)) {
+    problems.push(`OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT=${url}: must be an http(s) URL`)
+  }
+  const protocol = raw('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL') ?? raw('OTEL_EXPORTER_OTLP_PROTOCOL')
+  // Both HTTP protocols reach the same receiver, which takes JSON too; gRPC listens elsewhere.
+  if (protocol !== undefined && !/^http\/(json|protobuf)$/.test(protocol)) {
+    problems.push(
+      `OTEL_EXPORTER_OTLP_PROTOCOL=${protocol}: cairn exports OTLP over HTTP (http/json or http/protobuf)`,
+    )
+  }
+  const headers: Record<string, string> = {}
+  for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS']) {
+    for (const pair of (raw(name) ?? '').split(',')) {
+      if (pair.trim() === '') continue
+      const cut = pair.indexOf('=')
+      try {
+        if (cut <= 0) throw new URIError()
+        headers[decodeURIComponent(pair.slice(0, cut).trim())] = decodeURIComponent(
+          pair.slice(cut + 1).trim(),
+        )
+      } catch {
+        // The value may be a secret: name the variable only.
+        problems.push(`${name}: each entry must be key=value (URL-encoded)`)
+      }
+    }
+  }
+  const samplerName = (raw('OTEL_TRACES_SAMPLER') ?? 'parentbased_always_on').toLowerCase()
+  const sampler = SAMPLERS[samplerName]
+  if (sampler === undefined) {
+    problems.push(
+      `OTEL_TRACES_SAMPLER=${samplerName}: must be one of ${Object.keys(SAMPLERS).join(', ')}`,
+    )
+  }
+  let ratio = sampler?.ratio ?? 1
+  if (sampler !== undefined && sampler.ratio === undefined) {
+    const arg = raw('OTEL_TRACES_SAMPLER_ARG') ?? '1'
+    ratio = Number(arg)
+    if (!Number.isFinite(ratio) || ratio < 0 || ratio > 1) {
+      problems.push(`OTEL_TRACES_SAMPLER_ARG=${arg}: must be a number from 0 to 1`)
+      ratio = 1
+    }
+  }
+  return {
+    url,
+    headers,
+    serviceName: raw('OTEL_SERVICE_NAME'),
+    sampler: { ratio, parentBased: sampler?.parentBased ?? true },
+  }
+}
+
 /** The configuration for display: secrets replaced. */
 export const redactedConfig = (config: CairnConfig): Record<string, unknown> => ({
   ...config,
@@ -357,4 +453,13 @@ export const redactedConfig = (config: CairnConfig): Record<string, unknown> => 
   ...(config.databaseUrl === undefined
     ? {}
     : { databaseUrl: config.databaseUrl.replace(/:[^:@/]*@/, ':***@') }),
+  ...(config.tracing === undefined
+    ? {}
+    : {
+        tracing: {
+          ...config.tracing,
+          url: config.tracing.url.replace(/\/\/[^/@]*@/, '//***@'),
+          headers: Object.fromEntries(Object.keys(config.tracing.headers).map((k) => [k, '***'])),
+        },
+      }),
 })

@@ -20,6 +20,7 @@ import { closeAll, commitChannel, openBus, openPublisher, openWriteSide } from '
 import type { WriteSide } from './compose.ts'
 import type { CairnConfig } from './env.ts'
 import { noWait } from './startup.ts'
+import { openTracer } from './tracing.ts'
 import type { StartupGate } from './startup.ts'
 
 /** The reference domain's workers: which topics, group, handler and side effect each runs. */
@@ -139,6 +140,7 @@ export const openWorker = (
     heartbeatMs: config.registry.heartbeatIntervalSeconds * 1000,
     loadEnvelope: (id) => ws.eventStore.getByEventId(id),
     logger,
+    tracer: ws.tracer,
   })
   metrics?.addSource({
     component: 'worker',
@@ -189,6 +191,7 @@ export const openOmsApp = (
     ready,
     metrics,
     logger,
+    tracer: ws.tracer,
   })
 }
 
@@ -329,6 +332,14 @@ export type CairnRuntime = {
   [Symbol.asyncDispose](): Promise<void>
 }
 
+/** The process's component for the spans' service name: `oms`, `publisher`, `<role>-worker`, `worker` (several roles), or `all`. */
+const componentName = (components: CairnComponents): string => {
+  const { oms, publisher, workers } = components
+  if (!oms && !publisher) return workers.length === 1 ? `${workers[0] as string}-worker` : 'worker'
+  if (workers.length === 0 && oms !== publisher) return oms ? 'oms' : 'publisher'
+  return 'all'
+}
+
 /**
  * The composition root of a cairn process: the write side, and as asked the publisher, the
  * domain's workers and the OMS. `cairn start` opens all of them in one process; the distributed
@@ -354,7 +365,10 @@ export const openCairn = async (
   const troubles: Trouble[] = []
   const close = () => closeAll(parts, logger)
   try {
-    const ws = await openWriteSide(config, logger, { wait })
+    // Opened first, closed last: what the others' closing records is exported too.
+    const tracing = openTracer(config, componentName(components), logger)
+    parts.push({ name: 'tracer', close: () => tracing.close() })
+    const ws = await openWriteSide(config, logger, { wait, tracer: tracing.tracer })
     parts.push({ name: 'write side', close: () => ws.close() })
     let bus: Bus | undefined
     if (components.publisher || components.workers.length > 0) {

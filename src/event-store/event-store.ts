@@ -6,6 +6,8 @@ import type { Clock } from '../core/ports/clock.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
+import { noopTracer } from '../core/ports/tracer.ts'
+import type { Tracer } from '../core/ports/tracer.ts'
 import { handlerOf } from '../sequencing/allocator.ts'
 import type { SequenceAllocator } from '../sequencing/allocator.ts'
 import type { CommitNotice, WriteContext } from './context.ts'
@@ -58,6 +60,8 @@ export type EventStoreOptions = {
   readonly repairAfterMs?: number
   /** How often the repair (and the check of the bucket against the registry) runs; 0 turns it off (default 30,000 ms). */
   readonly repairIntervalMs?: number
+  /** A span per append, child of its first envelope's traceparent (default: no tracing). */
+  readonly tracer?: Tracer
 }
 
 export type ReadStreamOptions = {
@@ -163,6 +167,40 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
     mismatchMode: options.idempotencyMismatchMode ?? 'error',
   })
   const reader = createReader({ store, allocator, log })
+  const tracer = options.tracer ?? noopTracer
+
+  /**
+   * The append as its caller waits for it: gathered into a group, reserved, written in the
+   * group's segment. One span per append (not per group), so that it joins its command's trace.
+   */
+  const tracedAppend = async (input: AppendInput): Promise<AppendResult> => {
+    const first = input.envelopes[0]
+    const span = tracer.startSpan('cairn.append', {
+      parent:
+        typeof first?.metadata.traceparent === 'string' ? first.metadata.traceparent : undefined,
+      attributes: {
+        'cairn.aggregate.type': first?.aggregate_type,
+        'cairn.aggregate.id': first?.aggregate_id,
+        'cairn.event.type': first?.event_type,
+        'cairn.event.id': first?.event_id,
+        'cairn.events': input.envelopes.length,
+        'cairn.expected_seq': input.expectedSeq ?? undefined,
+      },
+    })
+    try {
+      const result = await groups.append(input)
+      span.setAttributes({
+        'cairn.outcome': result.outcome,
+        'cairn.sequence_number': result.envelopes[0]?.sequence_number,
+      })
+      return result
+    } catch (error) {
+      span.fail(error)
+      throw error
+    } finally {
+      span.end()
+    }
+  }
 
   const repairStaleReservations = (olderThanMs: number = repairAfterMs): Promise<RepairResult> =>
     repairStaleSegments(ctx, olderThanMs)
@@ -185,7 +223,8 @@ export const createEventStore = (options: EventStoreOptions): EventStore => {
   }
 
   return {
-    append: groups.append,
+    // Tracing off: the group commit's own function, not a wrapper.
+    append: tracer.enabled ? tracedAppend : groups.append,
     readStream: (aggregateType, aggregateId, readOptions = {}) =>
       reader.readStream(
         ctx.handlerOf(aggregateType),

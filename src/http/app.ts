@@ -313,6 +313,7 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     ...(options.ready === undefined ? {} : { ready: options.ready }),
     ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
     ...(options.logger === undefined ? {} : { logger: options.logger }),
+    ...(options.tracer === undefined ? {} : { tracer: options.tracer }),
     openapi: () =>
       openApiOf(oms.OMS_OPERATIONS, {
         title: 'cairn OMS',

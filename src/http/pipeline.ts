@@ -3,6 +3,8 @@ import { canonicalJson, uuidV5 } from '../core/envelope.ts'
 import type { EventEnvelope, StoredEnvelope } from '../core/envelope.ts'
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
+import { noopTracer } from '../core/ports/tracer.ts'
+import type { Tracer } from '../core/ports/tracer.ts'
 import type { EventStore } from '../event-store/event-store.ts'
 import type { RegistryRow } from '../registry/processed-events.ts'
 import { IF_MATCH_PATTERN, parameterProblemCode, requestProblems, routerPath } from './contract.ts'
@@ -473,6 +475,8 @@ export type ServingOptions = {
   readonly ready?: () => Promise<ReadyReport>
   readonly metrics?: HttpObserver
   readonly logger?: Logger
+  /** A server span per API request; its traceparent is the commands' (default: no tracing). */
+  readonly tracer?: Tracer
 }
 
 export type PipelineOptions = ServingOptions & {
@@ -492,6 +496,7 @@ export const createHttpPipeline = (
   const log = (options.logger ?? silentLogger).child({ component: options.component ?? 'oms' })
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
   const maxInFlight = options.maxInFlight ?? 1024
+  const tracer = options.tracer ?? noopTracer
   let inFlight = 0
   const tokenDigests =
     options.auth === 'disabled' ? null : options.auth.tokens.map((t) => digest(t))
@@ -536,13 +541,23 @@ export const createHttpPipeline = (
     const given = req.headers['x-request-id']
     const requestId = given !== undefined && REQUEST_ID.test(given) ? given : randomUUID()
     const tp = req.headers['traceparent']
+    const api = req.url.startsWith('/api/')
+    // API requests only: probes and scrapes would be traces of their own.
+    const span = api
+      ? tracer.startSpan(req.method, {
+          kind: 'server',
+          parent: tp !== undefined && TRACEPARENT.test(tp) ? tp : undefined,
+          attributes: { 'http.request.method': req.method, 'cairn.request_id': requestId },
+        })
+      : undefined
     const traceparent =
-      tp !== undefined && TRACEPARENT.test(tp)
+      span?.traceparent ??
+      (tp !== undefined && TRACEPARENT.test(tp)
         ? tp
-        : `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`
+        : `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`)
     let route = 'unmatched'
     let response: HttpResponse
-    const api = req.url.startsWith('/api/')
+    let failure: unknown
     if (api) inFlight++
     try {
       const q = req.url.indexOf('?')
@@ -615,6 +630,7 @@ export const createHttpPipeline = (
         response = error.response
       } else {
         response = problemForError(error, requestId)
+        failure = error
         const level = response.status >= 500 && response.status !== 503 ? 'error' : 'warn'
         log[level](
           {
@@ -632,6 +648,13 @@ export const createHttpPipeline = (
     }
     const seconds = (performance.now() - started) / 1000
     options.metrics?.observe(route, req.method, response.status, seconds)
+    if (span !== undefined) {
+      span.rename(`${req.method} ${route}`)
+      span.setAttributes({ 'http.route': route, 'http.response.status_code': response.status })
+      // Failed on a 5xx only (a 4xx is the client's), with the error when one was thrown.
+      if (response.status >= 500) span.fail(failure ?? `HTTP ${response.status}`)
+      span.end()
+    }
     return {
       status: response.status,
       headers: { ...response.headers, 'x-request-id': requestId },

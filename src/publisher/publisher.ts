@@ -7,6 +7,8 @@ import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import { listAll } from '../core/ports/object-store.ts'
 import type { ListPage, ObjectStore } from '../core/ports/object-store.ts'
+import { noopTracer } from '../core/ports/tracer.ts'
+import type { Span, Tracer } from '../core/ports/tracer.ts'
 import type { CommitNotice } from '../event-store/event-store.ts'
 import {
   BY_DATE_PREFIX,
@@ -91,6 +93,11 @@ export type PublisherOptions = {
   readonly missingGraceMs?: number
   /** An id for logs and the checkpoint's owner field (default random). */
   readonly publisherId?: string
+  /**
+   * A producer span per published event, child of the envelope's traceparent; the Kafka header
+   * `traceparent` names the span, so consumers continue the same trace (default: no tracing).
+   */
+  readonly tracer?: Tracer
 }
 
 export type PublisherMetrics = {
@@ -186,6 +193,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   const mono = (): number => performance.now()
   const id = options.publisherId ?? `publisher-${randomBytes(4).toString('hex')}`
   const log = (options.logger ?? silentLogger).child({ component: 'publisher', publisher: id })
+  const tracer = options.tracer ?? noopTracer
+  const messagingSystem = options.bus.describe.startsWith('kafka') ? 'kafka' : 'in_process'
   const routes = options.routes ?? {}
   const defaultTopic = options.defaultTopic ?? 'cairn-events'
   const partitions = options.partitions ?? 3
@@ -389,20 +398,46 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
   ): Promise<void> => {
     if (batch.length === 0) return
     await ensureTopics(batch.map((b) => topicOf(b.entry)))
-    const messages: BusMessage[] = batch.map(({ entry }) => ({
-      topic: topicOf(entry),
-      key: entry.ordering_key ?? entry.aggregate_id,
-      value: Buffer.from(entry.body, 'utf8'),
-      headers: {
-        event_id: entry.event_id,
-        event_type: entry.event_type,
-        aggregate_type: entry.aggregate_type,
-        aggregate_id: entry.aggregate_id,
-        sequence_number: String(entry.sequence_number),
-        ...(entry.traceparent === undefined ? {} : { traceparent: entry.traceparent }),
-        ...(entry.tracestate === undefined ? {} : { tracestate: entry.tracestate }),
-      },
-    }))
+    const spans: Span[] = []
+    const messages: BusMessage[] = batch.map(({ entry }) => {
+      const topic = topicOf(entry)
+      const key = entry.ordering_key ?? entry.aggregate_id
+      let traceparent = entry.traceparent
+      if (tracer.enabled) {
+        const span = tracer.startSpan(`send ${topic}`, {
+          kind: 'producer',
+          parent: entry.traceparent,
+          attributes: {
+            'messaging.system': messagingSystem,
+            'messaging.operation.type': 'send',
+            'messaging.operation.name': 'send',
+            'messaging.destination.name': topic,
+            'messaging.message.id': entry.event_id,
+            'messaging.kafka.message.key': key,
+            'messaging.batch.message_count': batch.length,
+            'cairn.event.type': entry.event_type,
+            'cairn.aggregate.type': entry.aggregate_type,
+            'cairn.sequence_number': entry.sequence_number,
+          },
+        })
+        spans.push(span)
+        traceparent = span.traceparent
+      }
+      return {
+        topic,
+        key,
+        value: Buffer.from(entry.body, 'utf8'),
+        headers: {
+          event_id: entry.event_id,
+          event_type: entry.event_type,
+          aggregate_type: entry.aggregate_type,
+          aggregate_id: entry.aggregate_id,
+          sequence_number: String(entry.sequence_number),
+          ...(traceparent === undefined ? {} : { traceparent }),
+          ...(entry.tracestate === undefined ? {} : { tracestate: entry.tracestate }),
+        },
+      }
+    })
     producer ??= options.bus.producer({ clientId: id })
     const started = mono()
     let timer: ReturnType<typeof setTimeout> | undefined
@@ -425,9 +460,11 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
       ])
     } catch (error) {
       m.deliveryFailures += batch.length
+      for (const span of spans) span.fail(error)
       throw error
     } finally {
       clearTimeout(timer)
+      for (const span of spans) span.end()
     }
     m.flushes++
     m.flushMsTotal += mono() - started

@@ -5,6 +5,8 @@ import type { Bus, BusConsumer, BusProducer, DeliveredMessage } from '../core/po
 import { silentLogger } from '../core/ports/logger.ts'
 import type { Logger } from '../core/ports/logger.ts'
 import type { Sql, SqlQueryable } from '../core/ports/sql.ts'
+import { inSpan, noopTracer } from '../core/ports/tracer.ts'
+import type { Span, Tracer } from '../core/ports/tracer.ts'
 import type {
   ClaimOutcome,
   DoneInput,
@@ -19,6 +21,11 @@ export type HandlerContext = {
   /** 1 for the first try, then 2, 3 … */
   readonly attempt: number
   readonly signal: AbortSignal
+  /**
+   * The traceparent of this side effect's span, for what it causes (the events a command worker
+   * appends) to join the event's trace; absent when tracing is off or in a batch.
+   */
+  readonly traceparent?: string
 }
 
 /**
@@ -90,6 +97,11 @@ export type WorkerOptions = {
   /** How often it looks for events released for a retry (default 1,000 ms). */
   readonly redriveIntervalMs?: number
   readonly logger?: Logger
+  /**
+   * Spans per event: `process <topic>` (consumer, child of the message's `traceparent` header,
+   * else of the envelope's), with `cairn.claim` and `cairn.handle` under it (default: none).
+   */
+  readonly tracer?: Tracer
 }
 
 export type WorkerMetrics = {
@@ -192,6 +204,56 @@ export const createWorker = (options: WorkerOptions): Worker => {
   const inProgressWaitMs = options.inProgressWaitMs ?? 100
   const concurrency = Math.max(1, options.concurrency ?? 8)
   const dlqTopic = options.dlqTopic ?? `${options.topics[0] ?? handler}-dlq`
+  const tracer = options.tracer ?? noopTracer
+  const messagingSystem = bus.describe.startsWith('kafka') ? 'kafka' : 'in_process'
+  /** The consumer span of each event being settled: the parent of its claim and side effect. */
+  const consuming = new Map<string, Span>()
+  const parentOf = (envelope: StoredEnvelope): string | undefined =>
+    consuming.get(envelope.event_id)?.traceparent ??
+    (typeof envelope.metadata.traceparent === 'string' ? envelope.metadata.traceparent : undefined)
+  const handleAttributes = (envelope: StoredEnvelope, attempt: number) => ({
+    'cairn.handler': handler,
+    'cairn.event.id': envelope.event_id,
+    'cairn.event.type': envelope.event_type,
+    'cairn.aggregate.type': envelope.aggregate_type,
+    'cairn.sequence_number': envelope.sequence_number,
+    'cairn.attempt': attempt,
+    'cairn.transactional': options.transactional !== undefined,
+  })
+  /** A handler's side effect, in a span whose traceparent the handler gets (tracing on). */
+  const runHandle = (envelope: StoredEnvelope, ctx: HandlerContext): Promise<unknown> =>
+    tracer.enabled
+      ? inSpan(
+          tracer,
+          'cairn.handle',
+          { parent: parentOf(envelope), attributes: handleAttributes(envelope, ctx.attempt) },
+          (span) =>
+            options.handle(
+              envelope,
+              span.traceparent === undefined ? ctx : { ...ctx, traceparent: span.traceparent },
+            ),
+        )
+      : options.handle(envelope, ctx)
+  /** Spans of one claim statement, one per event under its consumer span (tracing on). */
+  const traceClaim = (
+    ids: readonly string[],
+  ): ((outcomes: ReadonlyMap<string, ClaimOutcome> | { readonly error: unknown }) => void) => {
+    if (!tracer.enabled) return () => {}
+    const spans = ids.map((id) => ({
+      id,
+      span: tracer.startSpan('cairn.claim', {
+        parent: consuming.get(id)?.traceparent,
+        attributes: { 'cairn.handler': handler, 'cairn.event.id': id, 'cairn.batch': ids.length },
+      }),
+    }))
+    return (outcomes) => {
+      for (const { id, span } of spans) {
+        if ('error' in outcomes) span.fail(outcomes.error)
+        else span.setAttributes({ 'cairn.claim.outcome': outcomes.get(id) })
+        span.end()
+      }
+    }
+  }
   const m: WorkerMetrics = {
     processed: 0,
     duplicates: 0,
@@ -322,12 +384,12 @@ export const createWorker = (options: WorkerOptions): Worker => {
         const tx = options.transactional
         if (tx !== undefined) {
           await tx.transaction(async (t) => {
-            const result = await options.handle(envelope, { ...ctxBase, tx: t })
+            const result = await runHandle(envelope, { ...ctxBase, tx: t })
             const marked = await registry.markDone(handler, [envelope.event_id], t, result)
             if (!marked.has(envelope.event_id)) throw new LostClaim()
           })
         } else {
-          const result = await options.handle(envelope, { ...ctxBase, tx: undefined })
+          const result = await runHandle(envelope, { ...ctxBase, tx: undefined })
           if (deferral !== undefined) {
             deferral.defer(envelope.event_id, result)
             return
@@ -375,7 +437,24 @@ export const createWorker = (options: WorkerOptions): Worker => {
   ): Promise<DoneInput[]> => {
     const ctx = { tx: t, attempt: 1, signal: stop.signal }
     if (options.handleBatch !== undefined && envelopes.length > 1) {
-      const results = await options.handleBatch(envelopes, ctx)
+      // One statement for all: each event's span covers it.
+      const spans = tracer.enabled
+        ? envelopes.map((e) =>
+            tracer.startSpan('cairn.handle', {
+              parent: parentOf(e),
+              attributes: { ...handleAttributes(e, 1), 'cairn.batch': envelopes.length },
+            }),
+          )
+        : []
+      let results: readonly unknown[]
+      try {
+        results = await options.handleBatch(envelopes, ctx)
+      } catch (error) {
+        for (const span of spans) span.fail(error)
+        throw error
+      } finally {
+        for (const span of spans) span.end()
+      }
       if (results.length !== envelopes.length) {
         throw new CairnError(
           ErrorCode.INVALID_CONFIG,
@@ -387,7 +466,7 @@ export const createWorker = (options: WorkerOptions): Worker => {
     const done: DoneInput[] = []
     for (const envelope of envelopes) {
       try {
-        done.push({ eventId: envelope.event_id, result: await options.handle(envelope, ctx) })
+        done.push({ eventId: envelope.event_id, result: await runHandle(envelope, ctx) })
       } catch (error) {
         onThrow(envelope.event_id, error)
         throw error
@@ -528,6 +607,43 @@ export const createWorker = (options: WorkerOptions): Worker => {
       }
       pending.set(decoded.envelope.event_id, { envelope: decoded.envelope, message })
     }
+    if (!tracer.enabled) return claimAndRun(pending)
+    const spans = [...pending.values()].map(({ envelope, message }) => {
+      const span = tracer.startSpan(`process ${message.topic}`, {
+        kind: 'consumer',
+        parent: message.headers['traceparent'] ?? parentOf(envelope),
+        attributes: {
+          'messaging.system': messagingSystem,
+          'messaging.operation.type': 'process',
+          'messaging.operation.name': 'process',
+          'messaging.destination.name': message.topic,
+          'messaging.destination.partition.id': String(message.partition),
+          'messaging.consumer.group.name': options.groupId,
+          'messaging.kafka.offset': Number(message.offset),
+          'messaging.message.id': envelope.event_id,
+          'cairn.handler': handler,
+        },
+      })
+      consuming.set(envelope.event_id, span)
+      return { id: envelope.event_id, span }
+    })
+    try {
+      await claimAndRun(pending)
+    } catch (error) {
+      for (const { span } of spans) span.fail(error)
+      throw error
+    } finally {
+      for (const { id, span } of spans) {
+        span.end()
+        if (consuming.get(id) === span) consuming.delete(id)
+      }
+    }
+  }
+
+  /** Claims the decoded messages of a batch and runs what is claimed (see `settle`). */
+  const claimAndRun = async (
+    pending: Map<string, { envelope: StoredEnvelope; message: DeliveredMessage }>,
+  ): Promise<void> => {
     const claimInputs = () =>
       [...pending.values()].map(({ envelope: e }) => ({
         eventId: e.event_id,
@@ -560,11 +676,14 @@ export const createWorker = (options: WorkerOptions): Worker => {
       let thrower: Thrower | undefined
       try {
         const outcomes = await tx.transaction(async (t) => {
-          const { outcomes: got, deferred } = await registry.claimInTransaction(
-            handler,
-            claimInputs(),
-            t,
-          )
+          const claiming = traceClaim([...pending.keys()])
+          const { outcomes: got, deferred } = await registry
+            .claimInTransaction(handler, claimInputs(), t)
+            .catch((error: unknown) => {
+              claiming({ error })
+              throw error
+            })
+          claiming(got)
           const claimed = claimedOf(got)
           if (claimed.length > 0) {
             const done = await applyBatch(
@@ -611,7 +730,12 @@ export const createWorker = (options: WorkerOptions): Worker => {
     }
 
     while (pending.size > 0 && !stop.signal.aborted) {
-      const outcomes = await registry.claim(handler, claimInputs())
+      const claiming = traceClaim([...pending.keys()])
+      const outcomes = await registry.claim(handler, claimInputs()).catch((error: unknown) => {
+        claiming({ error })
+        throw error
+      })
+      claiming(outcomes)
       const claimed = claimedOf(outcomes)
       account(outcomes)
       await executeBatch(

@@ -128,3 +128,62 @@ test('dependency timeouts and the OMS in-flight bound: defaults, overrides, boun
   })
   assert.equal(problems.length, 3, problems.join('\n'))
 })
+
+test('tracing: off without an OTLP endpoint; the OTEL_* variables when one is set', () => {
+  assert.equal(loadConfig({}).tracing, undefined)
+  assert.equal(
+    loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_SDK_DISABLED: 'true' }).tracing,
+    undefined,
+  )
+  assert.equal(
+    loadConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', OTEL_TRACES_EXPORTER: 'none' })
+      .tracing,
+    undefined,
+  )
+  const on = loadConfig({
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/',
+    OTEL_EXPORTER_OTLP_HEADERS: 'api-key=s%3Dcret,x-team=core',
+    OTEL_SERVICE_NAME: 'orders',
+    OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+    OTEL_TRACES_SAMPLER_ARG: '0.25',
+  }).tracing
+  assert.deepEqual(on, {
+    url: 'http://collector:4318/v1/traces',
+    headers: { 'api-key': 's=cret', 'x-team': 'core' },
+    serviceName: 'orders',
+    sampler: { ratio: 0.25, parentBased: true },
+  })
+  const traces = loadConfig({
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://traces.example/v1/t',
+    OTEL_TRACES_SAMPLER: 'always_off',
+  }).tracing
+  assert.equal(traces?.url, 'https://traces.example/v1/t')
+  assert.deepEqual(traces?.sampler, { ratio: 0, parentBased: false })
+  // Header values are secrets.
+  const shown = JSON.stringify(
+    redactedConfig(
+      loadConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://user:topsecret@c:4318',
+        OTEL_EXPORTER_OTLP_HEADERS: 'api-key=topsecret',
+      }),
+    ),
+  )
+  assert.ok(!shown.includes('topsecret'))
+  const problems = problemsOf({
+    OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318',
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc',
+    OTEL_EXPORTER_OTLP_HEADERS: 'novalue',
+    OTEL_TRACES_SAMPLER: 'sometimes',
+  })
+  assert.equal(problems.length, 4, problems.join('\n'))
+  assert.ok(!problems.join('\n').includes('novalue'))
+  assert.match(
+    problemsOf({
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318',
+      OTEL_TRACES_SAMPLER: 'traceidratio',
+      OTEL_TRACES_SAMPLER_ARG: '2',
+    })[0] ?? '',
+    /OTEL_TRACES_SAMPLER_ARG/,
+  )
+})

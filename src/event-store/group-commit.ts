@@ -196,7 +196,7 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
   // One group
 
   const commitGroupUnsafe = async (group: Pending[]): Promise<void> => {
-    await guard.beforeReserve()
+    const floor = await guard.beforeReserve()
     const stored = storedSegments
     storedSegments = []
     const requests: ReserveRequest[] = group.map((p) => ({
@@ -284,7 +284,7 @@ export const createGroupCommit = (ctx: WriteContext, options: GroupCommitOptions
 
     // The registry may have been replaced or restored since the last check: check before writing.
     try {
-      await guard.afterReserve(reserved)
+      await guard.afterReserve(reserved, floor)
     } catch (error) {
       for (const { pending } of ours) pending.reject(error)
       for (const { pending } of duplicates) pending.reject(error)

@@ -32,9 +32,19 @@ import { fetchSegment, forEachLimit } from './reading.ts'
  * repair round, which also moves the mark on.
  */
 export type BucketGuard = {
-  beforeReserve(): Promise<void>
+  /**
+   * Before a reservation: checks when due. Returns the highest segment id this writer had been
+   * given by then, the floor `afterReserve` judges the reservation's id against.
+   */
+  beforeReserve(): Promise<number>
+  /**
+   * After a reservation issued when the writer held segment ids up to `floor`: an id not above
+   * it means the registry went back. (Reservations in flight together may come back in any
+   * order; only one issued after another's answer must have a higher id.)
+   */
   afterReserve(
     reserved: Pick<ReserveResults, 'instance' | 'startedUs' | 'segmentId'>,
+    floor: number,
   ): Promise<void>
   /**
    * Checks now (shared with a check in progress); throws REGISTRY_BEHIND_BUCKET on a mismatch.
@@ -134,13 +144,15 @@ export const createBucketGuard = (options: {
 
   return {
     async beforeReserve() {
-      if (known === null) return check()
-      if (refused === null) return
-      if (performance.now() - checkedAt < RECHECK_AFTER_MS) throw refused
-      return check()
+      if (known === null) await check()
+      else if (refused !== null) {
+        if (performance.now() - checkedAt < RECHECK_AFTER_MS) throw refused
+        await check()
+      }
+      return lastSegmentId
     },
-    async afterReserve(reserved) {
-      const wentBack = reserved.segmentId !== null && reserved.segmentId <= lastSegmentId
+    async afterReserve(reserved, floor) {
+      const wentBack = reserved.segmentId !== null && reserved.segmentId <= floor
       if (reserved.segmentId !== null) lastSegmentId = Math.max(lastSegmentId, reserved.segmentId)
       if (
         !wentBack &&

@@ -9,6 +9,9 @@ import { createProjection } from '../domain/projection.ts'
 import { createOmsApp } from '../http/app.ts'
 import type { HttpApp, OmsApp, ReadyReport } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
+import { pipelineOverview } from '../operate/overview.ts'
+import { databaseClock } from '../sequencing/allocator.ts'
+import { consoleAssets } from './console-assets.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
 import { parseSegmentKey } from '../event-store/keys.ts'
@@ -176,13 +179,27 @@ export const openOmsApp = (
   logger: Logger,
   metrics: PrometheusMetrics,
   ready: () => Promise<ReadyReport>,
+  local: { readonly publisherRole?: () => string } = {},
 ): OmsApp => {
   const registry = openRegistry(config, ws, 'oms')
+  const clock = databaseClock(ws.sql)
   return createOmsApp({
     eventStore: ws.eventStore,
     readModel: ws.sql,
     schema: config.sequencing.schema,
     commandRecords: (id) => registry.status(id),
+    operator: {
+      registry,
+      overview: () =>
+        pipelineOverview({
+          objectStore: ws.objectStore,
+          sql: ws.sql,
+          schema: config.sequencing.schema,
+          nowUs: () => clock.now(),
+          ...(local.publisherRole === undefined ? {} : { localPublisherRole: local.publisherRole }),
+        }),
+    },
+    console: consoleAssets(),
     auth: config.oms.tokens.length > 0 ? { tokens: config.oms.tokens } : 'disabled',
     maxBodyBytes: config.oms.maxBodyBytes,
     maxInFlight: config.oms.maxInFlight,
@@ -231,6 +248,8 @@ export const runPublisher = async (
   readonly loop: { readonly name: string; readonly done: Promise<void> }
   readonly trouble: { readonly name: string; readonly trouble: () => string | null }
   readonly parts: readonly { readonly name: string; close(): Promise<void> }[]
+  /** Its role now (active, standby), for the operator's overview. */
+  readonly role: () => string
 }> => {
   const parts: { name: string; close(): Promise<void> }[] = []
   const publisher = openPublisher(config, ws, bus, logger)
@@ -280,6 +299,7 @@ export const runPublisher = async (
       },
     },
     parts,
+    role: () => publisher.metrics().role,
   }
 }
 
@@ -352,6 +372,7 @@ export const openCairn = async (
   const loops: { name: string; done: Promise<void> }[] = []
   /** Why each loop cannot work now (a dependency away), or null: readiness reports it. */
   const troubles: Trouble[] = []
+  let publisherRole: (() => string) | undefined
   const close = () => closeAll(parts, logger)
   try {
     const ws = await openWriteSide(config, logger, { wait })
@@ -369,6 +390,7 @@ export const openCairn = async (
       loops.push(running.loop)
       troubles.push(running.trouble)
       parts.push(...running.parts)
+      publisherRole = running.role
     }
     if (components.workers.length > 0 && bus !== undefined) {
       const workers = openWorkers(config, ws, bus, logger, components.workers, metrics)
@@ -382,7 +404,14 @@ export const openCairn = async (
     }
     const ready = processReadiness(ws, troubles, running)
     const app = components.oms
-      ? openOmsApp(config, ws, logger, metrics, ready)
+      ? openOmsApp(
+          config,
+          ws,
+          logger,
+          metrics,
+          ready,
+          publisherRole === undefined ? {} : { publisherRole },
+        )
       : createOpsApp({ ready, metrics })
     return { ws, app, loops, close, [Symbol.asyncDispose]: close }
   } catch (error) {

@@ -16,6 +16,8 @@ import type { Operation, ValidRequest } from './contract.ts'
 import { problem, problemForError } from './problem.ts'
 import type { HttpResponse } from './problem.ts'
 import type { Router } from './router.ts'
+import { SCOPES, apiTokenOf, scopeOf } from './scopes.ts'
+import type { ApiToken, Scope } from './scopes.ts'
 
 /**
  * The generic request pipeline: what every API on this backbone shares (request ids, tracing,
@@ -57,6 +59,8 @@ export type Ctx = {
   readonly query: URLSearchParams
   readonly requestId: string
   readonly actor: string | null
+  /** What the token may do (every scope where no token is asked for). */
+  readonly scopes: readonly Scope[]
   readonly traceparent: string
 }
 
@@ -290,6 +294,17 @@ export const validationFailed = (
     request_id: ctx.requestId,
   })
 
+/** The 403 of a token that lacks the scope of the route. */
+export const forbidden = (ctx: Ctx, scope: Scope): HttpResponse =>
+  problem({
+    status: 403,
+    code: 'forbidden',
+    title: 'Forbidden',
+    detail: `this token lacks the scope ${scope}`,
+    missing_scope: scope,
+    request_id: ctx.requestId,
+  })
+
 /**
  * Adds an operation of a contract to a router: its path, query and headers are validated against
  * the operation's schemas before `handler` runs, which gets them converted (`"5"` → 5).
@@ -299,7 +314,9 @@ export const addOperation = (
   op: Operation,
   handler: (ctx: Ctx, valid: ValidRequest) => Promise<HttpResponse>,
 ): void => {
+  const scope = scopeOf(op)
   router.add(op.method, routerPath(op.path), async (ctx) => {
+    if (!ctx.scopes.includes(scope)) return forbidden(ctx, scope)
     const { problems, valid } = requestProblems(op, {
       params: ctx.params,
       query: ctx.query,
@@ -503,7 +520,7 @@ export const commandStatus =
 /** How an app serves: authentication, limits, readiness, metrics (the OMS's and a domain's). */
 export type ServingOptions = {
   /** Bearer tokens accepted on /api; `disabled`: no authentication (embedded, or explicitly). */
-  readonly auth: { readonly tokens: readonly string[] } | 'disabled'
+  readonly auth: { readonly tokens: readonly (string | ApiToken)[] } | 'disabled'
   readonly maxBodyBytes?: number
   /**
    * API requests handled at once (default 1,024); beyond, 503 at once. While a dependency hangs,
@@ -533,8 +550,13 @@ export const createHttpPipeline = (
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024
   const maxInFlight = options.maxInFlight ?? 1024
   let inFlight = 0
-  const tokenDigests =
-    options.auth === 'disabled' ? null : options.auth.tokens.map((t) => digest(t))
+  const tokens =
+    options.auth === 'disabled'
+      ? null
+      : options.auth.tokens.map((t) => {
+          const parsed = apiTokenOf(t)
+          return { ...parsed, digest: digest(parsed.token) }
+        })
 
   // ---- operations ----
 
@@ -560,15 +582,19 @@ export const createHttpPipeline = (
 
   // ---- the request pipeline ----
 
-  const authenticate = (req: HttpRequest): string | null | undefined => {
-    if (tokenDigests === null) return null
+  const everything = { actor: null, scopes: SCOPES }
+  const authenticate = (
+    req: HttpRequest,
+  ): { actor: string | null; scopes: readonly Scope[] } | undefined => {
+    if (tokens === null) return everything
     const h = req.headers['authorization']
     const m = h === undefined ? null : /^Bearer\s+(\S{1,4096})\s*$/i.exec(h)
     if (m === null) return undefined
     const d = digest(m[1] as string)
-    const i = tokenDigests.findIndex((t) => timingSafeEqual(t, d))
+    const t = tokens.find((t) => timingSafeEqual(t.digest, d))
+    if (t === undefined) return undefined
     // The actor is a stable, non-secret name of the token.
-    return i < 0 ? undefined : `token:${d.subarray(0, 6).toString('hex')}`
+    return { actor: `token:${t.name ?? d.subarray(0, 6).toString('hex')}`, scopes: t.scopes }
   }
 
   const handle = async (req: HttpRequest): Promise<HttpResponse> => {
@@ -626,8 +652,8 @@ export const createHttpPipeline = (
       } else {
         route = match.found.pattern
         const isApi = path.startsWith('/api/')
-        const actor = isApi ? authenticate(req) : null
-        if (actor === undefined) {
+        const who = isApi ? authenticate(req) : everything
+        if (who === undefined) {
           response = problem(
             {
               status: 401,
@@ -644,7 +670,8 @@ export const createHttpPipeline = (
             params: match.found.params,
             query,
             requestId,
-            actor,
+            actor: who.actor,
+            scopes: who.scopes,
             traceparent,
           }
           response = await match.found.handler(ctx)
@@ -676,6 +703,9 @@ export const createHttpPipeline = (
       status: response.status,
       headers: { ...response.headers, 'x-request-id': requestId },
       body: req.method === 'HEAD' ? '' : response.body,
+      ...(response.stream === undefined || req.method === 'HEAD'
+        ? {}
+        : { stream: response.stream }),
     }
   }
 

@@ -21,7 +21,10 @@ const sendStream = async (
     }
   } finally {
     closing.removeEventListener('abort', stop)
-    res.end()
+    // On close, the connection goes too: it would otherwise idle until its keep-alive ends.
+    res.end(() => {
+      if (closing.aborted) res.socket?.destroy()
+    })
   }
 }
 

@@ -14,7 +14,7 @@ export type ApiToken = {
   readonly name?: string
 }
 
-const NAME = /^([a-z][a-z0-9_.-]{0,63})=(.+)$/i
+const NAME = /^([a-z][a-z0-9_.-]{0,63})=([^=].*)$/i
 const SCOPE_LIST = /^[a-z]+(\+[a-z]+)*$/
 
 /**

@@ -299,7 +299,7 @@ const readEvents = async (res, onEvent, signal) => {
   }
 }
 
-const overviewPage = async (signal) => {
+const overviewPage = async (_params, signal) => {
   const live = h('span', { class: 'live', id: 'live' }, 'connecting…')
   const body = h('div', {})
   page.replaceChildren(h('h1', {}, 'Pipeline ', live), body)
@@ -526,7 +526,10 @@ const commandPage = async (params, signal) => {
         ),
       ),
     )
-    const settled = got.events.every((e) => e.records.some((r) => r.status !== 'processing'))
+    const open = new Set(['processing', 'retrying'])
+    const settled = got.events.every(
+      (e) => e.records.length > 0 && e.records.every((r) => !open.has(r.status)),
+    )
     if (TERMINAL.has(st.status) && settled) return
     await new Promise((r) => setTimeout(r, 1000))
   }

@@ -25,13 +25,26 @@ const chromiumPath = (): string =>
   process.env['CAIRN_CHROMIUM'] ??
   execFileSync('bash', [path.join(ROOT, 'scripts', 'browser.sh')], { encoding: 'utf8' }).trim()
 
-/** A JSON call of the API with the admin token. */
+type CommandAnswer = {
+  readonly status: string
+  readonly command_id: string
+  readonly result: {
+    readonly events: readonly {
+      event_id: string
+      aggregate_type: string
+      aggregate_id: string
+      sequence_number: number
+    }[]
+  }
+}
+
+/** A command through the API with the admin token, answered once it is done (Prefer: wait). */
 const api = async (
   url: string,
   method: string,
   route: string,
   body?: unknown,
-): Promise<{ status: number; json: any }> => {
+): Promise<{ status: number; json: CommandAnswer }> => {
   const res = await fetch(url + route, {
     method,
     headers: {
@@ -41,8 +54,16 @@ const api = async (
     },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   })
-  return { status: res.status, json: await res.json() }
+  return { status: res.status, json: (await res.json()) as CommandAnswer }
 }
+
+/** A note submitted with the admin token, answered 202 at once. */
+const submit = (url: string, note: unknown): Promise<Response> =>
+  fetch(`${url}/api/v1/databases/shop/classes/Note/instances`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: JSON.stringify(note),
+  })
 
 const login = async (page: Page, token: string): Promise<void> => {
   await page.locator('#login').waitFor({ state: 'visible' })
@@ -84,13 +105,9 @@ test(
         data: { text: HOSTILE },
       })
       assert.equal(r.json.status, 'COMPLETED', JSON.stringify(r.json))
-      const noteCommand = r.json.command_id as string
-      const noteEvent = r.json.result.events[0] as {
-        event_id: string
-        aggregate_type: string
-        aggregate_id: string
-        sequence_number: number
-      }
+      const noteCommand = r.json.command_id
+      const noteEvent = r.json.result.events[0]
+      assert.ok(noteEvent !== undefined)
       await cairn.stop('SIGTERM')
       cairn = undefined
 
@@ -128,8 +145,13 @@ test(
       await login(page, VIEWER)
       await page.locator('#live.on').waitFor()
       await page.locator('#handlers').getByText('projection_worker').waitFor()
-      // A few samples for the chart.
-      await page.waitForFunction(() => /[3-9] samples|\d\d samples/.test(document.body.innerText))
+      // Some throughput for the chart, and a few samples of it.
+      for (let i = 0; i < 30; i++) {
+        const res = await submit(url, { id: `load-${i}`, data: { text: `note ${i}` } })
+        assert.equal(res.status, 202)
+        if (i % 10 === 9) await new Promise((resolve) => setTimeout(resolve, 1_500))
+      }
+      await page.locator('.legend', { hasText: / (?:[6-9]|\d\d) samples/ }).waitFor()
       await shot(page, 'overview')
 
       // Parked: the failed record with its reason, shown as text; a read-only token cannot retry.
@@ -161,11 +183,7 @@ test(
       await byHand.locator('.st-done').waitFor({ timeout: 30_000 })
 
       // A new command, followed in the command page to its completion.
-      const submitted = await fetch(`${url}/api/v1/databases/shop/classes/Note/instances`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ id: 'n2', data: { text: 'followed' } }),
-      })
+      const submitted = await submit(url, { id: 'n2', data: { text: 'followed' } })
       assert.equal(submitted.status, 202)
       const { command_id: followed } = (await submitted.json()) as { command_id: string }
       await page.click('nav a[data-page=command]')
@@ -185,7 +203,7 @@ test(
       await first.waitFor()
       await first.locator('summary').click()
       await first.locator('pre').getByText('<img src=x onerror=').waitFor()
-      assert.equal(await page.evaluate(() => (window as { __xss?: number }).__xss), undefined)
+      assert.equal(await page.evaluate('typeof window.__xss'), 'undefined')
       assert.equal(await page.locator('#page img, #page script').count(), 0)
       await shot(page, 'history')
 

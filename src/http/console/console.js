@@ -188,7 +188,9 @@ const chart = () => {
   }
   const lags = samples.map((p) => ({ t: p.t, v: p.lag }))
   const end = samples.length > 0 ? samples[samples.length - 1].t : Date.now()
-  const x = (t) => width - ((end - t) / (CHART_SECONDS * 1000)) * width
+  // The span shown grows with the samples, from a minute up to the whole window.
+  const span = Math.min(CHART_SECONDS * 1000, Math.max(60_000, end - (samples[0]?.t ?? end)))
+  const x = (t) => width - ((end - t) / span) * width
   const line = (points, cls) => {
     const max = Math.max(1, ...points.map((p) => p.v))
     const y = (v) => height - 4 - (v / max) * (height - 20)
@@ -209,7 +211,7 @@ const chart = () => {
     h('span', { class: 'rate' }, `■ throughput (max ${maxRate.toFixed(1)} events/s)`),
     ' ',
     h('span', { class: 'lag' }, `■ publisher lag (max ${maxLag} s)`),
-    ` — last ${CHART_SECONDS / 60} min, ${samples.length} samples`,
+    ` — last ${Math.round(span / 1000)} s, ${samples.length} samples`,
   )
   return h('div', {}, svg, legend)
 }

@@ -10,6 +10,7 @@ import { createOmsApp } from '../http/app.ts'
 import type { HttpApp, OmsApp, ReadyReport } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
 import { pipelineOverview } from '../operate/overview.ts'
+import type { TopicLag } from '../operate/overview.ts'
 import { databaseClock } from '../sequencing/allocator.ts'
 import { consoleAssets } from './console-assets.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
@@ -87,6 +88,34 @@ export const ensureDomainTopics = (config: CairnConfig, bus: Bus): Promise<void>
       partitions: config.publisher.topicPartitions,
     })),
   )
+
+/**
+ * The domain's consumer groups' lag per topic, from the bus; `unknown` when the bus does not
+ * answer within 3 s (the overview must not wait for a Kafka that is away).
+ */
+export const domainConsumerLag =
+  (config: CairnConfig, bus: Bus) => async (): Promise<readonly TopicLag[] | 'unknown'> => {
+    const prefix = config.publisher.topicPrefix
+    const all = Promise.all(
+      Object.values(ROLES).map(async (role) => {
+        const group = prefix + role.group
+        const lags = await bus.lag(
+          group,
+          role.topics.map((t) => prefix + t),
+        )
+        return lags.map((l) => ({ group, ...l }))
+      }),
+    ).then((lists) => lists.flat())
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const late = new Promise<'unknown'>((resolve) => {
+      timer = setTimeout(() => resolve('unknown'), 3_000)
+    })
+    try {
+      return await Promise.race([all.catch(() => 'unknown' as const), late])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
 
 /** The registry of one process; its member name is stable across restarts (fast recovery, C2). */
 export const openRegistry = (
@@ -179,7 +208,10 @@ export const openOmsApp = (
   logger: Logger,
   metrics: PrometheusMetrics,
   ready: () => Promise<ReadyReport>,
-  local: { readonly publisherRole?: () => string } = {},
+  local: {
+    readonly publisherRole?: () => string
+    readonly consumerLag?: () => Promise<readonly TopicLag[] | 'unknown'>
+  } = {},
 ): OmsApp => {
   const registry = openRegistry(config, ws, 'oms')
   const clock = databaseClock(ws.sql)
@@ -197,6 +229,7 @@ export const openOmsApp = (
           schema: config.sequencing.schema,
           nowUs: () => clock.now(),
           ...(local.publisherRole === undefined ? {} : { localPublisherRole: local.publisherRole }),
+          ...(local.consumerLag === undefined ? {} : { consumerLag: local.consumerLag }),
         }),
     },
     console: consoleAssets(),
@@ -402,16 +435,19 @@ export const openCairn = async (
         parts.push({ name, close: () => w.close().then(() => done) })
       })
     }
+    if (components.oms && bus === undefined && config.mode === 'distributed') {
+      // The OMS alone asks Kafka for the consumer groups' lag (the overview); its clients are
+      // made on the first request.
+      const opened = openBus(config, logger)
+      parts.push({ name: 'bus (consumer lag)', close: () => opened.close() })
+      bus = opened
+    }
     const ready = processReadiness(ws, troubles, running)
     const app = components.oms
-      ? openOmsApp(
-          config,
-          ws,
-          logger,
-          metrics,
-          ready,
-          publisherRole === undefined ? {} : { publisherRole },
-        )
+      ? openOmsApp(config, ws, logger, metrics, ready, {
+          ...(publisherRole === undefined ? {} : { publisherRole }),
+          ...(bus === undefined ? {} : { consumerLag: domainConsumerLag(config, bus) }),
+        })
       : createOpsApp({ ready, metrics })
     return { ws, app, loops, close, [Symbol.asyncDispose]: close }
   } catch (error) {

@@ -1,8 +1,7 @@
 import type { ObjectStore } from '../core/ports/object-store.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
-import { BY_DATE_PREFIX, parseSegmentKey } from '../event-store/keys.ts'
 import { loadCheckpoint } from '../publisher/checkpoint.ts'
-import { lagSeconds } from '../publisher/lag.ts'
+import { lagSeconds, unpublishedSegments } from '../publisher/lag.ts'
 import { listQuarantine } from '../publisher/publisher.ts'
 
 /**
@@ -22,9 +21,6 @@ export const REGISTRY_STATUSES = [
   'skipped_stale',
 ] as const
 
-/** Segments after the checkpoint counted at most this far (the listing stays one page). */
-export const UNPUBLISHED_COUNT_CAP = 1000
-
 /** One topic's consumer lag in a group: messages not yet committed, summed over partitions. */
 export type TopicLag = { readonly group: string; readonly topic: string; readonly lag: number }
 
@@ -36,7 +32,7 @@ export type PublisherOverview = {
   readonly lag_seconds: number
   /**
    * Segments (commits of one or more events) stored after the checkpoint, counted up to
-   * UNPUBLISHED_COUNT_CAP (`capped` then).
+   * UNPUBLISHED_COUNT_CAP of src/publisher/lag.ts (`capped` then).
    */
   readonly unpublished_segments: number
   readonly unpublished_capped: boolean
@@ -73,26 +69,6 @@ export type OverviewSources = {
   readonly consumerLag?: () => Promise<readonly TopicLag[] | 'unknown'>
 }
 
-/** Segment keys after `after`, counted up to the cap; the first one's time. */
-const unpublished = async (
-  store: ObjectStore,
-  after: string | null,
-): Promise<{ oldestUs: number | null; count: number; capped: boolean }> => {
-  const page = await store.list(BY_DATE_PREFIX, {
-    ...(after === null ? {} : { startAfter: after }),
-    limit: UNPUBLISHED_COUNT_CAP,
-  })
-  let oldestUs: number | null = null
-  let count = 0
-  for (const key of page.keys) {
-    const parts = parseSegmentKey(key)
-    if (parts === null) continue
-    oldestUs ??= parts.us
-    count++
-  }
-  return { oldestUs, count, capped: page.next !== undefined }
-}
-
 export const pipelineOverview = async (sources: OverviewSources): Promise<PipelineOverview> => {
   const { sql, schema } = sources
   const { checkpoint } = await loadCheckpoint(sources.objectStore)
@@ -105,7 +81,7 @@ export const pipelineOverview = async (sources: OverviewSources): Promise<Pipeli
       `SELECT handler, count(*) AS n FROM ${schema}.processed_events
         WHERE status = 'processing' AND lease_until < now() GROUP BY handler ORDER BY handler`,
     ),
-    unpublished(sources.objectStore, checkpoint?.last_index_key ?? null),
+    unpublishedSegments(sources.objectStore, checkpoint?.last_index_key ?? null),
     listQuarantine(sources.objectStore),
     sources.nowUs(),
     sources.consumerLag?.() ?? Promise.resolve('unknown' as const),

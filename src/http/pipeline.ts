@@ -294,15 +294,21 @@ export const validationFailed = (
     request_id: ctx.requestId,
   })
 
+/**
+ * The scopes of the routes added from a contract's operations. A route added otherwise (a
+ * declared domain's) asks for the default of its method, so that no /api route goes unchecked.
+ */
+const declaredScopes = new WeakMap<RouteHandler, Scope>()
+
 /** The 403 of a token that lacks the scope of the route. */
-export const forbidden = (ctx: Ctx, scope: Scope): HttpResponse =>
+const forbidden = (requestId: string, scope: Scope): HttpResponse =>
   problem({
     status: 403,
     code: 'forbidden',
     title: 'Forbidden',
     detail: `this token lacks the scope ${scope}`,
     missing_scope: scope,
-    request_id: ctx.requestId,
+    request_id: requestId,
   })
 
 /**
@@ -314,9 +320,7 @@ export const addOperation = (
   op: Operation,
   handler: (ctx: Ctx, valid: ValidRequest) => Promise<HttpResponse>,
 ): void => {
-  const scope = scopeOf(op)
-  router.add(op.method, routerPath(op.path), async (ctx) => {
-    if (!ctx.scopes.includes(scope)) return forbidden(ctx, scope)
+  const route: RouteHandler = async (ctx) => {
     const { problems, valid } = requestProblems(op, {
       params: ctx.params,
       query: ctx.query,
@@ -324,7 +328,9 @@ export const addOperation = (
     })
     if (problems.length === 0) return handler(ctx, valid)
     return validationFailed(ctx, problems, parameterProblemCode(problems))
-  })
+  }
+  declaredScopes.set(route, scopeOf(op))
+  router.add(op.method, routerPath(op.path), route)
 }
 
 export type CommandStatusOptions = {
@@ -653,6 +659,7 @@ export const createHttpPipeline = (
         route = match.found.pattern
         const isApi = path.startsWith('/api/')
         const who = isApi ? authenticate(req) : everything
+        const scope = declaredScopes.get(match.found.handler) ?? scopeOf({ method: req.method })
         if (who === undefined) {
           response = problem(
             {
@@ -664,6 +671,8 @@ export const createHttpPipeline = (
             },
             { 'www-authenticate': 'Bearer' },
           )
+        } else if (!who.scopes.includes(scope)) {
+          response = forbidden(requestId, scope)
         } else {
           const ctx: Ctx = {
             req,

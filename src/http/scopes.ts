@@ -53,6 +53,6 @@ export const parseApiToken = (entry: string): ApiToken | { readonly problem: str
 export const apiTokenOf = (t: string | ApiToken): ApiToken =>
   typeof t === 'string' ? { token: t, scopes: SCOPES } : t
 
-/** The scope a route asks for: its declared one, else `read` for a GET and `write` otherwise. */
+/** The scope a route asks for: its declared one, else `read` for a GET (or HEAD), `write` otherwise. */
 export const scopeOf = (op: { readonly method: string; readonly scope?: Scope }): Scope =>
-  op.scope ?? (op.method === 'GET' ? 'read' : 'write')
+  op.scope ?? (op.method === 'GET' || op.method === 'HEAD' ? 'read' : 'write')

@@ -2,6 +2,9 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { loadConfig, redactedConfig } from '../../src/config/env.ts'
 import { ErrorCode, isCairnError } from '../../src/core/errors.ts'
+import { createHttpPipeline, json } from '../../src/http/pipeline.ts'
+import type { RouteHandler } from '../../src/http/pipeline.ts'
+import { createRouter } from '../../src/http/router.ts'
 import { parseApiToken } from '../../src/http/scopes.ts'
 
 test('a token entry: bare (every scope), with scopes after its last colon, with a name', () => {
@@ -52,4 +55,26 @@ test('OMS_API_TOKENS: an unknown scope is a configuration error that never shows
     { token: 'good-token-0123456789', scopes: ['read', 'write'], name: 'ci' },
   ])
   assert.ok(!JSON.stringify(redactedConfig(config)).includes('good-token'))
+})
+
+test('a route added without a contract operation (a declared domain) asks for its method’s default scope', async () => {
+  const router = createRouter<RouteHandler>()
+  router.add('GET', '/api/things', async () => json(200, { ok: true }))
+  router.add('POST', '/api/things', async (ctx) => json(201, { by: ctx.actor }))
+  const app = createHttpPipeline(router, {
+    auth: { tokens: [{ token: 'reader-token-0123456789', scopes: ['read'], name: 'r' }] },
+    openapi: () => ({}),
+  })
+  const call = (method: string) =>
+    app.handle({
+      method,
+      url: '/api/things',
+      headers: { authorization: 'Bearer reader-token-0123456789' },
+      body: null,
+    })
+  assert.equal((await call('GET')).status, 200)
+  assert.equal((await call('HEAD')).status, 200)
+  const refused = await call('POST')
+  assert.equal(refused.status, 403)
+  assert.equal(JSON.parse(refused.body).missing_scope, 'write')
 })

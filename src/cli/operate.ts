@@ -5,7 +5,7 @@ import { CairnError, ErrorCode } from '../core/errors.ts'
 import { rebuildProjection } from '../domain/rebuild.ts'
 import { segmentKeyFloor } from '../event-store/keys.ts'
 import { REGISTRY_STATUSES, pipelineOverview } from '../operate/overview.ts'
-import { loadCheckpoint, saveCheckpoint } from '../publisher/checkpoint.ts'
+import { loadCheckpoint, resetCheckpoint } from '../publisher/checkpoint.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import { reconcileFromBucket } from '../event-store/reconcile.ts'
 import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
@@ -265,32 +265,20 @@ export const registerOperate = (program: Command): void => {
       }
       const { config } = cliContext({ quiet: true })
       await using store = await openObjectStore(config)
-      const { checkpoint: cp, etag } = await loadCheckpoint(store)
-      const key = segmentKeyFloor(ms * 1000)
       if (opts.yes !== true) {
+        const { checkpoint: cp } = await loadCheckpoint(store)
         process.stdout.write(
-          `would move the checkpoint from ${cp?.last_index_key ?? '(none)'} to ${key}; add --yes to do it\n`,
+          `would move the checkpoint from ${cp?.last_index_key ?? '(none)'} to ${segmentKeyFloor(ms * 1000)}; add --yes to do it\n`,
         )
         return
       }
-      // Unowned: the active publisher adopts it on its next save, with an empty dedup snapshot.
-      const written = await saveCheckpoint(
-        store,
-        {
-          last_index_key: key,
-          last_timestamp_ms: ms,
-          updated_at: new Date().toISOString(),
-          recent_event_ids: [],
-          owner: '',
-        },
-        etag,
-      )
-      if (written === null) {
+      const moved = await resetCheckpoint(store, ms)
+      if (moved === null) {
         throw new CairnError(
           ErrorCode.APPEND_FAILED,
           'the checkpoint changed while resetting it (the publisher saved meanwhile); run the command again',
         )
       }
-      process.stdout.write(`checkpoint reset to ${key}\n`)
+      process.stdout.write(`checkpoint reset to ${moved.to}\n`)
     })
 }

@@ -10,6 +10,7 @@ import { createOmsApp } from '../http/app.ts'
 import type { HttpApp, OmsApp, ReadyReport } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
 import { pipelineOverview } from '../operate/overview.ts'
+import { resetCheckpoint } from '../publisher/checkpoint.ts'
 import type { TopicLag } from '../operate/overview.ts'
 import { databaseClock } from '../sequencing/allocator.ts'
 import { consoleAssets } from './console-assets.ts'
@@ -222,6 +223,8 @@ export const openOmsApp = (
     commandRecords: (id) => registry.status(id),
     operator: {
       registry,
+      resetCheckpoint: (ms) => resetCheckpoint(ws.objectStore, ms),
+      logger,
       overview: () =>
         pipelineOverview({
           objectStore: ws.objectStore,

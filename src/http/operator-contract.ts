@@ -188,6 +188,39 @@ export const getCommandPath = defineOperation({
   scope: 'read',
 })
 
+export const ResetCheckpointBody = Type.Object(
+  {
+    to: Type.String({
+      pattern: '^\\d{4}-\\d{2}-\\d{2}T',
+      maxLength: 64,
+      description: 'an ISO-8601 time, e.g. 2026-11-27T10:00:00Z',
+    }),
+  },
+  { additionalProperties: false },
+)
+
+export const resetCheckpoint = defineOperation({
+  operationId: 'resetCheckpoint',
+  method: 'POST',
+  path: '/api/v1/ops/checkpoint/reset',
+  summary:
+    'Move the publisher’s checkpoint to a time: everything stored after it is published again (consumers deduplicate)',
+  description: 'As `cairn checkpoint reset --to <time> --yes`; logged with the actor.',
+  body: ResetCheckpointBody,
+  responses: {
+    '200': {
+      description: 'Moved',
+      schema: Type.Object({ from: NullableText, to: Text, actor: NullableText }),
+    },
+    '400': problem('Invalid body'),
+    '409': problem('The checkpoint changed while it was reset (the publisher saved); try again'),
+    '415': problem('The body is not application/json'),
+    '422': problem('`to` is not a time'),
+  },
+  secured: true,
+  scope: 'operate',
+})
+
 export const OPERATOR_OPERATIONS = [
   getOverview,
   streamOverview,
@@ -195,4 +228,5 @@ export const OPERATOR_OPERATIONS = [
   retryParked,
   skipParked,
   getCommandPath,
+  resetCheckpoint,
 ] as const

@@ -2,9 +2,19 @@ import type { StoredEnvelope } from '../core/envelope.ts'
 import type { PipelineOverview } from '../operate/overview.ts'
 import type { ProcessedEventRegistry, RegistryRow } from '../registry/processed-events.ts'
 import * as ops from './operator-contract.ts'
-import { addOperation, commandView, json, notFound } from './pipeline.ts'
+import {
+  addOperation,
+  bodyJson,
+  commandView,
+  json,
+  notFound,
+  validationFailed,
+} from './pipeline.ts'
 import type { CommandStatusOptions, RouteHandler } from './pipeline.ts'
+import { problem } from './problem.ts'
 import type { Router } from './router.ts'
+import { problemsOf } from './validate.ts'
+import type { Logger } from '../core/ports/logger.ts'
 
 /** What the operator's routes read and change. */
 export type OperatorOptions = {
@@ -14,8 +24,17 @@ export type OperatorOptions = {
     ProcessedEventRegistry,
     'listParked' | 'retryParked' | 'skipParked' | 'status'
   >
+  /**
+   * Moves the publisher's checkpoint to a time (ms): the keys it moved from and to, or null when
+   * it changed meanwhile (src/publisher/checkpoint.ts, `resetCheckpoint`).
+   */
+  readonly resetCheckpoint: (
+    toMs: number,
+  ) => Promise<{ readonly from: string | null; readonly to: string } | null>
   /** One overview every this many ms on the stream (default 2,000). */
   readonly streamIntervalMs?: number
+  /** Operators' actions are logged here, with their actor. */
+  readonly logger?: Logger
 }
 
 /** A registry record as the API shows it. */
@@ -128,6 +147,38 @@ export const addOperatorRoutes = (
       return json(200, recordView(row))
     })
   }
+
+  addOperation(router, ops.resetCheckpoint, async (ctx) => {
+    const body = bodyJson(ctx)
+    const problems = problemsOf(ops.ResetCheckpointBody, body)
+    if (problems.length > 0) return validationFailed(ctx, problems)
+    const { to } = body as { to: string }
+    const ms = Date.parse(to)
+    if (Number.isNaN(ms)) {
+      return validationFailed(
+        ctx,
+        [{ pointer: '/to', message: 'is not a time' }],
+        'validation_failed',
+        422,
+      )
+    }
+    const moved = await options.resetCheckpoint(ms)
+    if (moved === null) {
+      return problem({
+        status: 409,
+        code: 'checkpoint_changed',
+        title: 'Conflict',
+        detail:
+          'the checkpoint changed while it was reset (the publisher saved meanwhile); try again',
+        request_id: ctx.requestId,
+      })
+    }
+    options.logger?.warn(
+      { actor: ctx.actor, ...moved, request_id: ctx.requestId },
+      'checkpoint reset',
+    )
+    return json(200, { ...moved, actor: ctx.actor })
+  })
 
   addOperation(router, ops.getCommandPath, async (ctx) => {
     const id = (ctx.params['command_id'] ?? '').toLowerCase()

@@ -142,6 +142,23 @@ describe('the operator API and the console, embedded, with scoped tokens', () =>
     assert.equal((await reader.get('/api/v1/ops/parked?handler=bad%20name')).status, 400)
   })
 
+  test('checkpoint reset: operate scope, a time, logged with the actor', async () => {
+    const reader = inProcessClient(cairn.runtime.app, READER)
+    const ops = inProcessClient(cairn.runtime.app, OPS)
+    const to = new Date().toISOString()
+    let r = await reader.post('/api/v1/ops/checkpoint/reset', { to })
+    assert.equal(r.status, 403)
+    assert.equal(r.json.missing_scope, 'operate')
+    r = await ops.post('/api/v1/ops/checkpoint/reset', { to: '2026-13-45T00:00:00Z' })
+    assert.equal(r.status, 422, r.text)
+    r = await ops.post('/api/v1/ops/checkpoint/reset', { to: 'yesterday' })
+    assert.equal(r.status, 400, r.text)
+    r = await ops.post('/api/v1/ops/checkpoint/reset', { to })
+    assert.equal(r.status, 200, r.text)
+    assert.equal(r.json.actor, 'token:ops')
+    assert.match(r.json.to, /^indexes\/by-date\//)
+  })
+
   test('the stream: server-sent overviews, ending after `seconds`', async () => {
     const r = await cairn.runtime.app.handle({
       method: 'GET',

@@ -215,3 +215,19 @@ describe('the operator API and the console, embedded, with scoped tokens', () =>
     assert.equal((await c.get('/console/console.css')).status, 200)
   })
 })
+
+test('without tokens (embedded), the operator API and the console ask for none', async () => {
+  const cairn = await openEmbedded()
+  try {
+    const c = inProcessClient(cairn.runtime.app)
+    const o = await c.get('/api/v1/ops/overview')
+    assert.equal(o.status, 200, o.text)
+    const r = await c.post('/api/v1/ops/parked/mailer/nothing/retry', undefined)
+    assert.equal(r.status, 404, 'allowed, and nothing to retry')
+    const spec = (await c.get('/openapi.json')).json
+    assert.equal(spec.paths['/api/v1/ops/overview'].get.responses['403'], undefined)
+    assert.equal((await c.get('/console')).status, 200)
+  } finally {
+    await cairn.destroy()
+  }
+})

@@ -25,6 +25,9 @@ if [[ $mode == all ]]; then
   fi
   bash scripts/services.sh up
   eval "$(bash scripts/services.sh env)"
+  # The console's browser test drives Debian's chromium (installed when missing).
+  CAIRN_CHROMIUM=$(bash scripts/browser.sh)
+  export CAIRN_CHROMIUM
 elif [[ $mode != unit ]]; then
   echo "usage: scripts/test.sh unit|all [node --test options]" >&2
   exit 2

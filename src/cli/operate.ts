@@ -1,11 +1,11 @@
+import { userInfo } from 'node:os'
 import type { Command } from 'commander'
 import { openObjectStore, openWriteSide } from '../config/compose.ts'
 import { CairnError, ErrorCode } from '../core/errors.ts'
 import { rebuildProjection } from '../domain/rebuild.ts'
 import { segmentKeyFloor } from '../event-store/keys.ts'
-import { lagSeconds, oldestUnpublishedUs } from '../publisher/lag.ts'
-import { loadCheckpoint, saveCheckpoint } from '../publisher/checkpoint.ts'
-import { listQuarantine } from '../publisher/publisher.ts'
+import { REGISTRY_STATUSES, pipelineOverview } from '../operate/overview.ts'
+import { loadCheckpoint, resetCheckpoint } from '../publisher/checkpoint.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import { reconcileFromBucket } from '../event-store/reconcile.ts'
 import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
@@ -13,6 +13,17 @@ import { cliContext, progressOnStderr } from './context.ts'
 import { fields, printJson, table } from './table.ts'
 
 const print = printJson
+
+/** Who runs the CLI, as recorded on an operator's retry or skip. */
+const operatorActor = (): string => {
+  let user: string
+  try {
+    user = userInfo().username
+  } catch {
+    user = process.env['USER'] ?? 'unknown'
+  }
+  return `operator@${user}`
+}
 
 const indent = (text: string): string =>
   text
@@ -36,52 +47,25 @@ export const registerOperate = (program: Command): void => {
     .action(async (opts: { json?: boolean }) => {
       const { config, logger } = cliContext({ quiet: true })
       await using ws = await openWriteSide(config, logger, { probe: false })
-      const schema = config.sequencing.schema
-      const { checkpoint } = await loadCheckpoint(ws.objectStore)
-      const counts = await ws.sql.query<{ handler: string; status: string; n: string }>(
-        `SELECT handler, status, count(*) AS n FROM ${schema}.processed_events
-          GROUP BY handler, status ORDER BY handler, status`,
-      )
-      const stuck = await ws.sql.query<{ handler: string; n: string }>(
-        `SELECT handler, count(*) AS n FROM ${schema}.processed_events
-          WHERE status = 'processing' AND lease_until < now() GROUP BY handler ORDER BY handler`,
-      )
-      const handlers: Record<string, Record<string, number>> = {}
-      for (const c of counts) (handlers[c.handler] ??= {})[c.status] = Number(c.n)
-      for (const s of stuck) (handlers[s.handler] ??= {})['lease_expired'] = Number(s.n)
       // Lag is measured on the database's clock, the one that stamps the keys (not this host's).
-      const now = Math.floor((await databaseClock(ws.sql).now()) / 1000) // ms
-      const report = {
-        publisher: {
-          checkpoint: checkpoint?.last_index_key ?? null,
-          settled_up_to:
-            checkpoint === null ? null : new Date(checkpoint.last_timestamp_ms).toISOString(),
-          lag_seconds: lagSeconds(
-            await oldestUnpublishedUs(ws.objectStore, checkpoint?.last_index_key ?? null),
-            now * 1000,
-          ),
-          owner: checkpoint?.owner ?? null,
-          updated_at: checkpoint?.updated_at ?? null,
-          settling: checkpoint?.key_clock?.settling ?? null,
-          ...(checkpoint?.key_clock?.settling === false
-            ? { not_settling_because: checkpoint.key_clock.reason }
-            : {}),
-          clock_offset_ms: checkpoint?.key_clock?.offset_ms ?? null,
-          quarantined: (await listQuarantine(ws.objectStore)).length,
-        },
-        handlers,
-      }
+      const clock = databaseClock(ws.sql)
+      const report = await pipelineOverview({
+        objectStore: ws.objectStore,
+        sql: ws.sql,
+        schema: config.sequencing.schema,
+        nowUs: () => clock.now(),
+      })
+      const { handlers } = report
       if (opts.json === true) {
         print(report)
         return
       }
-      const statuses = ['done', 'processing', 'failed', 'parked', 'skipped', 'skipped_stale']
       process.stdout.write(`publisher\n${indent(fields(report.publisher))}\nhandlers\n`)
       process.stdout.write(
         indent(
           table(Object.entries(handlers), [
             { title: 'handler', value: ([h]) => h },
-            ...[...statuses, 'lease_expired'].map((st) => ({
+            ...[...REGISTRY_STATUSES, 'lease_expired'].map((st) => ({
               title: st,
               value: ([, c]: [string, Record<string, number>]) => c[st] ?? 0,
               align: 'right' as const,
@@ -139,10 +123,11 @@ export const registerOperate = (program: Command): void => {
           schema: config.sequencing.schema,
           member: 'operator',
         })
+        const actor = operatorActor()
         const n =
           verb === 'retry'
-            ? await registry.retryParked(handler, eventIds)
-            : await registry.skipParked(handler, eventIds)
+            ? await registry.retryParked(handler, eventIds, actor)
+            : await registry.skipParked(handler, eventIds, actor)
         process.stdout.write(
           `${verb === 'retry' ? 'released' : 'skipped'} ${n} of ${eventIds.length}\n`,
         )
@@ -280,32 +265,20 @@ export const registerOperate = (program: Command): void => {
       }
       const { config } = cliContext({ quiet: true })
       await using store = await openObjectStore(config)
-      const { checkpoint: cp, etag } = await loadCheckpoint(store)
-      const key = segmentKeyFloor(ms * 1000)
       if (opts.yes !== true) {
+        const { checkpoint: cp } = await loadCheckpoint(store)
         process.stdout.write(
-          `would move the checkpoint from ${cp?.last_index_key ?? '(none)'} to ${key}; add --yes to do it\n`,
+          `would move the checkpoint from ${cp?.last_index_key ?? '(none)'} to ${segmentKeyFloor(ms * 1000)}; add --yes to do it\n`,
         )
         return
       }
-      // Unowned: the active publisher adopts it on its next save, with an empty dedup snapshot.
-      const written = await saveCheckpoint(
-        store,
-        {
-          last_index_key: key,
-          last_timestamp_ms: ms,
-          updated_at: new Date().toISOString(),
-          recent_event_ids: [],
-          owner: '',
-        },
-        etag,
-      )
-      if (written === null) {
+      const moved = await resetCheckpoint(store, ms)
+      if (moved === null) {
         throw new CairnError(
           ErrorCode.APPEND_FAILED,
           'the checkpoint changed while resetting it (the publisher saved meanwhile); run the command again',
         )
       }
-      process.stdout.write(`checkpoint reset to ${key}\n`)
+      process.stdout.write(`checkpoint reset to ${moved.to}\n`)
     })
 }

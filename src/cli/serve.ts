@@ -2,6 +2,32 @@ import http from 'node:http'
 import type { Logger } from '../core/ports/logger.ts'
 import type { HttpApp, HttpRequest } from '../http/app.ts'
 
+/** Writes a streamed body as it comes; stops when the client leaves or the server closes. */
+const sendStream = async (
+  res: http.ServerResponse,
+  first: string,
+  stream: (signal: AbortSignal) => AsyncIterable<string>,
+  closing: AbortSignal,
+): Promise<void> => {
+  const left = new AbortController()
+  const stop = () => left.abort()
+  res.once('close', stop)
+  closing.addEventListener('abort', stop, { once: true })
+  try {
+    if (first !== '') res.write(first)
+    for await (const chunk of stream(left.signal)) {
+      if (left.signal.aborted) break
+      res.write(chunk)
+    }
+  } finally {
+    closing.removeEventListener('abort', stop)
+    // On close, the connection goes too: it would otherwise idle until its keep-alive ends.
+    res.end(() => {
+      if (closing.aborted) res.socket?.destroy()
+    })
+  }
+}
+
 export type Served = {
   readonly url: string
   /** Stops accepting, lets requests in flight finish (up to the deadline), then closes. */
@@ -18,6 +44,8 @@ export const serveHttp = async (
   port: number,
   logger: Logger,
 ): Promise<Served> => {
+  /** Aborted on close: streams (server-sent events) end instead of holding the close up. */
+  const closing = new AbortController()
   const server = http.createServer((req, res) => {
     const headers: Record<string, string> = {}
     for (const [k, v] of Object.entries(req.headers)) {
@@ -38,7 +66,11 @@ export const serveHttp = async (
         .handle({ method: req.method ?? 'GET', url: req.url ?? '/', headers, body })
         .then((r) => {
           res.writeHead(r.status, tooLarge ? { ...r.headers, connection: 'close' } : r.headers)
-          res.end(r.body)
+          if (r.stream === undefined) {
+            res.end(r.body)
+            return
+          }
+          return sendStream(res, r.body, r.stream, closing.signal)
         })
         .catch((error: unknown) => {
           logger.error({ err: String(error) }, 'http handler failed')
@@ -86,6 +118,7 @@ export const serveHttp = async (
     url: `http://${shown}:${actualPort}`,
     close: (deadlineMs = 10_000) =>
       new Promise<void>((resolve) => {
+        closing.abort()
         const timer = setTimeout(() => server.closeAllConnections(), deadlineMs)
         server.close(() => {
           clearTimeout(timer)

@@ -7,7 +7,7 @@ import { runService } from './service.ts'
 
 const banner = (url: string): string =>
   [
-    `cairn is running at ${url} (OpenAPI: ${url}/openapi.json). Try:`,
+    `cairn is running at ${url} (OpenAPI: ${url}/openapi.json, console: ${url}/console). Try:`,
     `  curl -s -X POST ${url}/api/v1/databases -H 'content-type: application/json' -d '{"name":"demo"}'`,
     `  curl -s ${url}/api/v1/databases`,
     'Press Ctrl+C to stop.',

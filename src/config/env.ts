@@ -1,4 +1,6 @@
 import { CairnError, ErrorCode } from '../core/errors.ts'
+import { parseApiToken } from '../http/scopes.ts'
+import type { ApiToken } from '../http/scopes.ts'
 
 /**
  * The one place that reads the environment. Every setting is validated at start and every problem
@@ -17,7 +19,8 @@ export type CairnConfig = {
   /** This process's stable member name in the registry (restarts re-claim their own work at once). */
   readonly memberName: string | undefined
   readonly oms: {
-    readonly tokens: readonly string[]
+    /** `OMS_API_TOKENS`: each entry `[<name>=]<token>[:<scope>+…]` (src/http/scopes.ts). */
+    readonly tokens: readonly ApiToken[]
     readonly authDisabled: boolean
     readonly maxBodyBytes: number
     /** API requests handled at once; more are answered 503 at once (memory stays bounded). */
@@ -208,12 +211,16 @@ export const loadConfig = (env: Env = process.env): CairnConfig => {
       `CAIRN_HTTP_HOST=${httpHost}: embedded mode listens on the loopback interface only (it has no production security); use CAIRN_MODE=distributed to serve other hosts`,
     )
   }
-  const tokens = (raw('OMS_API_TOKENS') ?? '')
+  const tokens: ApiToken[] = []
+  for (const [i, entry] of (raw('OMS_API_TOKENS') ?? '')
     .split(',')
     .map((t) => t.trim())
     .filter((t) => t !== '')
-  if (tokens.some((t) => t.length < 16)) {
-    problems.push('OMS_API_TOKENS: every token must have at least 16 characters')
+    .entries()) {
+    const parsed = parseApiToken(entry)
+    // The entry is secret: name it by its place in the list.
+    if ('problem' in parsed) problems.push(`OMS_API_TOKENS, entry ${i + 1}: ${parsed.problem}`)
+    else tokens.push(parsed)
   }
   const member = raw('CAIRN_MEMBER_NAME')
   if (member !== undefined && !/^[A-Za-z0-9@._:-]{1,128}$/.test(member)) {
@@ -448,7 +455,7 @@ const tracingConfig = (
 /** The configuration for display: secrets replaced. */
 export const redactedConfig = (config: CairnConfig): Record<string, unknown> => ({
   ...config,
-  oms: { ...config.oms, tokens: config.oms.tokens.map(() => '***') },
+  oms: { ...config.oms, tokens: config.oms.tokens.map((t) => ({ ...t, token: '***' })) },
   ...(config.s3 === undefined ? {} : { s3: { ...config.s3, secretAccessKey: '***' } }),
   ...(config.databaseUrl === undefined
     ? {}

@@ -9,6 +9,11 @@ import { createProjection } from '../domain/projection.ts'
 import { createOmsApp } from '../http/app.ts'
 import type { HttpApp, OmsApp, ReadyReport } from '../http/app.ts'
 import { createOpsApp } from '../http/ops.ts'
+import { pipelineOverview } from '../operate/overview.ts'
+import { resetCheckpoint } from '../publisher/checkpoint.ts'
+import type { TopicLag } from '../operate/overview.ts'
+import { databaseClock } from '../sequencing/allocator.ts'
+import { consoleAssets } from './console-assets.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import type { ProcessedEventRegistry } from '../registry/processed-events.ts'
 import { parseSegmentKey } from '../event-store/keys.ts'
@@ -85,6 +90,34 @@ export const ensureDomainTopics = (config: CairnConfig, bus: Bus): Promise<void>
       partitions: config.publisher.topicPartitions,
     })),
   )
+
+/**
+ * The domain's consumer groups' lag per topic, from the bus; `unknown` when the bus does not
+ * answer within 3 s (the overview must not wait for a Kafka that is away).
+ */
+export const domainConsumerLag =
+  (config: CairnConfig, bus: Bus) => async (): Promise<readonly TopicLag[] | 'unknown'> => {
+    const prefix = config.publisher.topicPrefix
+    const all = Promise.all(
+      Object.values(ROLES).map(async (role) => {
+        const group = prefix + role.group
+        const lags = await bus.lag(
+          group,
+          role.topics.map((t) => prefix + t),
+        )
+        return lags.map((l) => ({ group, ...l }))
+      }),
+    ).then((lists) => lists.flat())
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const late = new Promise<'unknown'>((resolve) => {
+      timer = setTimeout(() => resolve('unknown'), 3_000)
+    })
+    try {
+      return await Promise.race([all.catch(() => 'unknown' as const), late])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
 
 /** The registry of one process; its member name is stable across restarts (fast recovery, C2). */
 export const openRegistry = (
@@ -178,13 +211,33 @@ export const openOmsApp = (
   logger: Logger,
   metrics: PrometheusMetrics,
   ready: () => Promise<ReadyReport>,
+  local: {
+    readonly publisherRole?: () => string
+    readonly consumerLag?: () => Promise<readonly TopicLag[] | 'unknown'>
+  } = {},
 ): OmsApp => {
   const registry = openRegistry(config, ws, 'oms')
+  const clock = databaseClock(ws.sql)
   return createOmsApp({
     eventStore: ws.eventStore,
     readModel: ws.sql,
     schema: config.sequencing.schema,
     commandRecords: (id) => registry.status(id),
+    operator: {
+      registry,
+      resetCheckpoint: (ms) => resetCheckpoint(ws.objectStore, ms),
+      logger,
+      overview: () =>
+        pipelineOverview({
+          objectStore: ws.objectStore,
+          sql: ws.sql,
+          schema: config.sequencing.schema,
+          nowUs: () => clock.now(),
+          ...(local.publisherRole === undefined ? {} : { localPublisherRole: local.publisherRole }),
+          ...(local.consumerLag === undefined ? {} : { consumerLag: local.consumerLag }),
+        }),
+    },
+    console: consoleAssets(),
     auth: config.oms.tokens.length > 0 ? { tokens: config.oms.tokens } : 'disabled',
     maxBodyBytes: config.oms.maxBodyBytes,
     maxInFlight: config.oms.maxInFlight,
@@ -234,6 +287,8 @@ export const runPublisher = async (
   readonly loop: { readonly name: string; readonly done: Promise<void> }
   readonly trouble: { readonly name: string; readonly trouble: () => string | null }
   readonly parts: readonly { readonly name: string; close(): Promise<void> }[]
+  /** Its role now (active, standby), for the operator's overview. */
+  readonly role: () => string
 }> => {
   const parts: { name: string; close(): Promise<void> }[] = []
   const publisher = openPublisher(config, ws, bus, logger)
@@ -283,6 +338,7 @@ export const runPublisher = async (
       },
     },
     parts,
+    role: () => publisher.metrics().role,
   }
 }
 
@@ -363,6 +419,7 @@ export const openCairn = async (
   const loops: { name: string; done: Promise<void> }[] = []
   /** Why each loop cannot work now (a dependency away), or null: readiness reports it. */
   const troubles: Trouble[] = []
+  let publisherRole: (() => string) | undefined
   const close = () => closeAll(parts, logger)
   try {
     // Opened first, closed last: what the others' closing records is exported too.
@@ -383,6 +440,7 @@ export const openCairn = async (
       loops.push(running.loop)
       troubles.push(running.trouble)
       parts.push(...running.parts)
+      publisherRole = running.role
     }
     if (components.workers.length > 0 && bus !== undefined) {
       const workers = openWorkers(config, ws, bus, logger, components.workers, metrics)
@@ -394,9 +452,19 @@ export const openCairn = async (
         parts.push({ name, close: () => w.close().then(() => done) })
       })
     }
+    if (components.oms && bus === undefined && config.mode === 'distributed') {
+      // The OMS alone asks Kafka for the consumer groups' lag (the overview); its clients are
+      // made on the first request.
+      const opened = openBus(config, logger)
+      parts.push({ name: 'bus (consumer lag)', close: () => opened.close() })
+      bus = opened
+    }
     const ready = processReadiness(ws, troubles, running)
     const app = components.oms
-      ? openOmsApp(config, ws, logger, metrics, ready)
+      ? openOmsApp(config, ws, logger, metrics, ready, {
+          ...(publisherRole === undefined ? {} : { publisherRole }),
+          ...(bus === undefined ? {} : { consumerLag: domainConsumerLag(config, bus) }),
+        })
       : createOpsApp({ ready, metrics })
     return { ws, app, loops, close, [Symbol.asyncDispose]: close }
   } catch (error) {

@@ -52,6 +52,11 @@ import type {
   RouteHandler,
   ServingOptions,
 } from './pipeline.ts'
+import { addConsoleRoutes } from './console.ts'
+import type { ConsoleAssets } from './console.ts'
+import { OPERATOR_OPERATIONS } from './operator-contract.ts'
+import { addOperatorRoutes } from './operator-routes.ts'
+import type { OperatorOptions } from './operator-routes.ts'
 import { problem } from './problem.ts'
 import type { HttpResponse } from './problem.ts'
 import { createRouter } from './router.ts'
@@ -66,6 +71,10 @@ export type OmsAppOptions = ServingOptions & {
   readonly schema: string
   /** The registry's records of one event, per handler (command status). */
   readonly commandRecords: (eventId: string) => Promise<readonly RegistryRow[]>
+  /** The operator's API under /api/v1/ops (src/http/operator-contract.ts); absent: not served. */
+  readonly operator?: OperatorOptions
+  /** The console's static files, served under /console; absent: not served. */
+  readonly console?: ConsoleAssets
 }
 
 /**
@@ -306,6 +315,11 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     return json(200, { aggregate_type: type, aggregate_id: id, events, next_from_seq: next })
   })
 
+  // ---- the operator's API and the console ----
+
+  if (options.operator !== undefined) addOperatorRoutes(router, options.operator, statusOptions)
+  if (options.console !== undefined) addConsoleRoutes(router, options.console)
+
   return createHttpPipeline(router, {
     auth: options.auth,
     ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
@@ -315,11 +329,16 @@ export const createOmsApp = (options: OmsAppOptions): OmsApp => {
     ...(options.logger === undefined ? {} : { logger: options.logger }),
     ...(options.tracer === undefined ? {} : { tracer: options.tracer }),
     openapi: () =>
-      openApiOf(oms.OMS_OPERATIONS, {
-        title: 'cairn OMS',
-        description: oms.OMS_DESCRIPTION,
-        authenticated: options.auth !== 'disabled',
-      }),
+      openApiOf(
+        options.operator === undefined
+          ? oms.OMS_OPERATIONS
+          : [...oms.OMS_OPERATIONS, ...OPERATOR_OPERATIONS],
+        {
+          title: 'cairn OMS',
+          description: oms.OMS_DESCRIPTION,
+          authenticated: options.auth !== 'disabled',
+        },
+      ),
     component: 'oms',
   })
 }

@@ -1,5 +1,6 @@
 import Type from 'typebox'
 import type { Static, TObject, TSchema } from 'typebox'
+import type { Scope } from './scopes.ts'
 import { problemsOf } from './validate.ts'
 import type { FieldProblem } from './validate.ts'
 
@@ -46,6 +47,8 @@ export type Operation = {
   readonly responses: Readonly<Record<string, ResponseSpec>>
   /** Under the bearer tokens when they are configured (the /api routes). */
   readonly secured: boolean
+  /** What the token must allow (default: `read` for a GET, `write` otherwise). */
+  readonly scope?: Scope
 }
 
 /** Keeps an operation's literal types (for the client's inference). */
@@ -128,6 +131,9 @@ export const API_PROBLEMS: Readonly<Record<string, ResponseSpec>> = {
   '401': problem('Missing or unknown bearer token (only when tokens are configured)', [
     { name: 'WWW-Authenticate', schema: Type.String() },
   ]),
+  '403': problem(
+    'The token lacks the scope this route asks for (forbidden; `missing_scope` names it; only when tokens are configured)',
+  ),
   '503': problem(
     'A dependency is unavailable, the service is starting, or too many requests are in progress; retry after Retry-After',
     [RetryAfterHeader],
@@ -273,7 +279,7 @@ export const openApiOf = (
     const responses: Record<string, unknown> = {}
     const all = op.secured ? { ...op.responses, ...API_PROBLEMS } : op.responses
     for (const [status, r] of Object.entries(all)) {
-      if (status === '401' && !options.authenticated) continue
+      if ((status === '401' || status === '403') && !options.authenticated) continue
       const content =
         r.problem === true
           ? { 'application/problem+json': { schema: PROBLEM_REF } }

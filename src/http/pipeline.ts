@@ -12,6 +12,8 @@ import type { Operation, ValidRequest } from './contract.ts'
 import { problem, problemForError } from './problem.ts'
 import type { HttpResponse } from './problem.ts'
 import type { Router } from './router.ts'
+import { SCOPES, apiTokenOf, scopeOf } from './scopes.ts'
+import type { ApiToken, Scope } from './scopes.ts'
 
 /**
  * The generic request pipeline: what every API on this backbone shares (request ids, tracing,
@@ -53,6 +55,8 @@ export type Ctx = {
   readonly query: URLSearchParams
   readonly requestId: string
   readonly actor: string | null
+  /** What the token may do (every scope where no token is asked for). */
+  readonly scopes: readonly Scope[]
   readonly traceparent: string
 }
 
@@ -257,6 +261,23 @@ export const validationFailed = (
   })
 
 /**
+ * The scopes of the routes added from a contract's operations. A route added otherwise (a
+ * declared domain's) asks for the default of its method, so that no /api route goes unchecked.
+ */
+const declaredScopes = new WeakMap<RouteHandler, Scope>()
+
+/** The 403 of a token that lacks the scope of the route. */
+const forbidden = (requestId: string, scope: Scope): HttpResponse =>
+  problem({
+    status: 403,
+    code: 'forbidden',
+    title: 'Forbidden',
+    detail: `this token lacks the scope ${scope}`,
+    missing_scope: scope,
+    request_id: requestId,
+  })
+
+/**
  * Adds an operation of a contract to a router: its path, query and headers are validated against
  * the operation's schemas before `handler` runs, which gets them converted (`"5"` → 5).
  */
@@ -265,7 +286,7 @@ export const addOperation = (
   op: Operation,
   handler: (ctx: Ctx, valid: ValidRequest) => Promise<HttpResponse>,
 ): void => {
-  router.add(op.method, routerPath(op.path), async (ctx) => {
+  const route: RouteHandler = async (ctx) => {
     const { problems, valid } = requestProblems(op, {
       params: ctx.params,
       query: ctx.query,
@@ -273,7 +294,9 @@ export const addOperation = (
     })
     if (problems.length === 0) return handler(ctx, valid)
     return validationFailed(ctx, problems, parameterProblemCode(problems))
-  })
+  }
+  declaredScopes.set(route, scopeOf(op))
+  router.add(op.method, routerPath(op.path), route)
 }
 
 export type CommandStatusOptions = {
@@ -465,7 +488,7 @@ export const commandStatus =
 /** How an app serves: authentication, limits, readiness, metrics (the OMS's and a domain's). */
 export type ServingOptions = {
   /** Bearer tokens accepted on /api; `disabled`: no authentication (embedded, or explicitly). */
-  readonly auth: { readonly tokens: readonly string[] } | 'disabled'
+  readonly auth: { readonly tokens: readonly (string | ApiToken)[] } | 'disabled'
   readonly maxBodyBytes?: number
   /**
    * API requests handled at once (default 1,024); beyond, 503 at once. While a dependency hangs,
@@ -498,8 +521,13 @@ export const createHttpPipeline = (
   const maxInFlight = options.maxInFlight ?? 1024
   const tracer = options.tracer ?? noopTracer
   let inFlight = 0
-  const tokenDigests =
-    options.auth === 'disabled' ? null : options.auth.tokens.map((t) => digest(t))
+  const tokens =
+    options.auth === 'disabled'
+      ? null
+      : options.auth.tokens.map((t) => {
+          const parsed = apiTokenOf(t)
+          return { ...parsed, digest: digest(parsed.token) }
+        })
 
   // ---- operations ----
 
@@ -525,15 +553,19 @@ export const createHttpPipeline = (
 
   // ---- the request pipeline ----
 
-  const authenticate = (req: HttpRequest): string | null | undefined => {
-    if (tokenDigests === null) return null
+  const everything = { actor: null, scopes: SCOPES }
+  const authenticate = (
+    req: HttpRequest,
+  ): { actor: string | null; scopes: readonly Scope[] } | undefined => {
+    if (tokens === null) return everything
     const h = req.headers['authorization']
     const m = h === undefined ? null : /^Bearer\s+(\S{1,4096})\s*$/i.exec(h)
     if (m === null) return undefined
     const d = digest(m[1] as string)
-    const i = tokenDigests.findIndex((t) => timingSafeEqual(t, d))
+    const t = tokens.find((t) => timingSafeEqual(t.digest, d))
+    if (t === undefined) return undefined
     // The actor is a stable, non-secret name of the token.
-    return i < 0 ? undefined : `token:${d.subarray(0, 6).toString('hex')}`
+    return { actor: `token:${t.name ?? d.subarray(0, 6).toString('hex')}`, scopes: t.scopes }
   }
 
   const handle = async (req: HttpRequest): Promise<HttpResponse> => {
@@ -601,8 +633,9 @@ export const createHttpPipeline = (
       } else {
         route = match.found.pattern
         const isApi = path.startsWith('/api/')
-        const actor = isApi ? authenticate(req) : null
-        if (actor === undefined) {
+        const who = isApi ? authenticate(req) : everything
+        const scope = declaredScopes.get(match.found.handler) ?? scopeOf({ method: req.method })
+        if (who === undefined) {
           response = problem(
             {
               status: 401,
@@ -613,13 +646,16 @@ export const createHttpPipeline = (
             },
             { 'www-authenticate': 'Bearer' },
           )
+        } else if (!who.scopes.includes(scope)) {
+          response = forbidden(requestId, scope)
         } else {
           const ctx: Ctx = {
             req,
             params: match.found.params,
             query,
             requestId,
-            actor,
+            actor: who.actor,
+            scopes: who.scopes,
             traceparent,
           }
           response = await match.found.handler(ctx)
@@ -659,6 +695,9 @@ export const createHttpPipeline = (
       status: response.status,
       headers: { ...response.headers, 'x-request-id': requestId },
       body: req.method === 'HEAD' ? '' : response.body,
+      ...(response.stream === undefined || req.method === 'HEAD'
+        ? {}
+        : { stream: response.stream }),
     }
   }
 

@@ -18,6 +18,11 @@ export type HttpResponse = {
   readonly status: number
   readonly headers: Readonly<Record<string, string>>
   readonly body: string
+  /**
+   * A body that goes on after `body` (server-sent events): its chunks are sent as they come,
+   * until it ends or `signal` aborts (the client went away, or the server closes).
+   */
+  readonly stream?: (signal: AbortSignal) => AsyncIterable<string>
 }
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json'

@@ -1,4 +1,4 @@
-import { CHECKPOINT_KEY } from '../event-store/keys.ts'
+import { CHECKPOINT_KEY, segmentKeyFloor } from '../event-store/keys.ts'
 import type { ObjectStore } from '../core/ports/object-store.ts'
 
 /**
@@ -69,4 +69,30 @@ export const saveCheckpoint = async (
     etag,
   )
   return result.outcome === 'written' ? result.etag : null
+}
+
+/**
+ * Moves the checkpoint back (or forward) to a time (ms): the publisher republishes everything
+ * stored after it, and consumers deduplicate. Unowned, so the active publisher adopts it on its
+ * next save, with an empty dedup snapshot. Returns the keys it moved from and to, or null when
+ * the checkpoint changed while it was read (the publisher saved meanwhile; try again).
+ */
+export const resetCheckpoint = async (
+  store: ObjectStore,
+  toMs: number,
+): Promise<{ readonly from: string | null; readonly to: string } | null> => {
+  const { checkpoint, etag } = await loadCheckpoint(store)
+  const to = segmentKeyFloor(toMs * 1000)
+  const written = await saveCheckpoint(
+    store,
+    {
+      last_index_key: to,
+      last_timestamp_ms: toMs,
+      updated_at: new Date().toISOString(),
+      recent_event_ids: [],
+      owner: '',
+    },
+    etag,
+  )
+  return written === null ? null : { from: checkpoint?.last_index_key ?? null, to }
 }

@@ -7,20 +7,30 @@ import { BY_DATE_PREFIX, parseSegmentKey } from '../event-store/keys.ts'
  * was).
  */
 
-/** The key time (µs) of the first segment after the checkpoint, or null when there is none. */
-export const oldestUnpublishedUs = async (
+/** Segments after the checkpoint counted at most this far (the listing stays one page). */
+export const UNPUBLISHED_COUNT_CAP = 1000
+
+/**
+ * The segments after the checkpoint: the key time (µs) of the first (null when there is none)
+ * and how many there are, counted up to UNPUBLISHED_COUNT_CAP (`capped` then).
+ */
+export const unpublishedSegments = async (
   store: ObjectStore,
   checkpointKey: string | null,
-): Promise<number | null> => {
+): Promise<{ oldestUs: number | null; count: number; capped: boolean }> => {
   const page = await store.list(BY_DATE_PREFIX, {
     ...(checkpointKey === null ? {} : { startAfter: checkpointKey }),
-    limit: 100,
+    limit: UNPUBLISHED_COUNT_CAP,
   })
+  let oldestUs: number | null = null
+  let count = 0
   for (const key of page.keys) {
     const parts = parseSegmentKey(key)
-    if (parts !== null) return parts.us
+    if (parts === null) continue
+    oldestUs ??= parts.us
+    count++
   }
-  return null
+  return { oldestUs, count, capped: page.next !== undefined }
 }
 
 /** Whole seconds from `oldestUs` to `nowUs` (both on the database's clock); 0 when none. */

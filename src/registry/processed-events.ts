@@ -53,6 +53,9 @@ export type RegistryRow = {
   readonly lastError: string | null
   readonly result: unknown
   readonly updatedAt: string
+  /** The operator who last retried or skipped it, and when (null: never by hand). */
+  readonly resolvedBy: string | null
+  readonly resolvedAt: string | null
 }
 
 export type RegistryOptions = {
@@ -135,10 +138,13 @@ export type ProcessedEventRegistry = {
    */
   claimRetries(handler: string, limit: number): Promise<RegistryRow[]>
   listParked(handler?: string): Promise<RegistryRow[]>
-  /** Operator: failed or parked events become claimable again (by `claimRetries`). */
-  retryParked(handler: string, eventIds: readonly string[]): Promise<number>
+  /**
+   * Operator: failed or parked events become claimable again (by `claimRetries`); `actor` and
+   * the time are recorded. Returns how many were failed or parked.
+   */
+  retryParked(handler: string, eventIds: readonly string[], actor: string): Promise<number>
   /** Operator: failed or parked events are skipped; later events of the aggregate flow. */
-  skipParked(handler: string, eventIds: readonly string[]): Promise<number>
+  skipParked(handler: string, eventIds: readonly string[], actor: string): Promise<number>
   /** Every handler's record of one event (command status). */
   status(eventId: string): Promise<RegistryRow[]>
 }
@@ -165,6 +171,8 @@ type RawRow = {
   last_error: string | null
   result: unknown
   updated_at: string | Date
+  resolved_by: string | null
+  resolved_at: string | Date | null
 }
 
 const RETRYABLE_SQLSTATES = new Set(['40001', '40P01'])
@@ -181,6 +189,13 @@ const toRow = (r: RawRow): RegistryRow => ({
   lastError: r.last_error,
   result: r.result,
   updatedAt: r.updated_at instanceof Date ? r.updated_at.toISOString() : String(r.updated_at),
+  resolvedBy: r.resolved_by,
+  resolvedAt:
+    r.resolved_at === null
+      ? null
+      : r.resolved_at instanceof Date
+        ? r.resolved_at.toISOString()
+        : String(r.resolved_at),
 })
 
 /** Results by event id, one JSON object for the statement: an id without an entry records NULL. */
@@ -191,7 +206,7 @@ const resultsById = (events: readonly DoneInput[]): Record<string, unknown> => {
 }
 
 const COLUMNS =
-  'handler, event_id, aggregate_type, aggregate_id, sequence_number, status, owner, attempts, last_error, result, updated_at'
+  'handler, event_id, aggregate_type, aggregate_id, sequence_number, status, owner, attempts, last_error, result, updated_at, resolved_by, resolved_at'
 
 export const createProcessedEventRegistry = (options: RegistryOptions): ProcessedEventRegistry => {
   const { sql, schema } = options
@@ -284,12 +299,14 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
     handler: string,
     eventIds: readonly string[],
     status: 'retrying' | 'skipped',
+    actor: string,
   ): Promise<number> => {
     const rows = await q(
-      `UPDATE ${schema}.processed_events SET status = $3, owner = NULL, updated_at = now()
+      `UPDATE ${schema}.processed_events
+          SET status = $3, owner = NULL, updated_at = now(), resolved_by = $4, resolved_at = now()
         WHERE handler = $1 AND event_id = ANY ($2::text[]) AND status IN ('failed', 'parked')
         RETURNING event_id`,
-      [handler, eventIds, status],
+      [handler, eventIds, status, actor.slice(0, 200)],
     )
     return rows.length
   }
@@ -450,8 +467,8 @@ export const createProcessedEventRegistry = (options: RegistryOptions): Processe
       )
       return rows.map(toRow)
     },
-    retryParked: (handler, eventIds) => resolveParked(handler, eventIds, 'retrying'),
-    skipParked: (handler, eventIds) => resolveParked(handler, eventIds, 'skipped'),
+    retryParked: (handler, eventIds, actor) => resolveParked(handler, eventIds, 'retrying', actor),
+    skipParked: (handler, eventIds, actor) => resolveParked(handler, eventIds, 'skipped', actor),
     async status(eventId) {
       // No index leads with event_id (004 dropped it: one entry less per claim and completion):
       // walk the distinct handlers on the primary key, then one probe per handler.

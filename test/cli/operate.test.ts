@@ -63,7 +63,7 @@ test('operator commands: status, parked list/skip/retry, projection rebuild, che
     assert.equal(r.code, 0, r.err)
     // For people: tables; for scripts: --json.
     assert.match(r.out, /^publisher\n/)
-    assert.match(r.out, /\n {2}mailer +0 +0 +2 /)
+    assert.match(r.out, /\n {2}mailer +0 +0 +0 +2 /)
     r = cairn(dataDir, 'status', '--json')
     assert.equal(r.code, 0, r.err)
     const status = JSON.parse(r.out)
@@ -93,6 +93,19 @@ test('operator commands: status, parked list/skip/retry, projection rebuild, che
     r = cairn(dataDir, 'parked', 'mailer', '--json')
     assert.equal(r.out.trim(), '', 'nothing failed or parked any more')
     assert.equal(cairn(dataDir, 'parked', 'mailer').out, '(none)\n')
+    {
+      // The operator who released them is recorded on their records.
+      await using ws = await openWriteSide(config, silentLogger, { probe: false })
+      const registry = createProcessedEventRegistry({
+        sql: ws.sql,
+        schema: config.sequencing.schema,
+        member: 'test-reader',
+      })
+      for (const id of ['poison-1', 'poison-2']) {
+        const [row] = await registry.status(id)
+        assert.match(row?.resolvedBy ?? '', /^operator@\S+$/)
+      }
+    }
 
     // The read model, rebuilt from the bucket alone after it was lost.
     {

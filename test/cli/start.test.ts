@@ -18,6 +18,7 @@ test('`cairn start` (the README command) serves the OMS embedded, prints a first
     try {
       assert.match(cairn.url, /^http:\/\/127\.0\.0\.1:\d+$/)
       assert.match(cairn.output(), /curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/api\/v1\/databases/)
+      assert.match(cairn.output(), /console: http:\/\/127\.0\.0\.1:\d+\/console/)
       const c = httpClient(cairn.url)
       const r = await c.post('/api/v1/databases', { name: 'first' })
       assert.equal(r.status, 202, r.text)
@@ -28,6 +29,9 @@ test('`cairn start` (the README command) serves the OMS embedded, prints a first
       })
       assert.equal(big.status, 413, big.text)
       assert.equal((await c.get('/api/v1/databases/first')).status, 200)
+      const page = await fetch(`${cairn.url}/console`)
+      assert.equal(page.status, 200)
+      assert.match(await page.text(), /<script type="module" src="\/console\/console.js">/)
     } finally {
       const code = await cairn.stop('SIGTERM')
       assert.equal(code, 0, cairn.output().slice(-4000))

@@ -177,6 +177,29 @@ export const busContract = (cases: readonly AdapterCase<Bus>[]): void =>
       },
     )
 
+    test(
+      'lag: what a group has not committed, per topic, from the log start before any commit',
+      slow,
+      async () => {
+        const topic = await topicWith(2)
+        const groupId = uniqueName('g')
+        const producer = bus().producer()
+        await producer.send(spreadKeys(6, 2).map((k, i) => message(topic, k, `l-${i}`)))
+        await producer.close()
+        assert.deepEqual(await bus().lag(groupId, [topic]), [{ topic, lag: 6 }])
+        const consumer = await consumerOf(topic, groupId)
+        const got = await pollUntil(consumer, 6)
+        assert.equal(got.length, 6)
+        // Committing the first message of each partition leaves the others.
+        const firsts = [0, 1].flatMap((p) => got.filter((m) => m.partition === p).slice(0, 1))
+        await consumer.commit(firsts)
+        assert.deepEqual(await bus().lag(groupId, [topic]), [{ topic, lag: 4 }])
+        await consumer.commit(got)
+        assert.deepEqual(await bus().lag(groupId, [topic]), [{ topic, lag: 0 }])
+        await consumer.close()
+      },
+    )
+
     test('a committed message is not delivered again; an uncommitted one is', slow, async () => {
       const topic = await topicWith(1)
       const groupId = uniqueName('g')

@@ -207,7 +207,7 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       assert.equal(parked[0]?.lastError, 'boom')
 
       // The operator retries them: they come back one at a time, in sequence order.
-      assert.equal(await r.retryParked('h-p', [e1.eventId, e2.eventId, e3.eventId]), 3)
+      assert.equal(await r.retryParked('h-p', [e1.eventId, e2.eventId, e3.eventId], 'tester'), 3)
       for (const e of [e1, e2, e3]) {
         const retried = await r.claimRetries('h-p', 10)
         assert.deepEqual(
@@ -217,6 +217,11 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
         assert.equal((await r.markDone('h-p', [e.eventId])).size, 1)
       }
       assert.deepEqual(await r.claimRetries('h-p', 10), [])
+      // Who released them stays on their records.
+      const [done] = await r.status(e1.eventId)
+      assert.equal(done?.status, 'done')
+      assert.equal(done?.resolvedBy, 'tester')
+      assert.ok(done?.resolvedAt !== null)
     })
 
     test('claims of one aggregate take turns: an older and a newer event claimed at once by two consumers are never both claimed (C3, C4)', async () => {
@@ -263,10 +268,10 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       await r.markFailed('h-rd', e1.eventId, 'poison', false)
       assert.equal((await r.claim('h-rd', [e2])).get(e2.eventId), 'parked')
       // The operator retries the newer one only: it must not overtake the failed older one.
-      assert.equal(await r.retryParked('h-rd', [e2.eventId]), 1)
+      assert.equal(await r.retryParked('h-rd', [e2.eventId], 'tester'), 1)
       assert.deepEqual(await r.claimRetries('h-rd', 10), [])
       assert.equal((await r.status(e2.eventId))[0]?.status, 'parked')
-      assert.equal(await r.retryParked('h-rd', [e1.eventId, e2.eventId]), 2)
+      assert.equal(await r.retryParked('h-rd', [e1.eventId, e2.eventId], 'tester'), 2)
       assert.deepEqual(
         (await r.claimRetries('h-rd', 10)).map((x) => x.seq),
         [1],
@@ -314,8 +319,8 @@ export const registryContract = (cases: readonly AdapterCase<RegistryWorld>[]): 
       assert.equal((await r.claim('h-rt', [e1])).get(e1.eventId), 'claimed')
       await r.markFailed('h-rt', e1.eventId, 'poison', false)
       assert.equal((await r.claim('h-rt', [e2])).get(e2.eventId), 'parked')
-      assert.equal(await r.skipParked('h-rt', [e1.eventId]), 1)
-      assert.equal(await r.retryParked('h-rt', [e2.eventId]), 1)
+      assert.equal(await r.skipParked('h-rt', [e1.eventId], 'tester'), 1)
+      assert.equal(await r.retryParked('h-rt', [e2.eventId], 'tester'), 1)
       assert.equal((await r.claim('h-rt', [e2])).get(e2.eventId), 'claimed')
       assert.equal((await r.claim('h-rt', [e1])).get(e1.eventId), 'duplicate')
     })

@@ -300,6 +300,7 @@ export const workerContract = (
           await registry.retryParked(
             'projection',
             parked.map((p) => p.eventId),
+            'tester',
           )
           await eventually(
             async () => (await effects(w)).length >= 4,

@@ -59,6 +59,20 @@ describe('distributed: oms, publisher and workers as separate processes on MinIO
     assert.match(metrics.text, /cairn_http_requests_total/)
     const workerMetrics = await httpClient((processes[3] as CairnProcess).url).get('/metrics')
     assert.match(workerMetrics.text, /cairn_worker_processed\{handler="projection_worker"\} [1-9]/)
+    // The operator's overview from the OMS alone: consumer lag per topic read from Kafka.
+    const overview = await httpClient(oms.url, TOKEN).get('/api/v1/ops/overview')
+    assert.equal(overview.status, 200, overview.text)
+    assert.ok(Array.isArray(overview.json.consumers), overview.text)
+    assert.ok(
+      overview.json.consumers.some(
+        (c: { group: string; topic: string; lag: number }) =>
+          c.group.endsWith('projection-worker-group') &&
+          c.topic.endsWith('instance_events') &&
+          c.lag >= 0,
+      ),
+      overview.text,
+    )
+    assert.ok(overview.json.handlers.projection_worker.done >= 1, overview.text)
   })
 
   test("the publisher's commit listener loses its session: it listens again, says so, and publishing goes on", async () => {

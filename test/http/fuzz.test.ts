@@ -3,12 +3,16 @@ import { after, before, describe, test } from 'node:test'
 import fc from 'fast-check'
 import { openApiOf } from '../../src/http/contract.ts'
 import { OMS_OPERATIONS } from '../../src/http/oms-contract.ts'
+import { OPERATOR_OPERATIONS } from '../../src/http/operator-contract.ts'
 import { openEmbedded } from '../support/embedded.ts'
 import type { Embedded } from '../support/embedded.ts'
 import { inProcessClient } from '../support/oms-client.ts'
 
 type Schema = Record<string, unknown>
-const doc = openApiOf(OMS_OPERATIONS, { title: 'cairn OMS', authenticated: true }) as unknown as {
+const doc = openApiOf([...OMS_OPERATIONS, ...OPERATOR_OPERATIONS], {
+  title: 'cairn OMS',
+  authenticated: true,
+}) as unknown as {
   paths: Record<string, Record<string, { parameters?: Schema[]; requestBody?: Schema }>>
   components: { schemas: Record<string, Schema> }
 }
@@ -93,7 +97,17 @@ describe('fuzzing every endpoint from its OpenAPI schema', () => {
         ),
       )
       const queryArb = fc.dictionary(
-        fc.constantFrom('expected_seq', 'limit', 'after', 'from_seq', 'name', 'price', 'x'),
+        fc.constantFrom(
+          'expected_seq',
+          'limit',
+          'after',
+          'from_seq',
+          'name',
+          'price',
+          'handler',
+          'seconds',
+          'x',
+        ),
         fc.oneof(fc.nat().map(String), weird),
         { maxKeys: 3 },
       )

@@ -7,6 +7,7 @@ import type {
   BusProducer,
   ConsumerOptions,
   DeliveredMessage,
+  TopicLag,
   TopicSpec,
 } from '../../core/ports/bus.ts'
 
@@ -270,6 +271,17 @@ export const createInProcessBus = (): Bus => {
       return producer()
     },
     consumer,
+    async lag(groupId: string, names: readonly string[]): Promise<TopicLag[]> {
+      const committed = groups.get(groupId)?.committed
+      return names.map((name) => ({
+        topic: name,
+        lag: topicOf(name).partitions.reduce(
+          (sum, log, partition) =>
+            sum + log.length - (committed?.get(partitionId(name, partition)) ?? 0),
+          0,
+        ),
+      }))
+    },
     async close(): Promise<void> {
       if (closed) return
       closed = true

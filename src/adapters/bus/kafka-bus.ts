@@ -18,6 +18,7 @@ import type {
   BusProducer,
   ConsumerOptions,
   DeliveredMessage,
+  TopicLag,
   TopicSpec,
 } from '../../core/ports/bus.ts'
 import { silentLogger } from '../../core/ports/logger.ts'
@@ -146,8 +147,21 @@ type AdminClient = {
     topics: { topic: string; partitions: number; replicas: number }[]
   }): Promise<unknown>
   metadata(options: { topics: string[]; forceUpdate?: boolean }): Promise<Metadata>
+  listOffsets(options: {
+    topics: { name: string; partitions: { partitionIndex: number; timestamp: bigint }[] }[]
+  }): Promise<{ name: string; partitions: { partitionIndex: number; offset: bigint }[] }[]>
+  listConsumerGroupOffsets(options: { groups: string[] }): Promise<
+    {
+      groupId: string
+      topics: { name: string; partitions: { partitionIndex: number; committedOffset: bigint }[] }[]
+    }[]
+  >
   close(): Promise<void>
 }
+
+/** ListOffsets' timestamps that ask for the log's end and for its start. */
+const LATEST = -1n
+const EARLIEST = -2n
 
 const positiveInt = (name: string, value: number): number => {
   if (!Number.isInteger(value) || value < 1) {
@@ -865,6 +879,53 @@ export const createKafkaBus = (options: KafkaBusOptions): KafkaBus => {
     },
     producer,
     consumer,
+    async lag(groupId: string, names: readonly string[]): Promise<TopicLag[]> {
+      assertOpen()
+      try {
+        const metadata = await answered('reading topic metadata', [
+          adminClient().metadata({ topics: [...names] }),
+        ])
+        const at = (timestamp: bigint) =>
+          names.map((name) => ({
+            name,
+            partitions: Array.from(
+              { length: metadata[0].topics.get(name)?.partitionsCount ?? 0 },
+              (_, partitionIndex) => ({ partitionIndex, timestamp }),
+            ),
+          }))
+        const [ends, starts, groupOffsets] = await answered('reading consumer lag', [
+          adminClient().listOffsets({ topics: at(LATEST) }),
+          adminClient().listOffsets({ topics: at(EARLIEST) }),
+          adminClient().listConsumerGroupOffsets({ groups: [groupId] }),
+        ])
+        const offsetOf = (
+          listed: readonly {
+            name: string
+            partitions: { partitionIndex: number; offset: bigint }[]
+          }[],
+          name: string,
+          partition: number,
+        ): bigint =>
+          listed
+            .find((t) => t.name === name)
+            ?.partitions.find((p) => p.partitionIndex === partition)?.offset ?? 0n
+        const committed = groupOffsets.find((g) => g.groupId === groupId)?.topics ?? []
+        return names.map((name) => {
+          let lag = 0n
+          for (const p of ends.find((t) => t.name === name)?.partitions ?? []) {
+            const c = committed
+              .find((t) => t.name === name)
+              ?.partitions.find((x) => x.partitionIndex === p.partitionIndex)?.committedOffset
+            // No committed offset (-1): the group starts at the log's start.
+            const from = c === undefined || c < 0n ? offsetOf(starts, name, p.partitionIndex) : c
+            if (p.offset > from) lag += p.offset - from
+          }
+          return { topic: name, lag: Number(lag) }
+        })
+      } catch (error) {
+        throw toCairnError(error, `reading the lag of group ${groupId}`)
+      }
+    },
     async close(): Promise<void> {
       if (closed) return
       closed = true

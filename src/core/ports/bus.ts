@@ -88,6 +88,9 @@ export type BusConsumer = {
   [Symbol.asyncDispose](): Promise<void>
 }
 
+/** One topic's lag in a consumer group, in messages. */
+export type TopicLag = { readonly topic: string; readonly lag: number }
+
 export type Bus = {
   /** A short name for logs and errors, e.g. `kafka://127.0.0.1:9092` or `in-process`. */
   readonly describe: string
@@ -96,6 +99,12 @@ export type Bus = {
   producer(options?: { readonly clientId?: string }): BusProducer
   /** Resolves once the consumer is a member of its group, with its partitions assigned. */
   consumer(options: ConsumerOptions): Promise<BusConsumer>
+  /**
+   * A group's lag per topic: the messages after its committed offsets (from the start of the log
+   * where it committed none), summed over the topic's partitions. For the operator's overview;
+   * it changes nothing.
+   */
+  lag(groupId: string, topics: readonly string[]): Promise<TopicLag[]>
   /** Closes every producer and consumer made by this bus; safe to call twice. */
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>

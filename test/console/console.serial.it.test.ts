@@ -15,7 +15,12 @@ import type { CairnProcess } from '../support/cairn-process.ts'
 import { FAST_ENV } from '../support/embedded.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const SHOTS = path.join(ROOT, 'docs', 'console')
+// The docs' screenshots are taken again with CAIRN_CONSOLE_SHOTS=docs/console; a plain run keeps
+// its own in a temporary folder, leaving the working tree as it was.
+const SHOTS = path.resolve(
+  ROOT,
+  process.env['CAIRN_CONSOLE_SHOTS'] ?? path.join(tmpdir(), 'cairn-console-shots'),
+)
 const ADMIN = 'admin-token-0123456789abcdef'
 const VIEWER = 'viewer-token-0123456789abcdef'
 const HOSTILE = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'

@@ -60,7 +60,20 @@ export const registerOperate = (program: Command): void => {
         print(report)
         return
       }
-      process.stdout.write(`publisher\n${indent(fields(report.publisher))}\nhandlers\n`)
+      const { publishers, ...publisher } = report.publisher
+      process.stdout.write(`publisher\n${indent(fields(publisher))}\npublishers\n`)
+      process.stdout.write(
+        indent(
+          table(publishers, [
+            { title: 'id', value: (p) => p.id },
+            { title: 'role', value: (p) => p.role },
+            { title: 'host', value: (p) => p.host, max: 40 },
+            { title: 'position', value: (p) => p.position ?? '', max: 60 },
+            { title: 'seen', value: (p) => `${p.seen_seconds_ago} s ago`, align: 'right' },
+          ]),
+        ),
+      )
+      process.stdout.write('handlers\n')
       process.stdout.write(
         indent(
           table(Object.entries(handlers), [

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { createFsObjectStore } from '../adapters/object-store/fs/fs-object-store.ts'
 import { createS3ObjectStore } from '../adapters/object-store/s3/s3-object-store.ts'
@@ -20,6 +21,7 @@ import type { EventStore } from '../event-store/event-store.ts'
 import { encodeCommitNotices } from '../event-store/segment.ts'
 import { assertConformant } from '../event-store/probe.ts'
 import { assertCurrentLayout } from '../event-store/reconcile.ts'
+import { presenceRecorder } from '../publisher/presence.ts'
 import { createPublisher } from '../publisher/publisher.ts'
 import type { Publisher } from '../publisher/publisher.ts'
 import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
@@ -234,6 +236,7 @@ export const openPublisher = (
     dedupCheckpointMaxEvents: p.dedupCheckpointMaxEvents,
     metricsLogIntervalMs: p.metricsLogIntervalSeconds * 1000,
     tracer: ws.tracer,
+    presence: presenceRecorder(ws.sql, config.sequencing.schema, os.hostname()),
   })
   ws.eventStore.onCommit((notice) => publisher.noteCommit(notice))
   return publisher

@@ -45,6 +45,19 @@ export const OverviewSchema = Type.Object({
     this_process: Type.Union([Type.String(), Type.Null()], {
       description: 'the role of the publisher in this process (active, standby), if one runs here',
     }),
+    publishers: Type.Array(
+      Type.Object({
+        id: Text,
+        role: Text,
+        position: NullableText,
+        host: Text,
+        seen_seconds_ago: Count,
+      }),
+      {
+        description:
+          'every publisher heard from in the last 10 minutes (active and standbys, each says where it stands every 5 s), active first',
+      },
+    ),
   }),
   handlers: Type.Record(Type.String(), Type.Record(Type.String(), Count), {
     description: 'per handler, records per status; lease_expired: processing past its lease',

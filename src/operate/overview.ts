@@ -2,6 +2,8 @@ import type { ObjectStore } from '../core/ports/object-store.ts'
 import type { SqlQueryable } from '../core/ports/sql.ts'
 import { loadCheckpoint } from '../publisher/checkpoint.ts'
 import { lagSeconds, unpublishedSegments } from '../publisher/lag.ts'
+import { listPublishers } from '../publisher/presence.ts'
+import type { PublisherSeen } from '../publisher/presence.ts'
 import { listQuarantine } from '../publisher/publisher.ts'
 
 /**
@@ -36,7 +38,7 @@ export type PublisherOverview = {
    */
   readonly unpublished_segments: number
   readonly unpublished_capped: boolean
-  /** The active publisher: the owner of the checkpoint. Standbys leave no trace in the bucket. */
+  /** The active publisher: the owner of the checkpoint. */
   readonly owner: string | null
   readonly updated_at: string | null
   readonly settling: boolean | null
@@ -45,6 +47,8 @@ export type PublisherOverview = {
   readonly quarantined: number
   /** The publisher running in this process, if one does: its role (active or standby). */
   readonly this_process: string | null
+  /** Every publisher heard from in the last 10 minutes (active and standbys), active first. */
+  readonly publishers: readonly PublisherSeen[]
 }
 
 export type PipelineOverview = {
@@ -72,7 +76,7 @@ export type OverviewSources = {
 export const pipelineOverview = async (sources: OverviewSources): Promise<PipelineOverview> => {
   const { sql, schema } = sources
   const { checkpoint } = await loadCheckpoint(sources.objectStore)
-  const [counts, stuck, pending, quarantine, nowUs, consumers] = await Promise.all([
+  const [counts, stuck, pending, quarantine, nowUs, consumers, publishers] = await Promise.all([
     sql.query<{ handler: string; status: string; n: string | number }>(
       `SELECT handler, status, count(*) AS n FROM ${schema}.processed_events
         GROUP BY handler, status ORDER BY handler, status`,
@@ -85,6 +89,7 @@ export const pipelineOverview = async (sources: OverviewSources): Promise<Pipeli
     listQuarantine(sources.objectStore),
     sources.nowUs(),
     sources.consumerLag?.() ?? Promise.resolve('unknown' as const),
+    listPublishers(sql, schema),
   ])
   const handlers: Record<string, Record<string, number>> = {}
   for (const c of counts) (handlers[c.handler] ??= {})[c.status] = Number(c.n)
@@ -106,6 +111,7 @@ export const pipelineOverview = async (sources: OverviewSources): Promise<Pipeli
       clock_offset_ms: clock?.offset_ms ?? null,
       quarantined: quarantine.length,
       this_process: sources.localPublisherRole?.() ?? null,
+      publishers,
     },
     handlers,
     consumers,

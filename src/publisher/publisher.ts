@@ -94,10 +94,24 @@ export type PublisherOptions = {
   /** An id for logs and the checkpoint's owner field (default random). */
   readonly publisherId?: string
   /**
+   * Told where this publisher stands about every heartbeat and when its role changes, so that
+   * operators see the standbys too (the checkpoint names the active one only). Best effort: a
+   * failure is logged at debug level and never holds publishing.
+   */
+  readonly presence?: (state: PublisherPresence) => Promise<void>
+  /**
    * A producer span per published event, child of the envelope's traceparent; the Kafka header
    * `traceparent` names the span, so consumers continue the same trace (default: no tracing).
    */
   readonly tracer?: Tracer
+}
+
+/** What a publisher says of itself (see `presence`). */
+export type PublisherPresence = {
+  readonly id: string
+  readonly role: 'starting' | 'active' | 'standby' | 'stopped'
+  /** The last segment key it published from the checkpoint (null before the first). */
+  readonly position: string | null
 }
 
 export type PublisherMetrics = {
@@ -860,6 +874,25 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
     )
   }
 
+  let lastPresenceAt = -Infinity
+  let presenceSaid: PublisherPresence['role'] | null = null
+  let presenceInFlight: Promise<void> | null = null
+  /** Tells `presence` where this publisher stands when due (or its role changed); one at a time. */
+  const sayPresence = (force = false): Promise<void> | undefined => {
+    if (options.presence === undefined || presenceInFlight !== null)
+      return presenceInFlight ?? undefined
+    if (!force && m.role === presenceSaid && mono() - lastPresenceAt < heartbeatMs) return
+    lastPresenceAt = mono()
+    presenceSaid = m.role
+    presenceInFlight = options
+      .presence({ id, role: m.role, position })
+      .catch((error: unknown) => log.debug({ err: String(error) }, 'presence not recorded'))
+      .finally(() => {
+        presenceInFlight = null
+      })
+    return presenceInFlight
+  }
+
   let running: Promise<void> | null = null
 
   let failingWith: string | null = null
@@ -966,6 +999,7 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
         }
       }
       logMetrics()
+      void sayPresence()
       if (signal.aborted) break
       if (backoffMs > 0) {
         await sleepUntil(backoffMs, signal, { fn: null })
@@ -996,6 +1030,8 @@ export const createPublisher = (options: PublisherOptions): Publisher => {
         await save(true).catch(() => false)
       }
       m.role = 'stopped'
+      await presenceInFlight
+      await sayPresence(true)
       await producer?.close().catch(() => {})
       log.info({ published: m.published }, 'publisher stopped')
     })

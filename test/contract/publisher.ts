@@ -12,6 +12,7 @@ import type { EventStore } from '../../src/event-store/event-store.ts'
 import { CHECKPOINT_KEY, QUARANTINE_PREFIX, segmentKey } from '../../src/event-store/keys.ts'
 import { encodeSegment, segmentEntry } from '../../src/event-store/segment.ts'
 import { loadCheckpoint } from '../../src/publisher/checkpoint.ts'
+import { listPublishers, presenceRecorder } from '../../src/publisher/presence.ts'
 import { createPublisher } from '../../src/publisher/publisher.ts'
 import type { Publisher, PublisherOptions } from '../../src/publisher/publisher.ts'
 import { createSequenceAllocator, databaseClock } from '../../src/sequencing/allocator.ts'
@@ -763,6 +764,30 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           void active.close()
           const got = await collectDistinct(w.bus, topic, 2, 5_000)
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 2)
+        },
+      )
+
+      withWorld(
+        'every publisher says where it stands: the active one and the standby, then stopped',
+        async (w) => {
+          const presence = presenceRecorder(w.ws.sql, w.ws.schema, 'host-1')
+          const active = startPublisher(w, { publisherId: 'first', presence })
+          await eventually(() => active.metrics().role === 'active', 'first active')
+          const standby = startPublisher(w, { publisherId: 'second', presence })
+          const roles = async () =>
+            Object.fromEntries(
+              (await listPublishers(w.ws.sql, w.ws.schema)).map((p) => [p.id, p.role]),
+            )
+          await eventually(
+            async () => JSON.stringify(await roles()) === '{"first":"active","second":"standby"}',
+            'both heard from, the active one first',
+          )
+          const [first] = await listPublishers(w.ws.sql, w.ws.schema)
+          assert.equal(first?.host, 'host-1')
+          assert.ok((first?.seen_seconds_ago ?? 99) <= 2, 'seen within the heartbeat')
+          await standby.close()
+          await active.close()
+          assert.deepEqual(await roles(), { first: 'stopped', second: 'stopped' })
         },
       )
 

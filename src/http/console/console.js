@@ -247,6 +247,14 @@ const overviewView = (o) => {
       ['', (r) => r[1]],
     ],
   )
+  const publishers = table(p.publishers, [
+    ['publisher', (r) => r.id],
+    ['role', (r) => r.role],
+    ['host', (r) => r.host],
+    ['position', (r) => r.position ?? '—'],
+    ['seen', (r) => `${r.seen_seconds_ago} s ago`],
+  ])
+  publishers.id = 'publishers'
   const handlers = table(Object.entries(o.handlers), [
     ['handler', ([name]) => name],
     ...STATUSES.map((st) => [
@@ -270,6 +278,7 @@ const overviewView = (o) => {
     chart(),
     h('h2', {}, 'Publisher'),
     publisher,
+    publishers,
     h('h2', {}, 'Handlers'),
     handlers,
     h('h2', {}, 'Consumers'),

@@ -16,8 +16,16 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const NODE = path.join(ROOT, 'node_modules', '.bin', 'node')
 const LEDGER = path.join(ROOT, 'examples', 'ledger', 'main.ts')
 
-/** Schemathesis at `url` with a fixed seed: exit 0, every phase passed, `operations` tested. */
-const schemathesis = async (url: string, operations: number, token?: string): Promise<void> => {
+/**
+ * Schemathesis at `url` with a fixed seed: exit 0, every phase passed, `operations` tested. On a
+ * failure the message ends with the server's own last lines (`serverOutput`).
+ */
+const schemathesis = async (
+  url: string,
+  operations: number,
+  serverOutput: () => string,
+  token?: string,
+): Promise<void> => {
   const args = [SCRIPT, url, '--max-examples', '25', '--workers', '2', '--seed', '7']
   if (token !== undefined) args.push('-H', `Authorization: Bearer ${token}`)
   const result = await run('bash', args, {
@@ -31,10 +39,12 @@ const schemathesis = async (url: string, operations: number, token?: string): Pr
       out: `${e.stdout ?? ''}${e.stderr ?? ''}`,
     }),
   )
-  assert.equal(result.code, 0, result.out.slice(-20_000))
-  assert.match(result.out, /✅ Coverage/)
-  assert.match(result.out, /✅ Fuzzing/)
-  assert.match(result.out, /✅ Stateful/)
+  const server = () =>
+    `${result.out.slice(-20_000)}\n--- the server's last output ---\n${serverOutput().slice(-8_000)}`
+  assert.equal(result.code, 0, server())
+  assert.match(result.out, /✅ Coverage/, server())
+  assert.match(result.out, /✅ Fuzzing/, server())
+  assert.match(result.out, /✅ Stateful/, server())
   assert.match(result.out, new RegExp(`Tested: ${operations}\\b`), 'every operation was tested')
 }
 
@@ -52,7 +62,7 @@ const fuzzOms = async (tokens: boolean): Promise<void> => {
   )
   try {
     // The OMS's 19 operations and the operator's 7, but the stream (see schemathesis.toml).
-    await schemathesis(cairn.url, 25, tokens ? TOKEN : undefined)
+    await schemathesis(cairn.url, 25, () => cairn.output(), tokens ? TOKEN : undefined)
   } finally {
     await cairn.stop('SIGTERM')
     await rm(dir, { recursive: true, force: true })
@@ -97,7 +107,7 @@ test(
         url = /"http":"(http:\/\/[^"]+)","msg":"ledger is running"/.exec(out)?.[1]
         await new Promise((r) => setTimeout(r, 50))
       }
-      await schemathesis(url, 7)
+      await schemathesis(url, 7, () => out)
       assert.doesNotMatch(out, /"level":50/, 'no request failed unexpectedly')
     } finally {
       child.kill('SIGTERM')

@@ -5,7 +5,7 @@ import { CairnError, ErrorCode } from '../core/errors.ts'
 import { rebuildProjection } from '../domain/rebuild.ts'
 import { segmentKeyFloor } from '../event-store/keys.ts'
 import { REGISTRY_STATUSES, pipelineOverview } from '../operate/overview.ts'
-import { loadCheckpoint, resetCheckpoint } from '../publisher/checkpoint.ts'
+import { loadCheckpoint, resetCheckpoint, resetTime } from '../publisher/checkpoint.ts'
 import { createProcessedEventRegistry } from '../registry/processed-events.ts'
 import { reconcileFromBucket } from '../event-store/reconcile.ts'
 import { createSequenceAllocator, databaseClock } from '../sequencing/allocator.ts'
@@ -272,10 +272,11 @@ export const registerOperate = (program: Command): void => {
     .requiredOption('--to <time>', 'ISO-8601 time, e.g. 2026-11-27T10:00:00Z')
     .option('--yes', 'really reset')
     .action(async (opts: { to: string; yes?: boolean }) => {
-      const ms = Date.parse(opts.to)
-      if (!/^\d{4}-\d{2}-\d{2}T/.test(opts.to) || Number.isNaN(ms)) {
-        throw new CairnError(ErrorCode.INVALID_CONFIG, `--to ${opts.to}: not an ISO-8601 time`)
+      const time = resetTime(opts.to, Date.now())
+      if ('problem' in time) {
+        throw new CairnError(ErrorCode.INVALID_CONFIG, `--to ${opts.to}: ${time.problem}`)
       }
+      const { ms } = time
       const { config } = cliContext({ quiet: true })
       await using store = await openObjectStore(config)
       if (opts.yes !== true) {

@@ -228,7 +228,7 @@ export const resetCheckpoint = defineOperation({
     '400': problem('Invalid body'),
     '409': problem('The checkpoint changed while it was reset (the publisher saved); try again'),
     '415': problem('The body is not application/json'),
-    '422': problem('`to` is not a time'),
+    '422': problem('`to` is not a time, before 1970 or in the future'),
   },
   secured: true,
   scope: 'operate',

@@ -1,5 +1,6 @@
 import type { StoredEnvelope } from '../core/envelope.ts'
 import type { PipelineOverview } from '../operate/overview.ts'
+import { resetTime } from '../publisher/checkpoint.ts'
 import type { ProcessedEventRegistry, RegistryRow } from '../registry/processed-events.ts'
 import * as ops from './operator-contract.ts'
 import {
@@ -152,17 +153,16 @@ export const addOperatorRoutes = (
     const body = bodyJson(ctx)
     const problems = problemsOf(ops.ResetCheckpointBody, body)
     if (problems.length > 0) return validationFailed(ctx, problems)
-    const { to } = body as { to: string }
-    const ms = Date.parse(to)
-    if (Number.isNaN(ms)) {
+    const time = resetTime((body as { to: string }).to, Date.now())
+    if ('problem' in time) {
       return validationFailed(
         ctx,
-        [{ pointer: '/to', message: 'is not a time' }],
+        [{ pointer: '/to', message: time.problem }],
         'validation_failed',
         422,
       )
     }
-    const moved = await options.resetCheckpoint(ms)
+    const moved = await options.resetCheckpoint(time.ms)
     if (moved === null) {
       return problem({
         status: 409,

@@ -72,6 +72,35 @@ export const saveCheckpoint = async (
 }
 
 /**
+ * The time a checkpoint may be reset to, from an operator's text: an ISO-8601 time of a real
+ * calendar day (not 2026-02-30), not before 1970 and not in the future (a checkpoint moved past
+ * now would publish nothing until then). Milliseconds, or why not.
+ */
+export const resetTime = (
+  text: string,
+  nowMs: number,
+): { readonly ms: number } | { readonly problem: string } => {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T/.exec(text)
+  const ms = Date.parse(text)
+  if (m === null || Number.isNaN(ms)) return { problem: 'not an ISO-8601 time' }
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])]
+  const day = new Date(Date.UTC(y, mo - 1, d))
+  if (day.getUTCFullYear() !== y || day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== d) {
+    return { problem: `not a calendar day: ${m[0].slice(0, 10)}` }
+  }
+  if (ms < 0) return { problem: 'before 1970: no segment is keyed before then' }
+  if (ms > nowMs + RESET_AHEAD_MS) {
+    return {
+      problem: 'in the future: the publisher would publish nothing stored before then',
+    }
+  }
+  return { ms }
+}
+
+/** How far past this host's clock a reset may go (the clocks of hosts differ a little). */
+const RESET_AHEAD_MS = 5 * 60_000
+
+/**
  * Moves the checkpoint back (or forward) to a time (ms): the publisher republishes everything
  * stored after it, and consumers deduplicate. Unowned, so the active publisher adopts it on its
  * next save, with an empty dedup snapshot. Returns the keys it moved from and to, or null when

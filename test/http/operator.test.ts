@@ -153,6 +153,16 @@ describe('the operator API and the console, embedded, with scoped tokens', () =>
     assert.equal(r.status, 422, r.text)
     r = await ops.post('/api/v1/ops/checkpoint/reset', { to: 'yesterday' })
     assert.equal(r.status, 400, r.text)
+    // A day that is not in the calendar, before 1970, or in the future: refused, nothing moved.
+    for (const [time, why] of [
+      ['2026-02-30T10:00:00Z', /calendar/],
+      ['1969-12-31T23:59:59Z', /1970/],
+      ['9999-12-31T23:59:59Z', /future/],
+    ] as const) {
+      r = await ops.post('/api/v1/ops/checkpoint/reset', { to: time })
+      assert.equal(r.status, 422, r.text)
+      assert.match(r.json.problems[0].message, why)
+    }
     r = await ops.post('/api/v1/ops/checkpoint/reset', { to })
     assert.equal(r.status, 200, r.text)
     assert.equal(r.json.actor, 'token:ops')

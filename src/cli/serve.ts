@@ -1,4 +1,5 @@
 import http from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { Logger } from '../core/ports/logger.ts'
 import type { HttpApp, HttpRequest } from '../http/app.ts'
 
@@ -32,6 +33,54 @@ export type Served = {
   readonly url: string
   /** Stops accepting, lets requests in flight finish (up to the deadline), then closes. */
   close(deadlineMs?: number): Promise<void>
+}
+
+/** What a request that is not HTTP/1.1 node can parse gets, by the parser's error code. */
+const UNPARSABLE: Readonly<Record<string, { status: number; title: string; detail: string }>> = {
+  HPE_HEADER_OVERFLOW: {
+    status: 431,
+    title: 'Request header fields too large',
+    detail: 'the request headers are too large',
+  },
+  ERR_HTTP_REQUEST_TIMEOUT: {
+    status: 408,
+    title: 'Request timeout',
+    detail: 'the request did not arrive in time',
+  },
+}
+
+/**
+ * A request node's HTTP parser refuses (a control character in a header, a malformed request
+ * line…) gets a problem+json like any bad input, and the connection is closed gracefully: the
+ * answer is sent, then the rest of what the client sends is read and dropped for a moment. Node's
+ * default destroys the socket at once, so a client still sending its body gets a reset instead
+ * of the answer.
+ */
+const answered = new WeakSet<Duplex>()
+const answerUnparsable = (error: Error & { code?: string }, socket: Duplex): void => {
+  // The parser reports again on every chunk that follows: answered once, the rest is dropped.
+  if (answered.has(socket)) return
+  answered.add(socket)
+  if (error.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy()
+    return
+  }
+  const known = UNPARSABLE[error.code ?? '']
+  const status = known?.status ?? 400
+  const body = JSON.stringify({
+    type: `urn:cairn:problem:${status === 400 ? 'malformed_request' : `http_${status}`}`,
+    status,
+    code: status === 400 ? 'malformed_request' : `http_${status}`,
+    title: known?.title ?? 'Bad request',
+    detail: known?.detail ?? `the request is not valid HTTP/1.1 (${error.code ?? 'parse error'})`,
+  })
+  socket.end(
+    `HTTP/1.1 ${status} ${known?.title ?? 'Bad Request'}\r\ncontent-type: application/problem+json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  )
+  socket.on('error', () => {})
+  socket.resume()
+  setTimeout(() => socket.destroy(), 2_000).unref()
 }
 
 /**
@@ -101,6 +150,7 @@ export const serveHttp = async (
     })
     req.on('error', () => res.destroy())
   })
+  server.on('clientError', answerUnparsable)
   server.keepAliveTimeout = 65_000
   server.headersTimeout = 66_000
   server.requestTimeout = 120_000

@@ -553,7 +553,11 @@ export const publisherContract = (cases: readonly AdapterCase<PublisherWorld>[])
           const elapsed = Date.now() - started
           const lists = counts.list - before.list
           assert.equal(new Set(got.map((m) => m.headers.event_id)).size, 80)
-          assert.equal(counts.get - before.get, 0, 'the notices carry the entries: no GET')
+          // The notices carry the entries. A listing may still see a segment in the moment
+          // between its PUT and its notice (the store's rename and the listing race in the
+          // thread pool) and read it: a GET now and then, never one per commit.
+          const gets = counts.get - before.get
+          assert.ok(gets < 8, `${gets} GETs for 80 noticed commits`)
           assert.ok(
             lists <= elapsed / 200 + 3,
             `${lists} LISTs for 80 commits in ${elapsed} ms (one per 200 ms at most, plus slack)`,

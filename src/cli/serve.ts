@@ -49,6 +49,9 @@ const UNPARSABLE: Readonly<Record<string, { status: number; title: string; detai
   },
 }
 
+/** The sockets `answerUnparsable` has answered. */
+const answered = new WeakSet<Duplex>()
+
 /**
  * A request node's HTTP parser refuses (a control character in a header, a malformed request
  * line…) gets a problem+json like any bad input, and the connection is closed gracefully: the
@@ -56,12 +59,13 @@ const UNPARSABLE: Readonly<Record<string, { status: number; title: string; detai
  * default destroys the socket at once, so a client still sending its body gets a reset instead
  * of the answer.
  */
-const answered = new WeakSet<Duplex>()
 const answerUnparsable = (error: Error & { code?: string }, socket: Duplex): void => {
   // The parser reports again on every chunk that follows: answered once, the rest is dropped.
   if (answered.has(socket)) return
   answered.add(socket)
-  if (error.code === 'ECONNRESET' || !socket.writable) {
+  // An answer already under way (a timeout while it was sent) cannot be followed by another.
+  const under = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage
+  if (error.code === 'ECONNRESET' || !socket.writable || under?.headersSent === true) {
     socket.destroy()
     return
   }
